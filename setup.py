@@ -1,0 +1,96 @@
+"""Build hook for tether's optional C extension, ``tether._speedups``.
+
+All metadata lives in pyproject.toml; this file only adds the extension.  The
+extension is optional: when it cannot be built (no compiler, missing Python
+headers, ...) the install still succeeds with a warning and tether runs on its
+pure-Python code paths.
+
+Environment variables:
+
+``TETHER_NO_EXTENSIONS=1``
+    Do not even try to build the extension.
+``TETHER_REQUIRE_EXTENSIONS=1``
+    Make a failed build an error instead of a warning (for wheel builders and
+    CI, so that a broken toolchain cannot silently ship a pure-Python wheel).
+
+No ``-march=native``: wheels must run on any CPU of their platform.  SSE2 is
+part of the x86-64 baseline; the AVX2 kernel is compiled with a target
+attribute and chosen at import time when the CPU supports it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import (
+    CCompilerError,
+    CompileError,
+    ExecError,
+    LinkError,
+    PlatformError,
+)
+
+BUILD_ERRORS = (CCompilerError, CompileError, LinkError, ExecError, PlatformError, OSError)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _warn(message: str) -> None:
+    bar = "*" * 75
+    print(f"\n{bar}\n{message}\n{bar}\n", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):
+    """``build_ext`` that turns a failed build into a warning."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BUILD_ERRORS as exc:
+            self._failed(exc)
+
+    def build_extensions(self) -> None:
+        compiler_type = getattr(self.compiler, "compiler_type", "")
+        for ext in self.extensions:
+            if compiler_type == "msvc":
+                ext.extra_compile_args = ["/O2", *ext.extra_compile_args]
+            else:
+                ext.extra_compile_args = ["-O3", *ext.extra_compile_args]
+        super().build_extensions()
+
+    def build_extension(self, ext: Any) -> None:
+        try:
+            super().build_extension(ext)
+        except BUILD_ERRORS as exc:
+            self._failed(exc, ext.name)
+
+    def _failed(self, exc: BaseException, name: str = "tether._speedups") -> None:
+        if _env_flag("TETHER_REQUIRE_EXTENSIONS"):
+            raise exc
+        _warn(
+            f"WARNING: the optional C extension {name} could not be built:\n"
+            f"    {type(exc).__name__}: {exc}\n"
+            "tether is installed without it and uses its pure-Python fallback,\n"
+            "which is correct but slower (WebSocket masking, UTF-8 validation).\n"
+            "Install a C compiler and the Python headers, then reinstall,\n"
+            "to get the speedups."
+        )
+
+
+ext_modules = []
+if not _env_flag("TETHER_NO_EXTENSIONS"):
+    ext_modules.append(
+        Extension(
+            "tether._speedups",
+            sources=["src/tether/_speedups.c"],
+            optional=True,
+        )
+    )
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,30 @@
+"""Chooses between the native hot path and its pure-Python twin.
+
+``TETHER_NO_SPEEDUPS=1`` forces the pure-Python code (the test suite runs both).
+Without a compiled ``_speedups`` module tether still works, only slower, and
+says so once at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from tether import _mask
+
+MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
+
+apply_mask: MaskFunction = _mask.apply_mask
+USING_SPEEDUPS = False
+
+if not os.environ.get("TETHER_NO_SPEEDUPS"):
+    try:
+        from tether import _speedups  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        logging.getLogger("tether").debug(
+            "tether: native speedups unavailable, using the pure-Python fallback"
+        )
+    else:
+        apply_mask = _speedups.apply_mask
+        USING_SPEEDUPS = True

@@ -1,0 +1,181 @@
+"""asyncio WebSocket client: ``connect(uri)``."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Generator, Sequence
+from types import TracebackType
+from typing import Any
+
+from tether.asyncio.connection import Connection
+from tether.asyncio.options import Compression, client_extensions
+from tether.protocol.client import ClientProtocol, parse_uri
+from tether.protocol.connection import State
+from tether.protocol.events import ResponseReceived
+from tether.protocol.exceptions import InvalidHandshake
+from tether.protocol.extensions.base import ClientExtensionFactory
+from tether.protocol.headers import HeadersLike
+
+
+class ClientConnection(Connection):
+    """The client's side of a WebSocket connection."""
+
+    protocol: ClientProtocol
+
+    def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.protocol = protocol
+        self._handshake: asyncio.Future[None] = self.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        request = self.protocol.connect()
+        self.request = request
+        self.protocol.send_request(request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.protocol.state is not State.CONNECTING:
+            super().data_received(data)
+            return
+        proto = self.protocol
+        proto.receive_data(data)
+        events = proto.events_received()
+        for event in events:
+            if isinstance(event, ResponseReceived):
+                self.response = event.response
+                if proto.state is State.CLOSED:
+                    exc = proto.handshake_exc or InvalidHandshake("handshake failed")
+                    if not self._handshake.done():
+                        self._handshake.set_exception(exc)
+                elif not self._handshake.done():
+                    self._handshake.set_result(None)
+                    self._start_keepalive()
+            else:
+                self._handle_events([event])
+        if proto.handshake_exc is not None and not self._handshake.done():
+            self._handshake.set_exception(proto.handshake_exc)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._handshake.done():
+            self._handshake.set_exception(
+                InvalidHandshake(f"connection closed during handshake: {exc or 'EOF'}")
+            )
+        super().connection_lost(exc)
+
+
+class connect:  # noqa: N801 - used like a function, as in websockets
+    """Open a WebSocket connection: ``async with connect(uri) as ws`` or ``ws = await connect(uri)``."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        origin: str | None = None,
+        extensions: Sequence[ClientExtensionFactory] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        compression: Compression = "deflate",
+        additional_headers: HeadersLike | None = None,
+        user_agent_header: str | None = "tether",
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        max_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        max_queue: int | None = 16,
+        write_limit: int | tuple[int, int] = 32768,
+        stream_fragments: bool = False,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        **create_connection_kwargs: Any,
+    ) -> None:
+        self.uri = parse_uri(uri)
+        self.origin = origin
+        self.extension_factories = client_extensions(compression, extensions)
+        self.subprotocols = subprotocols
+        self.additional_headers = additional_headers
+        self.user_agent_header = user_agent_header
+        self.open_timeout = open_timeout
+        self.max_size = max_size
+        self.max_frame_size = max_frame_size
+        self.stream_fragments = stream_fragments
+        if self.uri.secure and ssl is None:
+            ssl = True
+        if not self.uri.secure and ssl:
+            raise ValueError("ssl given for a ws:// URI; use wss://")
+        self.ssl = ssl_module.create_default_context() if ssl is True else ssl or None
+        self.host = host
+        self.port = port
+        self.create_connection_kwargs = create_connection_kwargs
+        self._conn_kwargs: dict[str, Any] = {
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_queue": max_queue,
+            "write_limit": write_limit,
+        }
+        self.connection: ClientConnection | None = None
+
+    def _make_connection(self) -> ClientConnection:
+        protocol = ClientProtocol(
+            self.uri,
+            origin=self.origin,
+            extensions=self.extension_factories,
+            subprotocols=self.subprotocols,
+            additional_headers=self.additional_headers,
+            user_agent=self.user_agent_header,
+            max_size=self.max_size,
+            max_frame_size=self.max_frame_size,
+            stream_fragments=self.stream_fragments,
+        )
+        return ClientConnection(protocol, **self._conn_kwargs)
+
+    async def _open(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        kwargs = dict(self.create_connection_kwargs)
+        if self.ssl is not None:
+            kwargs.setdefault("server_hostname", self.uri.host)
+        if "sock" in kwargs:
+            _, conn = await loop.create_connection(self._make_connection, ssl=self.ssl, **kwargs)
+        else:
+            _, conn = await loop.create_connection(
+                self._make_connection,
+                self.host or self.uri.host,
+                self.port or self.uri.port,
+                ssl=self.ssl,
+                **kwargs,
+            )
+        try:
+            await conn._handshake
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.abort()
+            raise
+        return conn
+
+    async def create(self) -> ClientConnection:
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                self.connection = await self._open()
+        except TimeoutError:
+            raise TimeoutError(f"timed out opening {self.uri.host}:{self.uri.port}") from None
+        return self.connection
+
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
+        return self.create().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        return await self.create()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.connection is not None:
+            await self.connection.close()

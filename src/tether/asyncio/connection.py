@@ -1,0 +1,566 @@
+"""The asyncio connection shared by server and client: reading, writing, closing, keepalive.
+
+One :class:`asyncio.Protocol` per socket, no reader task: the transport calls
+:meth:`Connection.data_received`, the sans-I/O core turns bytes into messages,
+and messages go to whoever awaits :meth:`Connection.recv` (or into a bounded
+queue; when it is full the transport stops reading, so a slow consumer pushes
+back on its peer through TCP instead of growing memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from tether.protocol.connection import Connection as CoreConnection
+from tether.protocol.connection import State
+from tether.protocol.events import CloseReceived, Fragment, Pong
+from tether.protocol.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidState,
+)
+from tether.protocol.frames import CloseCode, Opcode, frame_header
+from tether.protocol.handshake import Request, Response
+
+logger = logging.getLogger("tether")
+
+Data = str | bytes
+_OK_CODES = (CloseCode.NORMAL, CloseCode.GOING_AWAY)
+
+
+class ConcurrencyError(RuntimeError):
+    """Two coroutines called recv (or streamed a send) on one connection at once."""
+
+
+class Connection(asyncio.Protocol):
+    """An open WebSocket connection (base of server and client connections)."""
+
+    protocol: CoreConnection
+
+    def __init__(
+        self,
+        *,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        max_queue: int | None = 16,
+        write_limit: int | tuple[int, int] = 32768,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.max_queue = max_queue
+        if isinstance(write_limit, int):
+            write_limit = (write_limit, write_limit // 4)
+        self.write_limit = write_limit
+        self.transport: asyncio.Transport | None = None
+        self.request: Request | None = None
+        self.response: Response | None = None
+
+        self._queue: collections.deque[Data | Fragment] = collections.deque()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._close_handle: asyncio.TimerHandle | None = None
+        self._lost = False
+        self._lost_exc: BaseException | None = None
+        self._closed_waiter: asyncio.Future[None] = self.loop.create_future()
+        self._receiving = False
+        self.latency = 0.0
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """Close code received from the peer (1006 if none), ``None`` while open."""
+        if not self._lost and self.protocol.state is not State.CLOSED:
+            return None
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        if not self._lost and self.protocol.state is not State.CLOSED:
+            return None
+        return self.protocol.close_reason
+
+    @property
+    def remote_address(self) -> Any:
+        return self.transport.get_extra_info("peername") if self.transport else None
+
+    @property
+    def local_address(self) -> Any:
+        return self.transport.get_extra_info("sockname") if self.transport else None
+
+    @property
+    def subprotocol(self) -> str | None:
+        return getattr(self.protocol, "subprotocol", None)
+
+    @property
+    def request_headers(self) -> Any:
+        return self.request.headers if self.request else None
+
+    @property
+    def response_headers(self) -> Any:
+        return self.response.headers if self.response else None
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes written but not yet handed to the kernel (like the browser's)."""
+        return self.transport.get_write_buffer_size() if self.transport else 0
+
+    # ----------------------------------------------------- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        high, low = self.write_limit
+        transport.set_write_buffer_limits(high, low)
+
+    def data_received(self, data: bytes) -> None:
+        proto = self.protocol
+        proto.receive_data(data)
+        events = proto.events_received()
+        if events:
+            self._handle_events(events)
+        out = proto.data_to_send()
+        if out:
+            self._write_out(out)
+        if proto.close_transport:
+            self._close_transport()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._lost_exc = exc
+        self.protocol.receive_eof()
+        for handle in (self._keepalive_handle, self._close_handle):
+            if handle is not None:
+                handle.cancel()
+        closed = self._closed_exception()
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        for fut, _ in self._pings.values():
+            if not fut.done():
+                fut.set_exception(closed)
+                fut.exception()  # nobody may await a keepalive ping: mark retrieved
+        self._pings.clear()
+        self._wake_drainers()
+        if not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drainers()
+
+    # ------------------------------------------------------------- internals
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _write_out(self, out: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        elif len(out) == 2 and len(out[1]) > 65536:
+            transport.write(out[0])
+            transport.write(out[1])
+        else:
+            transport.write(b"".join(out))
+
+    def _flush(self) -> None:
+        out = self.protocol.data_to_send()
+        if out:
+            self._write_out(out)
+        if self.protocol.close_transport:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()  # flushes what is buffered, then closes
+            if self.close_timeout is not None and self._close_handle is None:
+                # A peer that never reads would keep the buffered bytes forever.
+                self._close_handle = self.loop.call_later(self.close_timeout, transport.abort)
+
+    def _handle_events(self, events: list[Any]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes or kind is Fragment:
+                self._deliver(event)
+            elif kind is Pong:
+                self._pong_received(event.data)
+            elif kind is CloseReceived:
+                self._close_received()
+
+    def _deliver(self, message: Data | Fragment) -> None:
+        self._queue.append(message)
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if (
+            self.max_queue is not None
+            and not self._reading_paused
+            and len(self._queue) >= self.max_queue
+            and self.transport is not None
+        ):
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and len(self._queue) <= (self.max_queue or 0) // 4
+            and self.transport is not None
+        ):
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _close_received(self) -> None:
+        # A client waits for the server to close TCP; bound that wait.
+        if self.close_timeout is not None and self._close_handle is None and self.transport:
+            self._close_handle = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def _closed_exception(self) -> ConnectionClosed:
+        rcvd, sent = self.protocol.close_rcvd, self.protocol.close_sent
+        failure = self.protocol.failure
+        detail = failure.reason if failure is not None else ""
+        if rcvd is not None and sent is not None and rcvd[0] in _OK_CODES and sent[0] in _OK_CODES:
+            return ConnectionClosedOK(rcvd, sent, detail)
+        if rcvd is not None and sent is None and rcvd[0] in _OK_CODES:
+            return ConnectionClosedOK(rcvd, sent, detail)
+        if not detail and self._lost_exc is not None:
+            detail = str(self._lost_exc)
+        return ConnectionClosedError(rcvd, sent, detail)
+
+    # ---------------------------------------------------------------- receive
+
+    async def _wait_message(self) -> None:
+        if self._receiving:
+            raise ConcurrencyError("another coroutine is already receiving on this connection")
+        if self._lost:
+            raise self._closed_exception()
+        self._receiving = True
+        waiter = self.loop.create_future()
+        self._recv_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._recv_waiter = None
+            self._receiving = False
+
+    async def recv(self) -> Data:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises :class:`ConnectionClosedOK` or :class:`ConnectionClosedError`
+        once the connection is closed and every received message was read.
+        """
+        queue = self._queue
+        while not queue:
+            await self._wait_message()
+        item = queue.popleft()
+        if self._reading_paused:
+            self._maybe_resume_reading()
+        if type(item) is Fragment:
+            parts = [item.data]
+            while not item.fin:
+                while not queue:
+                    await self._wait_message()
+                item = queue.popleft()  # type: ignore[assignment]
+                parts.append(item.data)  # type: ignore[union-attr]
+            if self._reading_paused:
+                self._maybe_resume_reading()
+            return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+        return item  # type: ignore[return-value]
+
+    async def recv_streaming(self) -> AsyncIterator[Data]:
+        """Yield the next message piece by piece as its frames arrive.
+
+        Fragments arrive separately only on connections opened with
+        ``stream_fragments=True``; otherwise the whole message is one piece.
+        """
+        queue = self._queue
+        while True:
+            while not queue:
+                await self._wait_message()
+            item = queue.popleft()
+            if self._reading_paused:
+                self._maybe_resume_reading()
+            if type(item) is Fragment:
+                yield item.data
+                if item.fin:
+                    return
+            else:
+                yield item  # type: ignore[misc]
+                return
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    # ------------------------------------------------------------------- send
+
+    async def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        *,
+        compress: bool | None = None,
+    ) -> None:
+        """Send a message: ``str`` as text, bytes-like as binary.
+
+        An iterable (or async iterable) of str/bytes is sent as one fragmented
+        message. Waits while the write buffer is above the high-water mark.
+        """
+        proto = self.protocol
+        if proto.state is not State.OPEN:
+            raise self._closed_exception()
+        if isinstance(message, str):
+            proto.send_text(message.encode("utf-8"), compress=compress)
+        elif isinstance(message, bytes | bytearray | memoryview):
+            proto.send_binary(bytes(message), compress=compress)
+        elif isinstance(message, AsyncIterable):
+            await self._send_fragments_async(message, compress)
+            return
+        elif isinstance(message, Iterable):
+            await self._send_fragments(iter(message), compress)
+            return
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        out = proto.data_to_send()
+        if out:
+            self._write_out(out)
+        if self._writing_paused:
+            await self._drain()
+
+    async def _send_fragments(self, chunks: Iterable[Data], compress: bool | None) -> None:
+        await self._send_fragments_async(_aiter_sync(chunks), compress)
+
+    async def _send_fragments_async(
+        self, chunks: AsyncIterable[Data], compress: bool | None
+    ) -> None:
+        proto = self.protocol
+        iterator = aiter(chunks)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        text = isinstance(first, str)
+        prev: Data = first
+        started = False
+        async for chunk in iterator:
+            if isinstance(chunk, str) != text:
+                raise TypeError("fragments of one message must all be str or all be bytes")
+            self._send_fragment(prev, text, started, False, compress)
+            started = True
+            prev = chunk
+            self._flush()
+            if self._writing_paused:
+                await self._drain()
+        self._send_fragment(prev, text, started, True, compress)
+        self._flush()
+        if self._writing_paused and proto.state is State.OPEN:
+            await self._drain()
+
+    def _send_fragment(
+        self, chunk: Data, text: bool, started: bool, fin: bool, compress: bool | None
+    ) -> None:
+        proto = self.protocol
+        if proto.state is not State.OPEN:
+            raise self._closed_exception()
+        data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+        if started:
+            proto.send_continuation(data, fin)
+        elif text:
+            proto.send_text(data, fin, compress)
+        else:
+            proto.send_binary(data, fin, compress)
+
+    async def _drain(self) -> None:
+        if self._lost:
+            raise self._closed_exception()
+        fut = self.loop.create_future()
+        self._drain_waiters.append(fut)
+        await fut
+        if self._lost and self.protocol.state is not State.CLOSED:
+            raise self._closed_exception()
+
+    # ------------------------------------------------------------ ping / pong
+
+    def ping(self, data: Data | None = None) -> asyncio.Future[float]:
+        """Send a Ping; the returned future resolves to the latency in seconds on its Pong."""
+        proto = self.protocol
+        if proto.state is not State.OPEN:
+            raise self._closed_exception()
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
+        else:
+            payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            if payload in self._pings:
+                raise ConcurrencyError("already waiting for a pong with the same data")
+        proto.send_ping(payload)
+        fut: asyncio.Future[float] = self.loop.create_future()
+        self._pings[payload] = (fut, time.monotonic())
+        self._flush()
+        return fut
+
+    async def pong(self, data: Data = b"") -> None:
+        proto = self.protocol
+        if proto.state is not State.OPEN:
+            raise self._closed_exception()
+        proto.send_pong(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+        self._flush()
+
+    def _pong_received(self, data: bytes) -> None:
+        if data not in self._pings:
+            return  # unsolicited Pong (RFC 6455 §5.5.3): ignore
+        now = time.monotonic()
+        # A Pong acknowledges its Ping and every Ping sent before it.
+        for payload in list(self._pings):
+            fut, sent_at = self._pings.pop(payload)
+            latency = now - sent_at
+            if not fut.done():
+                fut.set_result(latency)
+            if payload == data:
+                self.latency = latency
+                break
+
+    def _start_keepalive(self) -> None:
+        if self.ping_interval is not None:
+            self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._keepalive_handle = None
+        if self.protocol.state is not State.OPEN:
+            return
+        try:
+            fut = self.ping()
+        except ConnectionClosed:
+            return
+        if self.ping_timeout is not None:
+            timeout = self.loop.call_later(self.ping_timeout, self._keepalive_timeout, fut)
+            fut.add_done_callback(lambda _: timeout.cancel())
+        fut.add_done_callback(self._keepalive_done)
+
+    def _keepalive_done(self, fut: asyncio.Future[float]) -> None:
+        if not fut.cancelled() and fut.exception() is None and self.ping_interval is not None:
+            self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+
+    def _keepalive_timeout(self, fut: asyncio.Future[float]) -> None:
+        if fut.done():
+            return
+        logger.info("keepalive ping timeout; closing connection")
+        self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        fut.cancel()
+        self._flush()
+
+    # ------------------------------------------------------------------ close
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Run the closing handshake; return once the TCP connection is closed.
+
+        Gives up after ``close_timeout`` and drops the TCP connection.
+        """
+        proto = self.protocol
+        if proto.state is State.OPEN:
+            try:
+                proto.send_close(code, reason)
+            except InvalidState:
+                pass
+            self._flush()
+            if self.close_timeout is not None and self._close_handle is None and self.transport:
+                self._close_handle = self.loop.call_later(self.close_timeout, self.transport.abort)
+        elif proto.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed_waiter)
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close at once with ``code``, without waiting for the peer's answer."""
+        self.protocol.fail(code, reason)
+        self._flush()
+
+
+async def _aiter_sync(chunks: Iterable[Data]) -> AsyncIterator[Data]:
+    for chunk in chunks:
+        yield chunk
+
+
+def broadcast(connections: Iterable[Connection], message: Data, *, raise_exceptions: bool = False) -> None:
+    """Send ``message`` to every open connection, framing it once.
+
+    The frame is built once and the same bytes are written to every socket
+    (server frames are unmasked, so they are identical). Connections that are
+    closing, in the middle of sending a fragmented message, or whose write
+    buffer is above its high-water mark are skipped: a slow consumer never
+    holds up the others or grows memory without bound.
+    """
+    if isinstance(message, str):
+        payload = message.encode("utf-8")
+        opcode = Opcode.TEXT
+    elif isinstance(message, bytes | bytearray | memoryview):
+        payload = bytes(message)
+        opcode = Opcode.BINARY
+    else:
+        raise TypeError(f"cannot broadcast {type(message).__name__}")
+    frame: bytes | None = None
+    skipped = 0
+    for conn in connections:
+        proto = conn.protocol
+        transport = conn.transport
+        if proto.state is not State.OPEN or transport is None or proto._sending is not None:
+            continue
+        if conn._writing_paused:
+            skipped += 1
+            continue
+        if proto._is_client:
+            # Clients must mask each frame with its own key.
+            if opcode == Opcode.TEXT:
+                proto.send_text(payload, compress=False)
+            else:
+                proto.send_binary(payload, compress=False)
+            conn._flush()
+            continue
+        if frame is None:
+            frame = frame_header(opcode, len(payload)) + payload
+        transport.write(frame)
+    if skipped:
+        logger.warning("broadcast skipped %d slow connection(s)", skipped)
+    if raise_exceptions and skipped:
+        raise RuntimeError(f"{skipped} connection(s) skipped: write buffer full")

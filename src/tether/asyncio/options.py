@@ -1,0 +1,42 @@
+"""Translating user-facing options into protocol objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from tether.protocol.extensions.base import ClientExtensionFactory, ServerExtensionFactory
+
+Compression = Literal["deflate"] | None
+
+
+def server_extensions(
+    compression: Compression, extensions: Sequence[ServerExtensionFactory] | None
+) -> list[ServerExtensionFactory]:
+    factories = list(extensions or [])
+    if compression == "deflate":
+        from tether.protocol.extensions.permessage_deflate import (
+            ServerPerMessageDeflateFactory,
+        )
+
+        if not any(f.name == "permessage-deflate" for f in factories):
+            factories.append(ServerPerMessageDeflateFactory())
+    elif compression is not None:
+        raise ValueError(f"unsupported compression: {compression!r}")
+    return factories
+
+
+def client_extensions(
+    compression: Compression, extensions: Sequence[ClientExtensionFactory] | None
+) -> list[ClientExtensionFactory]:
+    factories = list(extensions or [])
+    if compression == "deflate":
+        from tether.protocol.extensions.permessage_deflate import (
+            ClientPerMessageDeflateFactory,
+        )
+
+        if not any(f.name == "permessage-deflate" for f in factories):
+            factories.append(ClientPerMessageDeflateFactory())
+    elif compression is not None:
+        raise ValueError(f"unsupported compression: {compression!r}")
+    return factories

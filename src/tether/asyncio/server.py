@@ -1,0 +1,290 @@
+"""asyncio WebSocket server: ``serve(handler, host, port)``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from tether.asyncio.connection import Connection
+from tether.asyncio.options import Compression, server_extensions
+from tether.protocol.events import RequestReceived
+from tether.protocol.extensions.base import ServerExtensionFactory
+from tether.protocol.frames import CloseCode
+from tether.protocol.handshake import Request, Response, make_response
+from tether.protocol.headers import Headers, HeadersLike
+from tether.protocol.server import ServerProtocol, SubprotocolSelector
+from tether.protocol.connection import State
+
+logger = logging.getLogger("tether.server")
+
+Handler = Callable[["ServerConnection"], Awaitable[Any]]
+ProcessRequest = Callable[
+    ["ServerConnection", Request], Response | None | Awaitable[Response | None]
+]
+ProcessResponse = Callable[
+    ["ServerConnection", Request, Response], Response | None | Awaitable[Response | None]
+]
+
+
+class ServerConnection(Connection):
+    """The server's side of one WebSocket connection; handed to the handler."""
+
+    protocol: ServerProtocol
+
+    def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.server = server
+        self.protocol = protocol
+        self._open_handle: asyncio.TimerHandle | None = None
+        self._handler_task: asyncio.Task[None] | None = None
+
+    def respond(self, status: int, text: str = "", headers: HeadersLike | None = None) -> Response:
+        """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
+        return make_response(status, text, Headers(headers) if headers is not None else None)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server._connections.add(self)
+        timeout = self.server.open_timeout
+        if timeout is not None:
+            self._open_handle = self.loop.call_later(timeout, self._open_timed_out)
+
+    def _open_timed_out(self) -> None:
+        if self.protocol.state is State.CONNECTING and self.transport is not None:
+            logger.info("opening handshake timed out from %s", self.remote_address)
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.protocol.state is not State.CONNECTING:
+            super().data_received(data)
+            return
+        proto = self.protocol
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, RequestReceived):
+                self.request = event.request
+                if self.server.process_request is None and self.server.process_response is None:
+                    self._finish_handshake(proto.accept(event.request))
+                else:
+                    self._handler_task = self.server._track(self._hooked_handshake(event.request))
+        if proto.state is State.CLOSED:
+            if proto.handshake_exc is not None:
+                logger.info("rejected handshake from %s: %s", self.remote_address, proto.handshake_exc)
+            self._flush()
+
+    async def _hooked_handshake(self, request: Request) -> None:
+        server = self.server
+        response: Response | None = None
+        try:
+            if server.process_request is not None:
+                result = server.process_request(self, request)
+                response = await result if inspect.isawaitable(result) else result
+            if response is None:
+                response = self.protocol.accept(request)
+            if server.process_response is not None:
+                result2 = server.process_response(self, request, response)
+                replaced = await result2 if inspect.isawaitable(result2) else result2
+                if replaced is not None:
+                    response = replaced
+        except Exception:
+            logger.exception("error in process_request/process_response")
+            response = make_response(500, "internal server error")
+        if self.protocol.state is State.CONNECTING and not self._lost:
+            self._finish_handshake(response, in_task=True)
+            if self._handler_task is not None and self.protocol.state is State.OPEN:
+                await self._run_handler()
+
+    def _finish_handshake(self, response: Response, in_task: bool = False) -> None:
+        proto = self.protocol
+        if self.server.server_header and "Server" not in response.headers:
+            response.headers["Server"] = self.server.server_header
+        self.response = response
+        proto.send_response(response)
+        if self._open_handle is not None:
+            self._open_handle.cancel()
+            self._open_handle = None
+        if proto.state is State.OPEN:
+            self._start_keepalive()
+            if not in_task:
+                self._handler_task = self.server._track(self._run_handler())
+            # Frames pipelined behind the request were parsed by send_response.
+            events = proto.events_received()
+            if events:
+                self._handle_events(events)
+        elif proto.handshake_exc is not None:
+            logger.info("rejected handshake from %s: %s", self.remote_address, proto.handshake_exc)
+        self._flush()
+
+    async def _run_handler(self) -> None:
+        try:
+            await self.server.handler(self)
+        except Exception:
+            logger.exception("connection handler failed")
+            if self.protocol.state is State.OPEN:
+                self.fail(CloseCode.INTERNAL_ERROR, "")
+        if self.protocol.state is State.OPEN:
+            await self.close()
+        else:
+            await self.wait_closed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._open_handle is not None:
+            self._open_handle.cancel()
+        self.server._connections.discard(self)
+        self.server._maybe_done()
+
+
+class Server:
+    """A listening WebSocket server; an async context manager and awaitable."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        origins: Sequence[str | None] | None = None,
+        extensions: Sequence[ServerExtensionFactory] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SubprotocolSelector | None = None,
+        compression: Compression = "deflate",
+        process_request: ProcessRequest | None = None,
+        process_response: ProcessResponse | None = None,
+        server_header: str | None = "tether",
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        max_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        max_queue: int | None = 16,
+        write_limit: int | tuple[int, int] = 32768,
+        max_header_line: int = 8192,
+        max_headers: int = 128,
+        stream_fragments: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
+        **create_server_kwargs: Any,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.origins = origins
+        self.extension_factories = server_extensions(compression, extensions)
+        self.subprotocols = subprotocols
+        self.select_subprotocol = select_subprotocol
+        self.process_request = process_request
+        self.process_response = process_response
+        self.server_header = server_header
+        self.open_timeout = open_timeout
+        self.max_size = max_size
+        self.max_frame_size = max_frame_size
+        self.max_header_line = max_header_line
+        self.max_headers = max_headers
+        self.stream_fragments = stream_fragments
+        self.ssl = ssl
+        self.create_server_kwargs = create_server_kwargs
+        self._conn_kwargs: dict[str, Any] = {
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_queue": max_queue,
+            "write_limit": write_limit,
+        }
+        self._connections: set[ServerConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._closing = False
+        self._done: asyncio.Future[None] | None = None
+
+    @property
+    def connections(self) -> set[ServerConnection]:
+        return set(self._connections)
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return self._server.sockets if self._server is not None else ()
+
+    def _make_connection(self) -> ServerConnection:
+        protocol = ServerProtocol(
+            origins=self.origins,
+            extensions=self.extension_factories,
+            subprotocols=self.subprotocols,
+            select_subprotocol=self.select_subprotocol,
+            max_size=self.max_size,
+            max_frame_size=self.max_frame_size,
+            max_header_line=self.max_header_line,
+            max_headers=self.max_headers,
+            stream_fragments=self.stream_fragments,
+        )
+        return ServerConnection(self, protocol, **self._conn_kwargs)
+
+    async def start(self) -> Server:
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        self._server = await loop.create_server(
+            self._make_connection, self.host, self.port, ssl=self.ssl, **self.create_server_kwargs
+        )
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "server not started"
+        await self._server.serve_forever()
+
+    def close(self, close_connections: bool = True, code: int = CloseCode.GOING_AWAY) -> None:
+        """Stop listening and, by default, close every connection with 1001 (going away)."""
+        if self._server is not None:
+            self._server.close()
+        self._closing = True
+        if close_connections:
+            for conn in list(self._connections):
+                if conn.protocol.state is State.OPEN:
+                    conn.loop.create_task(conn.close(code, "server shutting down"))
+                elif conn.transport is not None and conn.protocol.state is State.CONNECTING:
+                    conn.transport.abort()
+        self._maybe_done()
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if (
+            self._closing
+            and not self._connections
+            and not self._tasks
+            and self._done is not None
+            and not self._done.done()
+        ):
+            self._done.set_result(None)
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._done is not None:
+            await self._done
+
+
+def serve(handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
+    """Create a WebSocket server; use ``async with serve(...)`` or ``await serve(...)``."""
+    return Server(handler, host, port, **kwargs)

@@ -1,0 +1,197 @@
+"""Client side of the opening handshake (RFC 6455 §4.1) on top of :class:`Connection`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from tether.protocol.connection import Connection, Side, State
+from tether.protocol.events import ResponseReceived
+from tether.protocol.exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidStatus,
+    NegotiationError,
+)
+from tether.protocol.extensions.base import ClientExtensionFactory, Extension
+from tether.protocol.handshake import (
+    HeadError,
+    HeadParser,
+    Request,
+    Response,
+    accept_key,
+    generate_key,
+)
+from tether.protocol.headers import (
+    Headers,
+    HeadersLike,
+    build_extension_header,
+    parse_extension_header,
+    parse_token_list,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketURI:
+    secure: bool
+    host: str
+    port: int
+    path: str  # includes the query string
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Parse a ws:// or wss:// URI (RFC 6455 §3); raise ValueError if it is not one."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"{uri!r} is not a ws:// or wss:// URI")
+    if parts.fragment:
+        # RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs".
+        raise ValueError(f"{uri!r} has a fragment")
+    if not parts.hostname:
+        raise ValueError(f"{uri!r} has no host")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return WebSocketURI(secure, parts.hostname, port, path)
+
+
+class ClientProtocol(Connection):
+    """A client connection: sends the upgrade request, checks the answer, then speaks WebSocket."""
+
+    def __init__(
+        self,
+        uri: WebSocketURI,
+        *,
+        origin: str | None = None,
+        extensions: Sequence[ClientExtensionFactory] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        additional_headers: HeadersLike | None = None,
+        user_agent: str | None = "tether",
+        max_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        stream_fragments: bool = False,
+    ) -> None:
+        super().__init__(
+            Side.CLIENT,
+            state=State.CONNECTING,
+            max_size=max_size,
+            max_frame_size=max_frame_size,
+            stream_fragments=stream_fragments,
+        )
+        self.uri = uri
+        self.origin = origin
+        self.extension_factories = list(extensions or [])
+        self.requested_subprotocols = list(subprotocols or [])
+        self.additional_headers = additional_headers
+        self.user_agent = user_agent
+        self.key = generate_key()
+        self._head = HeadParser()
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.subprotocol: str | None = None
+        self.handshake_exc: Exception | None = None
+
+    def connect(self) -> Request:
+        """Build the upgrade request."""
+        headers = Headers([("Host", self.uri.host_header)])
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+        headers["Sec-WebSocket-Key"] = self.key
+        headers["Sec-WebSocket-Version"] = "13"
+        if self.origin is not None:
+            headers["Origin"] = self.origin
+        if self.extension_factories:
+            offer = [(f.name, f.get_request_params()) for f in self.extension_factories]
+            headers["Sec-WebSocket-Extensions"] = build_extension_header(offer)
+        if self.requested_subprotocols:
+            headers["Sec-WebSocket-Protocol"] = ", ".join(self.requested_subprotocols)
+        if self.additional_headers is not None:
+            headers.update(self.additional_headers)
+        if self.user_agent is not None and "User-Agent" not in headers:
+            headers["User-Agent"] = self.user_agent
+        return Request(self.uri.path, headers)
+
+    def send_request(self, request: Request) -> None:
+        self.request = request
+        line = f"GET {request.path} HTTP/1.1\r\n".encode("latin-1")
+        self._out.append(line + request.headers.serialize() + b"\r\n")
+
+    def _receive_handshake(self, data: bytes) -> None:
+        try:
+            rest = self._head.feed(data)
+        except HeadError as exc:
+            self._handshake_failed(InvalidHandshake(f"invalid HTTP response: {exc.reason}"))
+            return
+        if not self._head.complete:
+            return
+        start = self._head.start_line or ""
+        version, _, rest_line = start.partition(" ")
+        status_text, _, phrase = rest_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not status_text.isdigit():
+            self._handshake_failed(InvalidHandshake(f"malformed status line {start[:80]!r}"))
+            return
+        response = Response(int(status_text), phrase, self._head.headers)
+        self.response = response
+        try:
+            self._check_response(response)
+        except InvalidHandshake as exc:
+            self._handshake_failed(exc)
+            self._events.append(ResponseReceived(response))
+            return
+        self.state = State.OPEN
+        self._events.append(ResponseReceived(response))
+        if rest:
+            self.receive_data(rest)
+
+    def _handshake_failed(self, exc: InvalidHandshake) -> None:
+        self.handshake_exc = exc
+        self.state = State.CLOSED
+        self._discard_input = True
+        self.close_transport = True
+
+    def _check_response(self, response: Response) -> None:
+        if response.status_code != 101:
+            raise InvalidStatus(response)
+        headers = response.headers
+        upgrade = [t.lower() for t in parse_token_list(headers.get_all("Upgrade"), "Upgrade")]
+        if upgrade != ["websocket"]:
+            raise InvalidHeader("Upgrade", f"expected 'websocket', got {upgrade}")
+        connection = [t.lower() for t in parse_token_list(headers.get_all("Connection"), "Connection")]
+        if "upgrade" not in connection:
+            raise InvalidHeader("Connection", "missing 'Upgrade'")
+        # RFC 6455 §4.1, client step 4: the accept value must match our key.
+        if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
+            raise InvalidHeader("Sec-WebSocket-Accept", "does not match the key sent")
+        self.extensions = self._accept_extensions(headers)
+        protocols = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"), "Protocol")
+        if len(protocols) > 1:
+            raise InvalidHeader("Sec-WebSocket-Protocol", "more than one subprotocol")
+        if protocols:
+            if protocols[0] not in self.requested_subprotocols:
+                raise NegotiationError(f"server chose unrequested subprotocol {protocols[0]!r}")
+            self.subprotocol = protocols[0]
+
+    def _accept_extensions(self, headers: Headers) -> list[Extension]:
+        values = headers.get_all("Sec-WebSocket-Extensions")
+        if not values:
+            return []
+        accepted: list[Extension] = []
+        for name, params in parse_extension_header(values):
+            for factory in self.extension_factories:
+                if factory.name == name:
+                    accepted.append(factory.process_response_params(params, accepted))
+                    break
+            else:
+                # RFC 6455 §4.1: the client must fail if the server uses an
+                # extension the client did not ask for.
+                raise NegotiationError(f"server used unrequested extension {name!r}")
+        return accepted

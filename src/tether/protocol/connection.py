@@ -1,0 +1,462 @@
+"""The sans-I/O WebSocket connection (RFC 6455 §5-§7): bytes in, frames and events out.
+
+Nothing here touches a socket, a clock or an event loop. The I/O layer feeds
+bytes with :meth:`Connection.receive_data` / :meth:`Connection.receive_eof`,
+then drains :meth:`Connection.data_to_send` and
+:meth:`Connection.events_received`. ``receive_*`` never raise: a protocol
+violation becomes a Close frame with the right code, after which incoming
+bytes are ignored and :attr:`Connection.close_transport` asks the I/O layer to
+close the TCP connection.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import logging
+import os
+
+from tether._native import apply_mask
+from tether.protocol.events import CloseReceived, Event, Fragment, Ping, Pong
+from tether.protocol.exceptions import InvalidState, PayloadTooBig, ProtocolError
+from tether.protocol.extensions.base import Extension
+from tether.protocol.frames import (
+    MAX_CONTROL_PAYLOAD,
+    CloseCode,
+    Frame,
+    Opcode,
+    frame_header,
+    parse_close_payload,
+    serialize_close_payload,
+)
+
+logger = logging.getLogger("tether.protocol")
+
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Side(enum.Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(enum.IntEnum):
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class _MaskPool:
+    """Masking keys from a strong source, fetched from the OS in batches.
+
+    RFC 6455 §5.3: the masking key "MUST be derived from a strong source of
+    entropy"; one ``os.urandom`` call per 1024 frames instead of per frame.
+    """
+
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self) -> None:
+        self._data = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        if self._pos >= len(self._data):
+            self._data = os.urandom(4096)
+            self._pos = 0
+        key = self._data[self._pos : self._pos + 4]
+        self._pos += 4
+        return key
+
+
+_MASKS = _MaskPool()
+
+
+class Connection:
+    """State shared by both sides once the handshake is done (or before it, see subclasses)."""
+
+    def __init__(
+        self,
+        side: Side,
+        *,
+        state: State = State.OPEN,
+        max_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        extensions: list[Extension] | None = None,
+        stream_fragments: bool = False,
+    ) -> None:
+        self.side = side
+        self.state = state
+        self.max_size = max_size
+        self.max_frame_size = max_frame_size
+        self.extensions: list[Extension] = extensions or []
+        self.stream_fragments = stream_fragments
+        self._is_client = side is Side.CLIENT
+
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+
+        # Message being received: None when between messages.
+        self._msg_text: bool | None = None
+        self._msg_size = 0
+        self._msg_parts: list[bytes] | list[str] = []
+        self._msg_decoder: codecs.IncrementalDecoder | None = None
+        self._msg_compressed = False
+        # Fail-fast UTF-8 check of a text frame still arriving (Autobahn 6.4.*).
+        self._partial_checked = 0
+        self._partial_decoder: codecs.IncrementalDecoder | None = None
+
+        # Message being sent: None when between messages.
+        self._sending: int | None = None
+
+        self.close_rcvd: tuple[int, str] | None = None
+        self.close_sent: tuple[int, str] | None = None
+        self.close_rcvd_then_sent: bool | None = None
+        self.failure: ProtocolError | None = None
+        self.eof_received = False
+        # Set when the I/O layer should close the TCP connection after flushing.
+        self.close_transport = False
+        self._discard_input = False
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the network. Never raises."""
+        if self._discard_input or not data:
+            return
+        if self.state is State.CONNECTING:
+            self._receive_handshake(data)
+            return
+        try:
+            if self._buf:
+                self._buf += data
+                consumed = self._parse(self._buf)
+                if consumed:
+                    del self._buf[:consumed]
+            else:
+                consumed = self._parse(data)
+                if consumed < len(data):
+                    self._buf += data[consumed:]
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.reason, exc)
+        except Exception as exc:  # a bug must not escape receive_data
+            logger.exception("unexpected error while parsing frames")
+            self.fail(CloseCode.INTERNAL_ERROR, "internal error", ProtocolError(str(exc), 1011))
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the TCP connection. Never raises."""
+        if self.eof_received:
+            return
+        self.eof_received = True
+        self._discard_input = True
+        self.state = State.CLOSED
+        self.close_transport = True
+
+    def _receive_handshake(self, data: bytes) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _parse(self, buf: bytes | bytearray) -> int:
+        """Parse as many whole frames as ``buf`` holds; return bytes consumed."""
+        pos = 0
+        n = len(buf)
+        expect_mask = not self._is_client
+        while n - pos >= 2 and not self._discard_input:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                head = 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            masked = b1 & 0x80
+            if masked:
+                head += 4
+            self._check_header(b0, bool(masked) == expect_mask, length)
+            end = pos + head + length
+            if end > n:
+                if (
+                    self._msg_text is not False
+                    and not self._msg_compressed
+                    and b0 & 0x4F in (0x01, 0x00)
+                ):
+                    # 0x4F keeps RSV1 and the opcode: an uncompressed TEXT or CONT frame.
+                    self._check_partial_text(buf, pos, head, n, masked)
+                break
+            if masked:
+                with memoryview(buf) as view:
+                    payload = apply_mask(view[pos + head : end], bytes(buf[end - length - 4 : end - length]))
+            else:
+                payload = bytes(buf[pos + head : end])
+            pos = end
+            self._partial_checked = 0
+            self._partial_decoder = None
+            opcode = b0 & 0x0F
+            if opcode >= 8:
+                self._control_frame(opcode, payload)
+            else:
+                self._data_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload)
+        return pos
+
+    def _check_header(self, b0: int, mask_ok: bool, length: int) -> None:
+        """Validate a frame header before its payload arrives (fail fast)."""
+        opcode = b0 & 0x0F
+        if b0 & 0x30:
+            raise ProtocolError("reserved bits RSV2/RSV3 set")
+        if b0 & 0x40 and (not self.extensions or opcode >= 8):
+            # RFC 6455 §5.2: RSV1 "MUST be 0 unless an extension is negotiated
+            # that defines meanings for non-zero values"; RFC 7692 §6 never
+            # defines it on control frames.
+            raise ProtocolError("reserved bit RSV1 set")
+        if opcode >= 8:
+            if opcode > 10:
+                raise ProtocolError(f"reserved opcode {opcode:#x}")
+            # RFC 6455 §5.5: "All control frames MUST have a payload length of
+            # 125 bytes or less and MUST NOT be fragmented."
+            if not b0 & 0x80:
+                raise ProtocolError("fragmented control frame")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise ProtocolError("control frame payload longer than 125 bytes")
+        else:
+            if opcode > 2:
+                raise ProtocolError(f"reserved opcode {opcode:#x}")
+            if opcode == 0 and self._msg_text is None:
+                raise ProtocolError("continuation frame without a message to continue")
+            if opcode != 0 and self._msg_text is not None:
+                raise ProtocolError("new data frame before the previous message finished")
+            if length >> 63:
+                # RFC 6455 §5.2: "the most significant bit MUST be 0".
+                raise ProtocolError("frame length has its most significant bit set")
+            if self.max_frame_size is not None and length > self.max_frame_size:
+                raise PayloadTooBig(f"frame of {length} bytes exceeds limit {self.max_frame_size}")
+            if (
+                self.max_size is not None
+                and not b0 & 0x40
+                and not self._msg_compressed
+                and self._msg_size + length > self.max_size
+            ):
+                raise PayloadTooBig(
+                    f"message of {self._msg_size + length} bytes exceeds limit {self.max_size}"
+                )
+        if not mask_ok:
+            # RFC 6455 §5.1: a server MUST close on an unmasked frame; a client
+            # MUST close on a masked one.
+            raise ProtocolError("masked frame from server" if self._is_client else "unmasked frame from client")
+
+    def _check_partial_text(
+        self, buf: bytes | bytearray, pos: int, head: int, n: int, masked: int
+    ) -> None:
+        """Validate the UTF-8 of a text frame that has only partly arrived."""
+        start = pos + head + self._partial_checked
+        if start >= n:
+            return
+        chunk = bytes(buf[start:n])
+        if masked:
+            key = bytes(buf[pos + head - 4 : pos + head])
+            shift = self._partial_checked % 4
+            chunk = apply_mask(chunk, key[shift:] + key[:shift])
+        if self._partial_decoder is None:
+            self._partial_decoder = _Utf8Decoder()
+            if self._msg_decoder is not None:
+                self._partial_decoder.setstate(self._msg_decoder.getstate())
+        try:
+            self._partial_decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"invalid UTF-8 in text frame: {exc.reason}", 1007) from None
+        self._partial_checked += len(chunk)
+
+    def _data_frame(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> None:
+        if self.extensions:
+            if opcode:
+                self._msg_compressed = rsv1
+            remaining = None if self.max_size is None else self.max_size - self._msg_size
+            frame = Frame(opcode, payload, fin, rsv1)
+            for ext in reversed(self.extensions):
+                frame = ext.decode(frame, max_size=remaining)
+            payload = frame.data
+            if fin:
+                self._msg_compressed = False
+        size = self._msg_size + len(payload)
+        if self.max_size is not None and size > self.max_size:
+            raise PayloadTooBig(f"message of {size} bytes exceeds limit {self.max_size}")
+
+        if opcode:  # first frame of a message
+            text = opcode == Opcode.TEXT
+            if fin and not self.stream_fragments:
+                if text:
+                    try:
+                        self._events.append(payload.decode("utf-8"))
+                    except UnicodeDecodeError as exc:
+                        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", 1007) from None
+                else:
+                    self._events.append(payload)
+                return
+            self._msg_text = text
+            self._msg_decoder = _Utf8Decoder() if text else None
+            self._msg_parts = []
+        self._msg_size = size
+        data: str | bytes = payload
+        if self._msg_decoder is not None:
+            try:
+                data = self._msg_decoder.decode(payload, fin)
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", 1007) from None
+        if self.stream_fragments:
+            self._events.append(Fragment(data, fin))
+        else:
+            self._msg_parts.append(data)  # type: ignore[arg-type]
+            if fin:
+                parts = self._msg_parts
+                self._events.append("".join(parts) if self._msg_text else b"".join(parts))  # type: ignore[arg-type]
+        if fin:
+            self._msg_text = None
+            self._msg_decoder = None
+            self._msg_parts = []
+            self._msg_size = 0
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == Opcode.PING:
+            # RFC 6455 §5.5.2: answer with a Pong carrying the same payload,
+            # unless we already sent a Close.
+            if self.state is State.OPEN:
+                self._write(Opcode.PONG, payload)
+            self._events.append(Ping(payload))
+        elif opcode == Opcode.PONG:
+            self._events.append(Pong(payload))
+        else:
+            try:
+                code, reason = parse_close_payload(payload)
+            except UnicodeDecodeError:
+                raise ProtocolError("close reason is not valid UTF-8", 1007) from None
+            except ValueError as exc:
+                raise ProtocolError(str(exc)) from None
+            self.close_rcvd = (code, reason)
+            if self.close_sent is None:
+                self.close_rcvd_then_sent = True
+                # RFC 6455 §5.5.1: "the endpoint typically echos the status code it received".
+                echo = code if code != CloseCode.NO_STATUS else CloseCode.NO_STATUS
+                self._send_close_frame(echo, "")
+            elif self.close_rcvd_then_sent is None:
+                self.close_rcvd_then_sent = False
+            self.state = State.CLOSING
+            self._discard_input = True
+            # RFC 6455 §7.1.1: "the server SHOULD close the underlying TCP
+            # connection first"; a client waits for it (with a timeout).
+            if not self._is_client:
+                self.close_transport = True
+            self._events.append(CloseReceived(code, reason))
+
+    # ----------------------------------------------------------------- output
+
+    def _write(self, opcode: int, data: bytes, fin: bool = True, rsv1: bool = False) -> None:
+        if self._is_client:
+            mask = _MASKS.next()
+            self._out.append(frame_header(opcode, len(data), fin=fin, rsv1=rsv1, mask=mask))
+            self._out.append(apply_mask(data, mask))
+        elif len(data) < 4096:
+            self._out.append(frame_header(opcode, len(data), fin=fin, rsv1=rsv1) + data)
+        else:
+            self._out.append(frame_header(opcode, len(data), fin=fin, rsv1=rsv1))
+            self._out.append(data)
+
+    def _check_can_send(self) -> None:
+        if self.state is not State.OPEN:
+            raise InvalidState(f"cannot send in state {self.state.name}")
+
+    def _send_data(
+        self, opcode: int, data: bytes, fin: bool, compress: bool | None
+    ) -> None:
+        self._check_can_send()
+        if opcode:
+            if self._sending is not None:
+                raise InvalidState("a fragmented message is being sent")
+        elif self._sending is None:
+            raise InvalidState("no fragmented message to continue")
+        rsv1 = False
+        if self.extensions:
+            frame = Frame(opcode, data, fin)
+            for ext in self.extensions:
+                frame = ext.encode(frame, compress=compress)
+            data, rsv1 = frame.data, frame.rsv1
+        self._sending = None if fin else (opcode or self._sending)
+        self._write(opcode, data, fin, rsv1)
+
+    def send_text(self, data: str | bytes, fin: bool = True, compress: bool | None = None) -> None:
+        """Send a text frame; ``data`` as ``bytes`` must already be UTF-8."""
+        self._send_data(Opcode.TEXT, data.encode("utf-8") if isinstance(data, str) else data, fin, compress)
+
+    def send_binary(self, data: bytes, fin: bool = True, compress: bool | None = None) -> None:
+        self._send_data(Opcode.BINARY, data, fin, compress)
+
+    def send_continuation(self, data: bytes, fin: bool) -> None:
+        self._send_data(Opcode.CONT, data, fin, None)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        self._check_can_send()
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("ping payload longer than 125 bytes")
+        self._write(Opcode.PING, data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        self._check_can_send()
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("pong payload longer than 125 bytes")
+        self._write(Opcode.PONG, data)
+
+    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2)."""
+        if self.state is not State.OPEN:
+            raise InvalidState(f"cannot close in state {self.state.name}")
+        payload = serialize_close_payload(code, reason)  # ValueError for bad input
+        self._send_close_payload(payload, code, reason)
+        self.state = State.CLOSING
+
+    def _send_close_frame(self, code: int, reason: str) -> None:
+        self._send_close_payload(serialize_close_payload(code, reason), code, reason)
+
+    def _send_close_payload(self, payload: bytes, code: int, reason: str) -> None:
+        self._write(Opcode.CLOSE, payload)
+        self.close_sent = (code, reason)
+
+    def fail(self, code: int, reason: str, exc: ProtocolError | None = None) -> None:
+        """Fail the WebSocket connection (RFC 6455 §7.1.7): Close frame, then drop TCP."""
+        if self.failure is None:
+            self.failure = exc or ProtocolError(reason, code)
+            logger.debug("failing connection: %s %s", code, reason)
+        if self.state is State.OPEN and self.close_sent is None:
+            reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._send_close_frame(code, reason)
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSING
+        self._discard_input = True
+        self.close_transport = True
+
+    # --------------------------------------------------------------- draining
+
+    def events_received(self) -> list[Event]:
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    @property
+    def close_code(self) -> int:
+        """The code the peer closed with; 1006 if no Close frame arrived."""
+        return self.close_rcvd[0] if self.close_rcvd is not None else CloseCode.ABNORMAL
+
+    @property
+    def close_reason(self) -> str:
+        return self.close_rcvd[1] if self.close_rcvd is not None else ""

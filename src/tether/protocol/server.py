@@ -1,0 +1,243 @@
+"""Server side of the opening handshake (RFC 6455 §4.2) on top of :class:`Connection`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+
+from tether.protocol.connection import Connection, Side, State
+from tether.protocol.events import RequestReceived
+from tether.protocol.exceptions import InvalidHandshake, InvalidHeader, NegotiationError
+from tether.protocol.extensions.base import Extension, ServerExtensionFactory
+from tether.protocol.handshake import (
+    HeadError,
+    HeadParser,
+    Request,
+    Response,
+    accept_key,
+    make_response,
+)
+from tether.protocol.headers import (
+    Headers,
+    build_extension_header,
+    parse_extension_header,
+    parse_token_list,
+)
+
+SubprotocolSelector = Callable[[Sequence[str], Sequence[str]], str | None]
+
+
+class ServerProtocol(Connection):
+    """A server connection: parses the upgrade request, then speaks WebSocket."""
+
+    def __init__(
+        self,
+        *,
+        origins: Sequence[str | None] | None = None,
+        extensions: Sequence[ServerExtensionFactory] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SubprotocolSelector | None = None,
+        max_size: int | None = 2**20,
+        max_frame_size: int | None = None,
+        max_header_line: int = 8192,
+        max_headers: int = 128,
+        stream_fragments: bool = False,
+    ) -> None:
+        super().__init__(
+            Side.SERVER,
+            state=State.CONNECTING,
+            max_size=max_size,
+            max_frame_size=max_frame_size,
+            stream_fragments=stream_fragments,
+        )
+        self.origins = origins
+        self.extension_factories = list(extensions or [])
+        self.available_subprotocols = list(subprotocols or [])
+        self.select_subprotocol = select_subprotocol
+        self._head = HeadParser(max_line=max_header_line, max_headers=max_headers)
+        self._pending: bytes = b""
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.subprotocol: str | None = None
+        self.handshake_exc: Exception | None = None
+
+    def _receive_handshake(self, data: bytes) -> None:
+        if self.request is not None:
+            # Bytes after the request head but before we answered: keep them
+            # for the frame parser (a client may pipeline its first frames).
+            self._pending += data
+            return
+        try:
+            rest = self._head.feed(data)
+        except HeadError as exc:
+            self.handshake_exc = InvalidHandshake(exc.reason)
+            self._reject_now(make_response(exc.status, exc.reason))
+            return
+        if not self._head.complete:
+            return
+        start = self._head.start_line or ""
+        parts = start.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            self.handshake_exc = InvalidHandshake(f"malformed request line {start[:80]!r}")
+            self._reject_now(make_response(400, "malformed request line"))
+            return
+        method, path, version = parts
+        if version != "HTTP/1.1":
+            # RFC 6455 §4.1: "The method of the request MUST be GET, and the
+            # HTTP version MUST be at least 1.1."
+            self.handshake_exc = InvalidHandshake(f"unsupported HTTP version {version}")
+            self._reject_now(make_response(505, "HTTP/1.1 required"))
+            return
+        self._pending = rest
+        self.request = Request(path, self._head.headers, method)
+        self._events.append(RequestReceived(self.request))
+
+    def _reject_now(self, response: Response) -> None:
+        self.response = response
+        self._out.append(response.serialize())
+        self.state = State.CLOSED
+        self._discard_input = True
+        self.close_transport = True
+
+    def reject(self, status: int, text: str = "", headers: Headers | None = None) -> Response:
+        """Build an HTTP error response to send instead of upgrading."""
+        return make_response(status, text, headers)
+
+    def accept(self, request: Request) -> Response:
+        """Validate the upgrade request and build the 101 response or a clear error."""
+        try:
+            key, ext_header, subprotocol, extensions = self._validate(request)
+        except _Reject as exc:
+            self.handshake_exc = InvalidHandshake(exc.text)
+            return make_response(exc.status, exc.text, exc.headers)
+        headers = Headers(
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept_key(key)),
+            ]
+        )
+        if ext_header:
+            headers["Sec-WebSocket-Extensions"] = ext_header
+        if subprotocol is not None:
+            headers["Sec-WebSocket-Protocol"] = subprotocol
+        self._accepted_extensions = extensions
+        self.subprotocol = subprotocol
+        return Response(101, "Switching Protocols", headers)
+
+    def send_response(self, response: Response) -> None:
+        """Send the handshake answer; on 101 the connection opens."""
+        if self.state is not State.CONNECTING:
+            raise RuntimeError("response already sent")
+        self.response = response
+        if response.status_code == 101:
+            self._out.append(response.serialize())
+            self.extensions = getattr(self, "_accepted_extensions", [])
+            self.state = State.OPEN
+            pending, self._pending = self._pending, b""
+            if pending:
+                self.receive_data(pending)
+        else:
+            if self.handshake_exc is None:
+                self.handshake_exc = InvalidHandshake(f"rejected with HTTP {response.status_code}")
+            self._reject_now(response)
+
+    def _validate(self, request: Request) -> tuple[str, str, str | None, list[Extension]]:
+        headers = request.headers
+        if request.method != "GET":
+            raise _Reject(405, f"method {request.method} not allowed", Headers({"Allow": "GET"}))
+        if len(headers.get_all("Host")) != 1:
+            raise _Reject(400, "missing or repeated Host header")
+        try:
+            upgrade = [t.lower() for t in parse_token_list(headers.get_all("Upgrade"), "Upgrade")]
+            connection = [
+                t.lower() for t in parse_token_list(headers.get_all("Connection"), "Connection")
+            ]
+        except InvalidHeader as exc:
+            raise _Reject(400, str(exc)) from None
+        # RFC 6455 §4.2.1 items 3 and 4.
+        if "websocket" not in upgrade:
+            raise _Reject(
+                426 if not upgrade else 400,
+                "Upgrade header must be 'websocket'",
+                Headers({"Upgrade": "websocket", "Connection": "Upgrade"}),
+            )
+        if "upgrade" not in connection:
+            raise _Reject(400, "Connection header must include 'Upgrade'")
+        versions = headers.get_all("Sec-WebSocket-Version")
+        if versions != ["13"]:
+            # RFC 6455 §4.4: answer with the versions we support.
+            raise _Reject(
+                426 if versions else 400,
+                "unsupported Sec-WebSocket-Version, use 13"
+                if versions
+                else "missing Sec-WebSocket-Version",
+                Headers({"Sec-WebSocket-Version": "13"}),
+            )
+        keys = headers.get_all("Sec-WebSocket-Key")
+        if len(keys) != 1:
+            raise _Reject(400, "missing or repeated Sec-WebSocket-Key")
+        key = keys[0]
+        try:
+            raw = base64.b64decode(key.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 16:
+            # RFC 6455 §4.1: "a randomly selected 16-byte value ... base64-encoded".
+            raise _Reject(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+        if self.origins is not None:
+            origin = headers.get("Origin")
+            if origin not in self.origins:
+                raise _Reject(403, f"origin {origin!r} not allowed")
+        ext_header, extensions = self._negotiate_extensions(headers)
+        subprotocol = self._negotiate_subprotocol(headers)
+        return key, ext_header, subprotocol, extensions
+
+    def _negotiate_extensions(self, headers: Headers) -> tuple[str, list[Extension]]:
+        values = headers.get_all("Sec-WebSocket-Extensions")
+        if not values or not self.extension_factories:
+            return "", []
+        try:
+            offers = parse_extension_header(values)
+        except InvalidHeader:
+            # RFC 7692 §5: a server may decline; a malformed offer is declined,
+            # never an error response.
+            return "", []
+        accepted: list[Extension] = []
+        response: list[tuple[str, list[tuple[str, str | None]]]] = []
+        for name, params in offers:
+            for factory in self.extension_factories:
+                if factory.name != name:
+                    continue
+                try:
+                    resp_params, ext = factory.process_request_params(params, accepted)
+                except NegotiationError:
+                    continue
+                accepted.append(ext)
+                response.append((name, resp_params))
+                break
+        return build_extension_header(response), accepted
+
+    def _negotiate_subprotocol(self, headers: Headers) -> str | None:
+        try:
+            offered = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"), "Protocol")
+        except InvalidHeader as exc:
+            raise _Reject(400, str(exc)) from None
+        if self.select_subprotocol is not None:
+            chosen = self.select_subprotocol(offered, self.available_subprotocols)
+            if chosen is not None and chosen not in offered:
+                raise _Reject(500, "selected subprotocol was not offered")
+            return chosen
+        for proto in offered:
+            if proto in self.available_subprotocols:
+                return proto
+        return None
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, text: str, headers: Headers | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        self.headers = headers
