@@ -1,10 +1,14 @@
 """Pure-Python UTF-8 validation, the twin of the native ``_speedups`` validator.
 
-Both rely on the strict UTF-8 codec semantics: overlong forms, surrogates
-(U+D800..U+DFFF) and code points above U+10FFFF are invalid.  CPython's
-incremental UTF-8 decoder already fails fast: it rejects a truncated
-sequence at the end of a chunk as soon as its first bytes cannot start a
-valid character (``b"\\xed\\xa0"``), and only holds back ones that still can.
+Both follow the strict UTF-8 codec: overlong forms, surrogates (U+D800..U+DFFF)
+and code points above U+10FFFF are invalid.
+
+CPython's incremental UTF-8 decoder nearly fails fast on its own: a truncated
+sequence at the end of a chunk is rejected as soon as its first bytes cannot
+start a valid character (``b"\\xe0\\x80"``, ``b"\\xf4\\x90"``).  The one
+exception is a truncated surrogate, ``b"\\xed"`` followed by ``0xa0..0xbf``,
+which it holds back as incomplete (so that ``errors="surrogatepass"`` can
+see it whole); :meth:`Utf8Validator.feed` checks for that case itself.
 """
 
 from __future__ import annotations
@@ -63,6 +67,12 @@ class Utf8Validator:
         except UnicodeDecodeError:
             self._failed = True
             return False
+        if not final:
+            # Held back: at most 3 bytes of an incomplete character.
+            pending = self._decoder.getstate()[0]
+            if len(pending) > 1 and pending[0] == 0xED and pending[1] >= 0xA0:
+                self._failed = True
+                return False
         return True
 
     def reset(self) -> None:

@@ -32,8 +32,13 @@ async def _echo_handler(ws: ServerConnection) -> None:
 async def run_echo(host: str, port: int, max_size: int | None, compression: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, request_stop)
     async with serve(
         _echo_handler,
         host,

@@ -66,8 +66,11 @@ class ClientConnection(Connection):
         super().connection_lost(exc)
 
 
-class connect:  # noqa: N801 - used like a function, as in websockets
-    """Open a WebSocket connection: ``async with connect(uri) as ws`` or ``ws = await connect(uri)``."""
+class connect:
+    """Open a WebSocket connection.
+
+    Use ``async with connect(uri) as ws`` or ``ws = await connect(uri)``.
+    """
 
     def __init__(
         self,

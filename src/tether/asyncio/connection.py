@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import time
@@ -288,17 +289,20 @@ class Connection(asyncio.Protocol):
         item = queue.popleft()
         if self._reading_paused:
             self._maybe_resume_reading()
-        if type(item) is Fragment:
+        if isinstance(item, Fragment):
             parts = [item.data]
-            while not item.fin:
+            fragment = item
+            while not fragment.fin:
                 while not queue:
                     await self._wait_message()
-                item = queue.popleft()  # type: ignore[assignment]
-                parts.append(item.data)  # type: ignore[union-attr]
+                nxt = queue.popleft()
+                assert isinstance(nxt, Fragment)
+                fragment = nxt
+                parts.append(fragment.data)
             if self._reading_paused:
                 self._maybe_resume_reading()
             return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
-        return item  # type: ignore[return-value]
+        return item
 
     async def recv_streaming(self) -> AsyncIterator[Data]:
         """Yield the next message piece by piece as its frames arrive.
@@ -497,10 +501,8 @@ class Connection(asyncio.Protocol):
         """
         proto = self.protocol
         if proto.state is State.OPEN:
-            try:
+            with contextlib.suppress(InvalidState):
                 proto.send_close(code, reason)
-            except InvalidState:
-                pass
             self._flush()
             if self.close_timeout is not None and self._close_handle is None and self.transport:
                 self._close_handle = self.loop.call_later(self.close_timeout, self.transport.abort)
@@ -522,7 +524,9 @@ async def _aiter_sync(chunks: Iterable[Data]) -> AsyncIterator[Data]:
         yield chunk
 
 
-def broadcast(connections: Iterable[Connection], message: Data, *, raise_exceptions: bool = False) -> None:
+def broadcast(
+    connections: Iterable[Connection], message: Data, *, raise_exceptions: bool = False
+) -> None:
     """Send ``message`` to every open connection, framing it once.
 
     The frame is built once and the same bytes are written to every socket

@@ -11,22 +11,22 @@ from typing import Any
 
 from tether.asyncio.connection import Connection
 from tether.asyncio.options import Compression, server_extensions
+from tether.protocol.connection import State
 from tether.protocol.events import RequestReceived
 from tether.protocol.extensions.base import ServerExtensionFactory
 from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request, Response, make_response
 from tether.protocol.headers import Headers, HeadersLike
 from tether.protocol.server import ServerProtocol, SubprotocolSelector
-from tether.protocol.connection import State
 
 logger = logging.getLogger("tether.server")
 
 Handler = Callable[["ServerConnection"], Awaitable[Any]]
 ProcessRequest = Callable[
-    ["ServerConnection", Request], Response | None | Awaitable[Response | None]
+    ["ServerConnection", Request], Response | Awaitable[Response | None] | None
 ]
 ProcessResponse = Callable[
-    ["ServerConnection", Request, Response], Response | None | Awaitable[Response | None]
+    ["ServerConnection", Request, Response], Response | Awaitable[Response | None] | None
 ]
 
 
@@ -73,7 +73,9 @@ class ServerConnection(Connection):
                     self._handler_task = self.server._track(self._hooked_handshake(event.request))
         if proto.state is State.CLOSED:
             if proto.handshake_exc is not None:
-                logger.info("rejected handshake from %s: %s", self.remote_address, proto.handshake_exc)
+                logger.info(
+                    "rejected handshake from %s: %s", self.remote_address, proto.handshake_exc
+                )
             self._flush()
 
     async def _hooked_handshake(self, request: Request) -> None:
@@ -95,8 +97,12 @@ class ServerConnection(Connection):
             response = make_response(500, "internal server error")
         if self.protocol.state is State.CONNECTING and not self._lost:
             self._finish_handshake(response, in_task=True)
-            if self._handler_task is not None and self.protocol.state is State.OPEN:
+            if self._handler_task is not None and self._is_open():
                 await self._run_handler()
+
+    def _is_open(self) -> bool:
+        # A method call, so type checkers re-read the state after the handshake.
+        return self.protocol.state is State.OPEN
 
     def _finish_handshake(self, response: Response, in_task: bool = False) -> None:
         proto = self.protocol
@@ -285,6 +291,8 @@ class Server:
             await self._done
 
 
-def serve(handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
+def serve(
+    handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any
+) -> Server:
     """Create a WebSocket server; use ``async with serve(...)`` or ``await serve(...)``."""
     return Server(handler, host, port, **kwargs)

@@ -62,7 +62,7 @@ __all__ = [
     "ServerProtocol",
     "Side",
     "State",
-    "WebSocketURI",
     "WebSocketError",
+    "WebSocketURI",
     "parse_uri",
 ]

@@ -165,7 +165,9 @@ class ClientProtocol(Connection):
         upgrade = [t.lower() for t in parse_token_list(headers.get_all("Upgrade"), "Upgrade")]
         if upgrade != ["websocket"]:
             raise InvalidHeader("Upgrade", f"expected 'websocket', got {upgrade}")
-        connection = [t.lower() for t in parse_token_list(headers.get_all("Connection"), "Connection")]
+        connection = [
+            t.lower() for t in parse_token_list(headers.get_all("Connection"), "Connection")
+        ]
         if "upgrade" not in connection:
             raise InvalidHeader("Connection", "missing 'Upgrade'")
         # RFC 6455 §4.1, client step 4: the accept value must match our key.

@@ -192,7 +192,9 @@ class Connection:
                 break
             if masked:
                 with memoryview(buf) as view:
-                    payload = apply_mask(view[pos + head : end], bytes(buf[end - length - 4 : end - length]))
+                    payload = apply_mask(
+                        view[pos + head : end], bytes(buf[end - length - 4 : end - length])
+                    )
             else:
                 payload = bytes(buf[pos + head : end])
             pos = end
@@ -248,7 +250,9 @@ class Connection:
         if not mask_ok:
             # RFC 6455 §5.1: a server MUST close on an unmasked frame; a client
             # MUST close on a masked one.
-            raise ProtocolError("masked frame from server" if self._is_client else "unmasked frame from client")
+            raise ProtocolError(
+                "masked frame from server" if self._is_client else "unmasked frame from client"
+            )
 
     def _check_partial_text(
         self, buf: bytes | bytearray, pos: int, head: int, n: int, masked: int
@@ -294,7 +298,9 @@ class Connection:
                     try:
                         self._events.append(payload.decode("utf-8"))
                     except UnicodeDecodeError as exc:
-                        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", 1007) from None
+                        raise ProtocolError(
+                            f"invalid UTF-8 in text message: {exc.reason}", 1007
+                        ) from None
                 else:
                     self._events.append(payload)
                 return
@@ -370,9 +376,7 @@ class Connection:
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send in state {self.state.name}")
 
-    def _send_data(
-        self, opcode: int, data: bytes, fin: bool, compress: bool | None
-    ) -> None:
+    def _send_data(self, opcode: int, data: bytes, fin: bool, compress: bool | None) -> None:
         self._check_can_send()
         if opcode:
             if self._sending is not None:
@@ -390,7 +394,9 @@ class Connection:
 
     def send_text(self, data: str | bytes, fin: bool = True, compress: bool | None = None) -> None:
         """Send a text frame; ``data`` as ``bytes`` must already be UTF-8."""
-        self._send_data(Opcode.TEXT, data.encode("utf-8") if isinstance(data, str) else data, fin, compress)
+        self._send_data(
+            Opcode.TEXT, data.encode("utf-8") if isinstance(data, str) else data, fin, compress
+        )
 
     def send_binary(self, data: bytes, fin: bool = True, compress: bool | None = None) -> None:
         self._send_data(Opcode.BINARY, data, fin, compress)

@@ -52,7 +52,9 @@ class CloseCode(enum.IntEnum):
 # RFC 6455 §7.4.1 and the IANA registry: codes an endpoint may put in a Close
 # frame. 1004, 1005, 1006 and 1015 are reserved and "MUST NOT be set as a
 # status code in a Close control frame by an endpoint".
-_SENDABLE_DEFINED = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_SENDABLE_DEFINED = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
 
 
 def is_valid_close_code(code: int) -> bool:
