@@ -39,7 +39,11 @@
 #  define TETHER_HAVE_SSE2 0
 #endif
 
-#if TETHER_HAVE_SSE2 && defined(__AVX2__)
+/* -DTETHER_NO_AVX2 leaves out the AVX2 kernel (for testing the SSE2 one). */
+#if defined(TETHER_NO_AVX2)
+#  define TETHER_AVX2_STATIC 0
+#  define TETHER_AVX2_DISPATCH 0
+#elif TETHER_HAVE_SSE2 && defined(__AVX2__)
    /* The whole module is compiled for AVX2: no dispatch needed. */
 #  define TETHER_AVX2_STATIC 1
 #  define TETHER_AVX2_DISPATCH 0
@@ -61,14 +65,6 @@
 #  include <arm_neon.h>
 #else
 #  define TETHER_HAVE_NEON 0
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#  define TETHER_LIKELY(x) __builtin_expect(!!(x), 1)
-#  define TETHER_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#else
-#  define TETHER_LIKELY(x) (x)
-#  define TETHER_UNLIKELY(x) (x)
 #endif
 
 /* Inputs at least this long are processed with the GIL released. */

@@ -11,7 +11,7 @@ from typing import Any
 from tether.asyncio.connection import Connection
 from tether.asyncio.options import Compression, client_extensions
 from tether.protocol.client import ClientProtocol, parse_uri
-from tether.protocol.connection import State
+from tether.protocol.connection import FrameObserver, State
 from tether.protocol.events import ResponseReceived
 from tether.protocol.exceptions import InvalidHandshake
 from tether.protocol.extensions.base import ClientExtensionFactory
@@ -94,6 +94,7 @@ class connect:
         ssl: ssl_module.SSLContext | bool | None = None,
         host: str | None = None,
         port: int | None = None,
+        frame_observer: FrameObserver | None = None,
         **create_connection_kwargs: Any,
     ) -> None:
         self.uri = parse_uri(uri)
@@ -113,6 +114,7 @@ class connect:
         self.ssl = ssl_module.create_default_context() if ssl is True else ssl or None
         self.host = host
         self.port = port
+        self.frame_observer = frame_observer
         self.create_connection_kwargs = create_connection_kwargs
         self._conn_kwargs: dict[str, Any] = {
             "ping_interval": ping_interval,
@@ -135,6 +137,7 @@ class connect:
             max_frame_size=self.max_frame_size,
             stream_fragments=self.stream_fragments,
         )
+        protocol.frame_observer = self.frame_observer
         return ClientConnection(protocol, **self._conn_kwargs)
 
     async def _open(self) -> ClientConnection:

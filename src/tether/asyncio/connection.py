@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from typing import Any, cast
 
 from tether.protocol.connection import Connection as CoreConnection
 from tether.protocol.connection import State
@@ -127,7 +127,8 @@ class Connection(asyncio.Protocol):
     # ----------------------------------------------------- transport callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance check.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         high, low = self.write_limit
         transport.set_write_buffer_limits(high, low)

@@ -15,6 +15,7 @@ import codecs
 import enum
 import logging
 import os
+from collections.abc import Callable
 
 from tether._native import apply_mask
 from tether.protocol.events import CloseReceived, Event, Fragment, Ping, Pong
@@ -33,6 +34,11 @@ from tether.protocol.frames import (
 logger = logging.getLogger("tether.protocol")
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+# ``(direction, opcode, fin, rsv, length, masked, payload)``: direction is "<" (received)
+# or ">" (sent); rsv holds RSV1-3 as bits 2-0; payload is unmasked, as on the wire
+# (before extension decoding, after extension encoding).
+FrameObserver = Callable[[str, int, bool, int, int, bool, bytes], None]
 
 
 class Side(enum.Enum):
@@ -118,6 +124,8 @@ class Connection:
         # Set when the I/O layer should close the TCP connection after flushing.
         self.close_transport = False
         self._discard_input = False
+        # Debugging hook (``tether connect --trace``): called for every complete frame.
+        self.frame_observer: FrameObserver | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -198,6 +206,10 @@ class Connection:
             else:
                 payload = bytes(buf[pos + head : end])
             pos = end
+            if self.frame_observer is not None:
+                self.frame_observer(
+                    "<", b0 & 0x0F, bool(b0 & 0x80), (b0 >> 4) & 7, length, bool(masked), payload
+                )
             self._partial_checked = 0
             self._partial_decoder = None
             opcode = b0 & 0x0F
@@ -362,6 +374,8 @@ class Connection:
     # ----------------------------------------------------------------- output
 
     def _write(self, opcode: int, data: bytes, fin: bool = True, rsv1: bool = False) -> None:
+        if self.frame_observer is not None:
+            self.frame_observer(">", opcode, fin, 4 if rsv1 else 0, len(data), self._is_client, data)
         if self._is_client:
             mask = _MASKS.next()
             self._out.append(frame_header(opcode, len(data), fin=fin, rsv1=rsv1, mask=mask))

@@ -1,0 +1,48 @@
+"""The Broker interface: moves pushes between the nodes that serve a channel.
+
+A node subscribes the broker to a channel while at least one of its sessions
+is subscribed, and unsubscribes when the last one leaves. ``publish`` hands a
+payload (an already-serialized push) to every node subscribed to the channel,
+this one included, through the handler given to :meth:`Broker.start`. A broker
+must keep the order of payloads published to one channel by one node.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+# Called with (channel, payload) for every payload published to a channel this
+# node is subscribed to. It runs synchronously so delivery order is kept.
+BrokerHandler = Callable[[str, bytes], None]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot accept a publish now (error 112 to clients, 503 to the API)."""
+
+
+class Broker(abc.ABC):
+    """Publish/subscribe between nodes. Implementations: memory (one process)."""
+
+    @abc.abstractmethod
+    async def start(self, handler: BrokerHandler) -> None:
+        """Connect, and deliver every payload for this node's channels to ``handler``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect; no more calls to the handler."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Deliver ``payload`` to every node subscribed to ``channel``.
+
+        Raises :class:`BrokerUnavailable` when it cannot.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``'s payloads on this node (idempotent)."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``'s payloads on this node (idempotent)."""

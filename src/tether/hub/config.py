@@ -1,0 +1,223 @@
+"""Hub configuration: limits, auth settings and per-namespace channel options.
+
+Every option has a documented default (docs/hub.md). A configuration comes
+from Python (:class:`HubConfig`), or from a TOML file and environment
+variables through :func:`load_config` (used by ``tether serve``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAMESPACE_SEPARATOR = ":"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """What a namespace's channels do; the namespace is the part before ':'."""
+
+    history_size: int = 100
+    """Publications kept per channel for recovery and ``history``; 0 keeps none."""
+    history_ttl: float = 300.0
+    """Seconds a channel's history (and its idempotency keys) lives after its last publish."""
+    presence: bool = True
+    """Track who is subscribed, answer ``presence`` and send join/leave pushes."""
+    publish: bool = True
+    """Clients may publish (the HTTP API always may)."""
+    anonymous: bool = True
+    """Anonymous clients may use the namespace (only when the hub allows anonymous at all)."""
+
+    @property
+    def has_history(self) -> bool:
+        return self.history_size > 0 and self.history_ttl > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-session limits; a violation answers with the spec's error code."""
+
+    max_channel_length: int = 255
+    max_payload_size: int = 64 * 1024
+    """Bytes of a publication's ``data`` as JSON (error 110)."""
+    max_subscriptions: int = 128
+    max_presence_info_size: int = 1024
+    max_message_size: int = 1024 * 1024
+    """Largest WebSocket message accepted at all; larger closes with 1009."""
+    send_queue_size: int = 1024 * 1024
+    """Bytes waiting for a slow client before it is disconnected with 4010."""
+    publish_rate: float = 20.0
+    """Client publishes per second (token bucket refill rate)."""
+    publish_burst: int = 40
+    """Client publishes allowed at once (token bucket capacity)."""
+    flood_strikes: int = 20
+    """Rate-limited publishes tolerated (refilling one per second) before closing with 4011."""
+    connect_timeout: float = 10.0
+    """Seconds a client has to send ``connect`` after the upgrade."""
+    api_body_size: int = 1024 * 1024
+    """Largest HTTP API request body (413 beyond)."""
+
+
+@dataclass(slots=True)
+class HubConfig:
+    """Everything a :class:`~tether.hub.Node` and its server need to know."""
+
+    allow_anonymous: bool = False
+    jwt_secret: str | None = None
+    """HS256 key; tokens signed with it are accepted."""
+    jwt_public_key: str | None = None
+    """RS256 public key (PEM text); tokens signed with its private key are accepted."""
+    api_key: str | None = None
+    """Key for the HTTP API (``Authorization: apikey KEY``); the API is off without one."""
+    origins: list[str] | None = None
+    """Allowed browser origins; ``None`` allows only same-origin pages, ``["*"]`` any."""
+    cookie_name: str = "tether_token"
+    channels: ChannelOptions = field(default_factory=ChannelOptions)
+    """Options of the default namespace and of namespaces not listed in ``namespaces``."""
+    namespaces: dict[str, ChannelOptions] = field(default_factory=dict)
+    strict_namespaces: bool = False
+    """Reject channels of namespaces not listed in ``namespaces`` (error 102)."""
+    limits: Limits = field(default_factory=Limits)
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    presence_ttl: float = 60.0
+    """Seconds a presence entry lives unless its node refreshes it (a third of it)."""
+    websocket_path: str = "/connection/websocket"
+    static_dir: Path | None = field(default_factory=lambda: Path(__file__).parent.parent / "static")
+    compression: bool = False
+    """permessage-deflate for hub connections; off because fan-out then frames once."""
+
+    def channel_options(self, channel: str) -> ChannelOptions | None:
+        """The options of ``channel``'s namespace, ``None`` if the namespace is unknown."""
+        namespace = namespace_of(channel)
+        if not namespace:
+            return self.channels
+        options = self.namespaces.get(namespace)
+        if options is None and not self.strict_namespaces:
+            return self.channels
+        return options
+
+
+def namespace_of(channel: str) -> str:
+    name, sep, _ = channel.partition(NAMESPACE_SEPARATOR)
+    return name if sep else ""
+
+
+class ConfigError(ValueError):
+    """The configuration file or environment holds something unusable."""
+
+
+def _coerce(where: str, default: object, value: object) -> object:
+    """``value`` checked against the type of ``default`` (ints are fine for floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int | float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and isinstance(default, int) and not isinstance(value, int):
+            ok = False
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where} must be a {type(default).__name__}")
+    return float(value) if isinstance(default, float) else value  # type: ignore[arg-type]
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], where: str, base: Any = None) -> Any:
+    """A ``cls`` dataclass from a TOML table, over ``base`` (or the defaults)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    base = base if base is not None else cls()
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown option(s) in {where}: {', '.join(sorted(unknown))}")
+    values = {k: _coerce(f"{where}.{k}", getattr(base, k), v) for k, v in data.items()}
+    return dataclasses.replace(base, **values)
+
+
+def config_from_mapping(data: Mapping[str, Any]) -> HubConfig:
+    """Build a :class:`HubConfig` from a TOML document's tables (see docs/hub.md)."""
+    data = dict(data)
+    # Where to listen is the server's business (``tether serve`` reads these).
+    data.pop("host", None)
+    data.pop("port", None)
+    config = HubConfig()
+    if "channels" in data:
+        config.channels = _build(ChannelOptions, data.pop("channels"), "channels")
+    if "namespaces" in data:
+        namespaces = data.pop("namespaces")
+        config.namespaces = {
+            name: _build(ChannelOptions, table, f"namespaces.{name}", config.channels)
+            for name, table in namespaces.items()
+        }
+    if "limits" in data:
+        config.limits = _build(Limits, data.pop("limits"), "limits")
+    key_file = data.pop("jwt_public_key_file", None)
+    if key_file is not None:
+        config.jwt_public_key = Path(key_file).read_text()
+    if "static_dir" in data:
+        config.static_dir = Path(data.pop("static_dir"))
+    for name, value in data.items():
+        if name == "origins":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError("origins must be a list of strings")
+            config.origins = list(value)
+        elif name in _SCALARS:
+            default = _SCALARS[name]
+            setattr(config, name, _coerce(name, default, value))
+        else:
+            raise ConfigError(f"unknown option {name!r}")
+    return config
+
+
+# Top-level options and a value of their type (``None`` defaults are strings).
+_SCALARS: dict[str, object] = {
+    "allow_anonymous": False,
+    "jwt_secret": "",
+    "jwt_public_key": "",
+    "api_key": "",
+    "cookie_name": "",
+    "strict_namespaces": False,
+    "ping_interval": 0.0,
+    "ping_timeout": 0.0,
+    "presence_ttl": 0.0,
+    "websocket_path": "",
+    "compression": False,
+}
+
+# Environment variables and the option each one sets (values parsed like flags).
+ENVIRONMENT = {
+    "TETHER_API_KEY": "api_key",
+    "TETHER_JWT_SECRET": "jwt_secret",
+    "TETHER_JWT_PUBLIC_KEY_FILE": "jwt_public_key_file",
+    "TETHER_ALLOW_ANONYMOUS": "allow_anonymous",
+    "TETHER_ORIGINS": "origins",
+    "TETHER_COOKIE_NAME": "cookie_name",
+}
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> HubConfig:
+    """A TOML file (optional) overlaid with ``TETHER_*`` environment variables."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    env = os.environ if environ is None else environ
+    for var, name in ENVIRONMENT.items():
+        value = env.get(var)
+        if value is None or value == "":
+            continue
+        if name == "allow_anonymous":
+            data[name] = value.strip().lower() in ("1", "true", "yes", "on")
+        elif name == "origins":
+            data[name] = [o.strip() for o in value.split(",") if o.strip()]
+        else:
+            data[name] = value
+    return config_from_mapping(data)

@@ -1,0 +1,78 @@
+"""The hub's error codes and close codes, as specified in docs/wire-protocol.md."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    """``error.code`` in a command reply."""
+
+    INTERNAL = 100
+    UNAUTHORIZED = 101
+    UNKNOWN_NAMESPACE = 102
+    PERMISSION_DENIED = 103
+    METHOD_NOT_FOUND = 104
+    ALREADY_SUBSCRIBED = 105
+    LIMIT_EXCEEDED = 106
+    BAD_REQUEST = 107
+    NOT_AVAILABLE = 108
+    TOKEN_EXPIRED = 109
+    PAYLOAD_TOO_LARGE = 110
+    TOO_MANY_REQUESTS = 111
+    BROKER_UNAVAILABLE = 112
+
+
+# Temporary errors: the same command may succeed if retried later.
+TEMPORARY = frozenset({ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.BROKER_UNAVAILABLE})
+
+_MESSAGES = {
+    ErrorCode.INTERNAL: "internal error",
+    ErrorCode.UNAUTHORIZED: "unauthorized",
+    ErrorCode.UNKNOWN_NAMESPACE: "unknown channel namespace",
+    ErrorCode.PERMISSION_DENIED: "permission denied",
+    ErrorCode.METHOD_NOT_FOUND: "method not found",
+    ErrorCode.ALREADY_SUBSCRIBED: "already subscribed",
+    ErrorCode.LIMIT_EXCEEDED: "limit exceeded",
+    ErrorCode.BAD_REQUEST: "bad request",
+    ErrorCode.NOT_AVAILABLE: "not available",
+    ErrorCode.TOKEN_EXPIRED: "token expired",
+    ErrorCode.PAYLOAD_TOO_LARGE: "payload too large",
+    ErrorCode.TOO_MANY_REQUESTS: "too many requests",
+    ErrorCode.BROKER_UNAVAILABLE: "broker unavailable",
+}
+
+
+class HubCloseCode(enum.IntEnum):
+    """WebSocket close codes the hub sends (besides RFC 6455's 1000/1001/1011/1012)."""
+
+    TOKEN_EXPIRED = 3000
+    BAD_REQUEST = 4001
+    FORBIDDEN = 4003
+    DISCONNECTED = 4005
+    SLOW_CONSUMER = 4010
+    PUBLISH_FLOOD = 4011
+    KEEPALIVE_TIMEOUT = 4012
+
+
+def should_reconnect(code: int) -> bool:
+    """The spec's rule for clients: which close codes mean "connect again"."""
+    if code in (1001, 1006, 1011, 1012, 1013, 3000):
+        return True
+    return 4010 <= code <= 4499
+
+
+class HubError(Exception):
+    """A command failed; carried back to the client as ``{"error": {...}}``."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        self.code = code
+        self.message = message or _MESSAGES[code]
+        super().__init__(f"{int(code)} {self.message}")
+
+    @property
+    def temporary(self) -> bool:
+        return self.code in TEMPORARY
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": int(self.code), "message": self.message, "temporary": self.temporary}
