@@ -326,15 +326,21 @@ class Connection(asyncio.Protocol):
                 yield item  # type: ignore[misc]
                 return
 
-    def __aiter__(self) -> AsyncIterator[Data]:
-        return self._iterate()
+    def __aiter__(self) -> Connection:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Data]:
+    async def __anext__(self) -> Data:
+        queue = self._queue
+        if queue and type(queue[0]) is not Fragment:
+            # Fast path: a whole message is already waiting.
+            item = queue.popleft()
+            if self._reading_paused:
+                self._maybe_resume_reading()
+            return item  # type: ignore[return-value]
         try:
-            while True:
-                yield await self.recv()
+            return await self.recv()
         except ConnectionClosedOK:
-            return
+            raise StopAsyncIteration from None
 
     # ------------------------------------------------------------------- send
 
@@ -352,7 +358,12 @@ class Connection(asyncio.Protocol):
         proto = self.protocol
         if proto.state is not State.OPEN:
             raise self._closed_exception()
-        if isinstance(message, str):
+        kind = type(message)
+        if kind is bytes:
+            proto.send_binary(message, compress=compress)  # type: ignore[arg-type]
+        elif kind is str:
+            proto.send_text(message.encode("utf-8"), compress=compress)  # type: ignore[union-attr]
+        elif isinstance(message, str):
             proto.send_text(message.encode("utf-8"), compress=compress)
         elif isinstance(message, bytes | bytearray | memoryview):
             proto.send_binary(bytes(message), compress=compress)

@@ -13,6 +13,7 @@ from tether.asyncio.connection import Connection
 from tether.asyncio.options import Compression, server_extensions
 from tether.protocol.connection import State
 from tether.protocol.events import RequestReceived
+from tether.protocol.exceptions import ConnectionClosed
 from tether.protocol.extensions.base import ServerExtensionFactory
 from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request, Response, make_response
@@ -30,6 +31,15 @@ ProcessResponse = Callable[
 ]
 
 
+class RequestBodyError(Exception):
+    """:meth:`ServerConnection.read_body` cannot read the body; answer with ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 class ServerConnection(Connection):
     """The server's side of one WebSocket connection; handed to the handler."""
 
@@ -41,10 +51,67 @@ class ServerConnection(Connection):
         self.protocol = protocol
         self._open_handle: asyncio.TimerHandle | None = None
         self._handler_task: asyncio.Task[None] | None = None
+        self._body_waiter: asyncio.Future[None] | None = None
 
     def respond(self, status: int, text: str = "", headers: HeadersLike | None = None) -> Response:
         """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
         return make_response(status, text, Headers(headers) if headers is not None else None)
+
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the write buffer is above the high-water mark of ``write_limit``.
+
+        ``send`` waits while this holds and :func:`broadcast` skips the
+        connection, so a caller that must not drop messages queues them.
+        """
+        return self._writing_paused
+
+    async def read_body(self, max_size: int = 2**20) -> bytes:
+        """Read the request's ``Content-Length`` body, for ``process_request``.
+
+        Lets ``process_request`` answer plain HTTP requests with a body (a
+        JSON API beside the WebSocket endpoint). The body is the bytes the
+        client sent after the head, which the handshake keeps aside. Answers
+        ``Expect: 100-continue``. Raises :class:`RequestBodyError` with the
+        status to answer: 411 for chunked bodies, 400 for a bad
+        ``Content-Length`` or a body cut short, 413 beyond ``max_size``. The
+        server's ``open_timeout`` bounds how long a slow body can take.
+        """
+        request = self.request
+        proto = self.protocol
+        if request is None or proto.state is not State.CONNECTING:
+            raise RuntimeError("read_body works only in process_request")
+        headers = request.headers
+        if "Transfer-Encoding" in headers:
+            raise RequestBodyError(411, "chunked bodies are not supported; send Content-Length")
+        values = headers.get_all("Content-Length")
+        if not values:
+            return b""
+        if len(set(values)) != 1 or not (values[0].isascii() and values[0].isdigit()):
+            raise RequestBodyError(400, "invalid Content-Length")
+        length = int(values[0])
+        if length > max_size:
+            raise RequestBodyError(413, f"request body larger than {max_size} bytes")
+        expects = (headers.get("Expect") or "").lower() == "100-continue"
+        transport = self.transport
+        if length and expects and transport is not None and not transport.is_closing():
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # RFC 9112 §6.3: the body is exactly Content-Length bytes after the head.
+        while len(proto._pending) < length:
+            if self._lost:
+                raise RequestBodyError(400, "connection closed before the body was complete")
+            self._body_waiter = self.loop.create_future()
+            try:
+                await self._body_waiter
+            finally:
+                self._body_waiter = None
+        body, proto._pending = proto._pending[:length], proto._pending[length:]
+        return body
+
+    def _wake_body_reader(self) -> None:
+        waiter = self._body_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -64,6 +131,7 @@ class ServerConnection(Connection):
             return
         proto = self.protocol
         proto.receive_data(data)
+        self._wake_body_reader()
         for event in proto.events_received():
             if isinstance(event, RequestReceived):
                 self.request = event.request
@@ -128,6 +196,8 @@ class ServerConnection(Connection):
     async def _run_handler(self) -> None:
         try:
             await self.server.handler(self)
+        except ConnectionClosed:
+            pass  # the peer went away; nothing to report
         except Exception:
             logger.exception("connection handler failed")
             if self.protocol.state is State.OPEN:
@@ -139,6 +209,7 @@ class ServerConnection(Connection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._wake_body_reader()
         if self._open_handle is not None:
             self._open_handle.cancel()
         self.server._connections.discard(self)

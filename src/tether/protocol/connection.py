@@ -168,7 +168,14 @@ class Connection:
         """Parse as many whole frames as ``buf`` holds; return bytes consumed."""
         pos = 0
         n = len(buf)
-        expect_mask = not self._is_client
+        expect_mask = 0 if self._is_client else 0x80
+        # Fast path: a whole unfragmented TEXT/BINARY frame, no RSV bits, no
+        # extension, within limits, becomes a message without further checks.
+        limit = self.max_size if self.max_size is not None else 1 << 62
+        if self.max_frame_size is not None and self.max_frame_size < limit:
+            limit = self.max_frame_size
+        simple = not self.extensions and not self.stream_fragments
+        events = self._events
         while n - pos >= 2 and not self._discard_input:
             b0 = buf[pos]
             b1 = buf[pos + 1]
@@ -187,7 +194,14 @@ class Connection:
             masked = b1 & 0x80
             if masked:
                 head += 4
-            self._check_header(b0, bool(masked) == expect_mask, length)
+            fast = (
+                (b0 == 0x82 or b0 == 0x81)
+                and masked == expect_mask
+                and length <= limit
+                and self._msg_text is None
+            )
+            if not fast:
+                self._check_header(b0, masked == expect_mask, length)
             end = pos + head + length
             if end > n:
                 if (
@@ -198,20 +212,34 @@ class Connection:
                     # 0x4F keeps RSV1 and the opcode: an uncompressed TEXT or CONT frame.
                     self._check_partial_text(buf, pos, head, n, masked)
                 break
+            start = pos + head
             if masked:
-                with memoryview(buf) as view:
-                    payload = apply_mask(
-                        view[pos + head : end], bytes(buf[end - length - 4 : end - length])
-                    )
+                if length > 4096:
+                    with memoryview(buf) as view:
+                        payload = apply_mask(view[start:end], bytes(buf[start - 4 : start]))
+                else:
+                    payload = apply_mask(buf[start:end], bytes(buf[start - 4 : start]))
             else:
-                payload = bytes(buf[pos + head : end])
+                payload = bytes(buf[start:end])
             pos = end
             if self.frame_observer is not None:
                 self.frame_observer(
                     "<", b0 & 0x0F, bool(b0 & 0x80), (b0 >> 4) & 7, length, bool(masked), payload
                 )
-            self._partial_checked = 0
-            self._partial_decoder = None
+            if self._partial_checked:
+                self._partial_checked = 0
+                self._partial_decoder = None
+            if fast and simple:
+                if b0 == 0x82:
+                    events.append(payload)
+                    continue
+                try:
+                    events.append(payload.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise ProtocolError(
+                        f"invalid UTF-8 in text message: {exc.reason}", 1007
+                    ) from None
+                continue
             opcode = b0 & 0x0F
             if opcode >= 8:
                 self._control_frame(opcode, payload)
@@ -250,15 +278,22 @@ class Connection:
                 raise ProtocolError("frame length has its most significant bit set")
             if self.max_frame_size is not None and length > self.max_frame_size:
                 raise PayloadTooBig(f"frame of {length} bytes exceeds limit {self.max_frame_size}")
-            if (
-                self.max_size is not None
-                and not b0 & 0x40
-                and not self._msg_compressed
-                and self._msg_size + length > self.max_size
-            ):
-                raise PayloadTooBig(
-                    f"message of {self._msg_size + length} bytes exceeds limit {self.max_size}"
-                )
+            if self.max_size is not None:
+                remaining = self.max_size - self._msg_size
+                if b0 & 0x40 or self._msg_compressed:
+                    # Compressed data is checked again once decoded, but its
+                    # wire size must be bounded too, or a peer could make us
+                    # buffer a frame of any size. Allow for deflate's
+                    # worst-case expansion (zlib's deflateBound for a raw
+                    # stream stays below n + n/1024 + 64).
+                    if length > remaining + (remaining >> 10) + 64:
+                        raise PayloadTooBig(
+                            f"compressed frame of {length} bytes exceeds limit {self.max_size}"
+                        )
+                elif length > remaining:
+                    raise PayloadTooBig(
+                        f"message of {self._msg_size + length} bytes exceeds limit {self.max_size}"
+                    )
         if not mask_ok:
             # RFC 6455 §5.1: a server MUST close on an unmasked frame; a client
             # MUST close on a masked one.
