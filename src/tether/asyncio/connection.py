@@ -27,7 +27,7 @@ from tether.protocol.exceptions import (
     ConnectionClosedOK,
     InvalidState,
 )
-from tether.protocol.frames import CloseCode, Opcode, frame_header
+from tether.protocol.frames import CloseCode, Opcode
 from tether.protocol.handshake import Request, Response
 
 logger = logging.getLogger("tether")
@@ -53,6 +53,7 @@ class Connection(asyncio.Protocol):
         close_timeout: float | None = 10.0,
         max_queue: int | None = 16,
         write_limit: int | tuple[int, int] = 32768,
+        offload_threshold: int = 256 * 1024,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.ping_interval = ping_interval
@@ -69,6 +70,10 @@ class Connection(asyncio.Protocol):
         self._queue: collections.deque[Data | Fragment] = collections.deque()
         self._recv_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._dropping = False
+        self.offload_threshold = offload_threshold
+        self._busy: asyncio.Future[None] | None = None
+        self._backlog: list[bytes] = []
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._pings: dict[bytes, tuple[asyncio.Future[float], float]] = {}
@@ -135,7 +140,16 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         proto = self.protocol
+        if self._busy is not None or (
+            proto.extensions and len(proto._buf) + len(data) >= self.offload_threshold
+        ):
+            self._receive_in_worker(data)
+            return
         proto.receive_data(data)
+        self._after_receive()
+
+    def _after_receive(self) -> None:
+        proto = self.protocol
         events = proto.events_received()
         if events:
             self._handle_events(events)
@@ -144,6 +158,49 @@ class Connection(asyncio.Protocol):
             self._write_out(out)
         if proto.close_transport:
             self._close_transport()
+
+    # Inflating a large compressed frame can take tens of milliseconds; done on
+    # the event loop it would stall every other connection. zlib releases the
+    # GIL, so above ``offload_threshold`` buffered bytes the core runs in a
+    # worker thread while this connection stops reading and its sends wait.
+
+    def _receive_in_worker(self, data: bytes) -> None:
+        self._backlog.append(data)
+        if self._busy is not None:
+            return
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._busy = self.loop.create_future()
+        self.loop.create_task(self._drain_backlog())
+
+    async def _drain_backlog(self) -> None:
+        proto = self.protocol
+        try:
+            while self._backlog:
+                chunk = b"".join(self._backlog)
+                self._backlog.clear()
+                await self.loop.run_in_executor(None, proto.receive_data, chunk)
+                self._after_receive()
+        finally:
+            busy, self._busy = self._busy, None
+            if busy is not None and not busy.done():
+                busy.set_result(None)
+            if self.transport is not None and not self._reading_paused:
+                self.transport.resume_reading()
+
+    async def _encode_in_worker(self, opcode: int, data: bytes, compress: bool | None) -> None:
+        proto = self.protocol
+        busy = self._busy = self.loop.create_future()
+        try:
+            if opcode == Opcode.TEXT:
+                await self.loop.run_in_executor(None, proto.send_text, data, True, compress)
+            else:
+                await self.loop.run_in_executor(None, proto.send_binary, data, True, compress)
+        finally:
+            self._busy = None
+            busy.set_result(None)
+            if self._backlog:
+                self._receive_in_worker(b"")
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
@@ -222,6 +279,16 @@ class Connection(asyncio.Protocol):
                 self._close_received()
 
     def _deliver(self, message: Data | Fragment) -> None:
+        if self._dropping or (
+            self.max_queue is not None
+            and len(self._queue) >= self.max_queue
+            and self.protocol.state is not State.OPEN
+        ):
+            # Closing: reading goes on to reach the peer's Close; keep memory bounded
+            # (and once one piece is dropped, drop the rest: no half messages).
+            self._dropping = True
+            logger.debug("dropping a message received while closing with a full queue")
+            return
         self._queue.append(message)
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
@@ -242,7 +309,7 @@ class Connection(asyncio.Protocol):
             and self.transport is not None
         ):
             self._reading_paused = False
-            if not self.transport.is_closing():
+            if not self.transport.is_closing() and self._busy is None:
                 self.transport.resume_reading()
 
     def _close_received(self) -> None:
@@ -300,6 +367,9 @@ class Connection(asyncio.Protocol):
                 assert isinstance(nxt, Fragment)
                 fragment = nxt
                 parts.append(fragment.data)
+                if self._reading_paused:
+                    # A message may have more fragments than max_queue.
+                    self._maybe_resume_reading()
             if self._reading_paused:
                 self._maybe_resume_reading()
             return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
@@ -356,17 +426,16 @@ class Connection(asyncio.Protocol):
         message. Waits while the write buffer is above the high-water mark.
         """
         proto = self.protocol
+        while self._busy is not None:
+            await asyncio.shield(self._busy)
         if proto.state is not State.OPEN:
             raise self._closed_exception()
-        kind = type(message)
-        if kind is bytes:
-            proto.send_binary(message, compress=compress)  # type: ignore[arg-type]
-        elif kind is str:
-            proto.send_text(message.encode("utf-8"), compress=compress)  # type: ignore[union-attr]
+        if type(message) is bytes:
+            opcode, data = Opcode.BINARY, message
         elif isinstance(message, str):
-            proto.send_text(message.encode("utf-8"), compress=compress)
+            opcode, data = Opcode.TEXT, message.encode("utf-8")
         elif isinstance(message, bytes | bytearray | memoryview):
-            proto.send_binary(bytes(message), compress=compress)
+            opcode, data = Opcode.BINARY, bytes(message)
         elif isinstance(message, AsyncIterable):
             await self._send_fragments_async(message, compress)
             return
@@ -375,6 +444,12 @@ class Connection(asyncio.Protocol):
             return
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
+        if proto.extensions and compress is not False and len(data) >= self.offload_threshold:
+            await self._encode_in_worker(opcode, data, compress)
+        elif opcode == Opcode.BINARY:
+            proto.send_binary(data, compress=compress)
+        else:
+            proto.send_text(data, compress=compress)
         out = proto.data_to_send()
         if out:
             self._write_out(out)
@@ -516,6 +591,11 @@ class Connection(asyncio.Protocol):
             with contextlib.suppress(InvalidState):
                 proto.send_close(code, reason)
             self._flush()
+            if self._reading_paused and self.transport is not None:
+                # The peer's Close may sit behind messages nobody reads: read on
+                # (_deliver drops what exceeds max_queue) or close_timeout expires.
+                self._reading_paused = False
+                self.transport.resume_reading()
             if self.close_timeout is not None and self._close_handle is None and self.transport:
                 self._close_handle = self.loop.call_later(self.close_timeout, self.transport.abort)
         elif proto.state is State.CONNECTING and self.transport is not None:
@@ -534,49 +614,3 @@ class Connection(asyncio.Protocol):
 async def _aiter_sync(chunks: Iterable[Data]) -> AsyncIterator[Data]:
     for chunk in chunks:
         yield chunk
-
-
-def broadcast(
-    connections: Iterable[Connection], message: Data, *, raise_exceptions: bool = False
-) -> None:
-    """Send ``message`` to every open connection, framing it once.
-
-    The frame is built once and the same bytes are written to every socket
-    (server frames are unmasked, so they are identical). Connections that are
-    closing, in the middle of sending a fragmented message, or whose write
-    buffer is above its high-water mark are skipped: a slow consumer never
-    holds up the others or grows memory without bound.
-    """
-    if isinstance(message, str):
-        payload = message.encode("utf-8")
-        opcode = Opcode.TEXT
-    elif isinstance(message, bytes | bytearray | memoryview):
-        payload = bytes(message)
-        opcode = Opcode.BINARY
-    else:
-        raise TypeError(f"cannot broadcast {type(message).__name__}")
-    frame: bytes | None = None
-    skipped = 0
-    for conn in connections:
-        proto = conn.protocol
-        transport = conn.transport
-        if proto.state is not State.OPEN or transport is None or proto._sending is not None:
-            continue
-        if conn._writing_paused:
-            skipped += 1
-            continue
-        if proto._is_client:
-            # Clients must mask each frame with its own key.
-            if opcode == Opcode.TEXT:
-                proto.send_text(payload, compress=False)
-            else:
-                proto.send_binary(payload, compress=False)
-            conn._flush()
-            continue
-        if frame is None:
-            frame = frame_header(opcode, len(payload)) + payload
-        transport.write(frame)
-    if skipped:
-        logger.warning("broadcast skipped %d slow connection(s)", skipped)
-    if raise_exceptions and skipped:
-        raise RuntimeError(f"{skipped} connection(s) skipped: write buffer full")

@@ -39,6 +39,20 @@ class Extension(abc.ABC):
         """
 
 
+    @property
+    def shareable_key(self) -> tuple[object, ...] | None:
+        """Connections whose extensions have equal keys may share encoded frames.
+
+        ``None`` (the default) means encoding depends on per-connection state,
+        so a broadcast must encode separately for this connection.
+        """
+        return None
+
+    def clone(self) -> Extension:
+        """A fresh codec with the same parameters (used to encode shared frames)."""
+        raise NotImplementedError
+
+
 class ClientExtensionFactory(abc.ABC):
     """Offers an extension in the client's upgrade request."""
 

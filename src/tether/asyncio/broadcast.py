@@ -1,0 +1,96 @@
+"""``broadcast``: one message to many connections, framed (and compressed) once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from tether.asyncio.connection import Connection, Data
+from tether.protocol.connection import State
+from tether.protocol.extensions.base import Extension
+from tether.protocol.frames import Frame, Opcode, frame_header
+
+logger = logging.getLogger("tether")
+
+
+def broadcast(
+    connections: Iterable[Connection],
+    message: Data,
+    *,
+    compress: bool | None = None,
+    raise_exceptions: bool = False,
+) -> None:
+    """Send ``message`` to every open connection without waiting.
+
+    Server frames are unmasked, so the same bytes suit every socket: the frame
+    is built once. With permessage-deflate, connections whose compressor keeps
+    no context between messages share one compressed frame per distinct set of
+    parameters; a connection with context takeover has its own compressor
+    history, so it compresses for itself. Connections that are closing, in the
+    middle of sending a fragmented message, or whose write buffer is above its
+    high-water mark are skipped: one slow consumer never holds up the others
+    or grows memory without bound (as with ``websockets.broadcast``).
+    """
+    if isinstance(message, str):
+        payload = message.encode("utf-8")
+        opcode = Opcode.TEXT
+    elif isinstance(message, bytes | bytearray | memoryview):
+        payload = bytes(message)
+        opcode = Opcode.BINARY
+    else:
+        raise TypeError(f"cannot broadcast {type(message).__name__}")
+    plain: bytes | None = None
+    shared: dict[tuple[object, ...], bytes] = {}
+    skipped = 0
+    for conn in connections:
+        proto = conn.protocol
+        transport = conn.transport
+        if proto.state is not State.OPEN or transport is None or proto._sending is not None:
+            continue
+        if conn._writing_paused:
+            skipped += 1
+            continue
+        if proto._is_client or (proto.extensions and compress is not False):
+            key = _shareable_key(proto.extensions) if not proto._is_client else None
+            if key is None:
+                # Clients mask every frame with a fresh key, and a compressor
+                # with context takeover is per connection: send individually.
+                if opcode == Opcode.TEXT:
+                    proto.send_text(payload, compress=compress)
+                else:
+                    proto.send_binary(payload, compress=compress)
+                conn._flush()
+                continue
+            frame = shared.get(key)
+            if frame is None:
+                frame = shared[key] = _encode_shared(proto.extensions, opcode, payload, compress)
+            transport.write(frame)
+            continue
+        if plain is None:
+            plain = frame_header(opcode, len(payload)) + payload
+        transport.write(plain)
+    if skipped:
+        logger.warning("broadcast skipped %d slow connection(s)", skipped)
+        if raise_exceptions:
+            raise RuntimeError(f"{skipped} connection(s) skipped: write buffer full")
+
+
+def _shareable_key(extensions: list[Extension]) -> tuple[object, ...] | None:
+    keys = []
+    for ext in extensions:
+        key = ext.shareable_key
+        if key is None:
+            return None
+        keys.append(key)
+    return tuple(keys)
+
+
+def _encode_shared(
+    extensions: list[Extension], opcode: int, payload: bytes, compress: bool | None
+) -> bytes:
+    frame = Frame(opcode, payload)
+    for ext in extensions:
+        # A fresh codec: the connection's own may be in the middle of a message.
+        fresh = ext.clone()
+        frame = fresh.encode(frame, compress=compress)
+    return frame_header(opcode, len(frame.data), rsv1=frame.rsv1) + frame.data
