@@ -43,6 +43,37 @@ class ConcurrencyError(RuntimeError):
 class Connection(asyncio.Protocol):
     """An open WebSocket connection (base of server and client connections)."""
 
+    # Slots keep an idle connection small (thousands of them per process);
+    # subclasses add a __dict__, so users can still attach their own attributes.
+    __slots__ = (
+        "_backlog",
+        "_busy",
+        "_close_handle",
+        "_closed_waiter",
+        "_drain_waiters",
+        "_dropping",
+        "_keepalive_handle",
+        "_lost",
+        "_lost_exc",
+        "_pings",
+        "_queue",
+        "_reading_paused",
+        "_recv_waiter",
+        "_writing_paused",
+        "close_timeout",
+        "latency",
+        "loop",
+        "max_queue",
+        "offload_threshold",
+        "ping_interval",
+        "ping_timeout",
+        "protocol",
+        "request",
+        "response",
+        "transport",
+        "write_limit",
+    )
+
     protocol: CoreConnection
 
     def __init__(
@@ -290,8 +321,10 @@ class Connection(asyncio.Protocol):
             return
         self._queue.append(message)
         waiter = self._recv_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._recv_waiter = None  # don't keep a done future per idle connection
+            if not waiter.done():
+                waiter.set_result(None)
         if (
             self.max_queue is not None
             and not self._reading_paused
