@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from proto_helpers import (
     Reverse,
-    ReverseFactory,
     received_request,
     sent,
     sent_frames,
@@ -92,8 +92,8 @@ def test_parse_uri_errors(uri: str, message: str) -> None:
 # -------------------------------------------------------------- the request
 
 
-def make_client(uri: str = "ws://example.com/chat", **kwargs: object) -> ClientProtocol:
-    return ClientProtocol(parse_uri(uri), **kwargs)  # type: ignore[arg-type]
+def make_client(uri: str = "ws://example.com/chat", **kwargs: Any) -> ClientProtocol:
+    return ClientProtocol(parse_uri(uri), **kwargs)
 
 
 def test_request_headers() -> None:
@@ -191,7 +191,7 @@ def response_for(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def started_client(**kwargs: object) -> ClientProtocol:
+def started_client(**kwargs: Any) -> ClientProtocol:
     client = make_client(**kwargs)
     client.send_request(client.connect())
     client.data_to_send()

@@ -33,7 +33,7 @@ def _expected_header_len(n: int, masked: bool) -> int:
 def test_opcode_sets() -> None:
     assert {int(op) for op in DATA_OPCODES} == {0, 1, 2}
     assert {int(op) for op in CONTROL_OPCODES} == {8, 9, 10}
-    assert KNOWN_OPCODES == {0, 1, 2, 8, 9, 10}
+    assert {0, 1, 2, 8, 9, 10} == KNOWN_OPCODES
     assert MAX_CONTROL_PAYLOAD == 125
 
 
@@ -181,7 +181,7 @@ def test_close_reason_length_limit() -> None:
 
 
 def test_close_code_enum() -> None:
-    assert CloseCode.NORMAL == 1000
-    assert CloseCode.MESSAGE_TOO_BIG == 1009
+    assert int(CloseCode.NORMAL) == 1000
+    assert int(CloseCode.MESSAGE_TOO_BIG) == 1009
     for code in (CloseCode.NO_STATUS, CloseCode.ABNORMAL, CloseCode.TLS_HANDSHAKE):
         assert not is_valid_close_code(code)

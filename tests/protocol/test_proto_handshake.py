@@ -231,6 +231,35 @@ def test_head_parser_slowloris_many_short_headers_bounded() -> None:
     assert len(parser.headers) == MAX_HEADERS
 
 
+class _CountingBuffer(bytearray):
+    """A bytearray that counts how many bytes its ``find`` calls had to examine."""
+
+    examined = 0
+
+    def find(self, sub: object, start: int = 0, *args: int) -> int:  # type: ignore[override]
+        _CountingBuffer.examined += len(self) - start
+        return super().find(sub, start, *args)  # type: ignore[arg-type]
+
+
+def test_head_parser_byte_by_byte_is_linear() -> None:
+    """Dribbling a long line byte by byte must not rescan the whole buffer each time."""
+    data = b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_LINE - 3) + b"\r\nY: b\r\n\r\n"
+    _CountingBuffer.examined = 0
+    parser = HeadParser(buffer=_CountingBuffer())
+    for i in range(len(data)):
+        parser.feed(data[i : i + 1])
+    assert parser.complete
+    assert parser.headers["Y"] == "b"
+    assert _CountingBuffer.examined < 3 * len(data)
+
+
+def test_head_parser_bare_cr_then_crlf_byte_by_byte() -> None:
+    parser = HeadParser()
+    with pytest.raises(HeadError):
+        for byte in b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n":
+            parser.feed(bytes((byte,)))
+
+
 def test_head_parser_non_ascii_request_line() -> None:
     parser = HeadParser()
     with pytest.raises(HeadError) as info:

@@ -9,13 +9,14 @@ from proto_helpers import (
     RFC_ACCEPT,
     RFC_KEY,
     Reverse,
-    decode_frames,
     ReverseFactory,
+    decode_frames,
     received_request,
     request_bytes,
     response_headers,
     sent,
     sent_frames,
+    state_of,
     to_server,
 )
 
@@ -28,7 +29,9 @@ from tether.protocol import (
     ServerProtocol,
     State,
 )
+from tether.protocol.extensions.base import Extension
 from tether.protocol.handshake import MAX_HEADERS, MAX_LINE
+from tether.protocol.headers import ExtensionParams
 
 
 def handshake(server: ServerProtocol, data: bytes) -> tuple[int, dict[str, list[str]], bytes]:
@@ -65,7 +68,7 @@ def test_valid_upgrade() -> None:
     assert server.state is State.CONNECTING
 
     server.send_response(response)
-    assert server.state is State.OPEN
+    assert state_of(server) is State.OPEN
     assert server.response is response
     assert server.handshake_exc is None
     assert not server.close_transport
@@ -413,16 +416,18 @@ def test_extension_all_declined() -> None:
 
 
 def test_extension_second_factory_with_same_name_tried() -> None:
-    declining, accepting = ReverseFactory(), ReverseFactory()
-    declining.process_request_params = _always_decline  # type: ignore[method-assign]
+    declining, accepting = DecliningFactory(), ReverseFactory()
     server = ServerProtocol(extensions=[declining, accepting])
     _, headers, _ = handshake(server, request_bytes([("Sec-WebSocket-Extensions", "x-reverse")]))
     assert headers["sec-websocket-extensions"] == ["x-reverse; ok"]
     assert len(accepting.calls) == 1
 
 
-def _always_decline(params: object, accepted: object) -> object:
-    raise NegotiationError("no")
+class DecliningFactory(ReverseFactory):
+    def process_request_params(
+        self, params: ExtensionParams, accepted: Sequence[Extension]
+    ) -> tuple[ExtensionParams, Extension]:
+        raise NegotiationError("no")
 
 
 @pytest.mark.parametrize("value", ["x-reverse; =", "x-reverse x", 'x-reverse; a="b c"', ";"])
@@ -502,3 +507,14 @@ def test_full_handshake_then_echo() -> None:
     server.send_text("héllo")
     (f,) = sent_frames(server)
     assert (f.opcode, f.mask, f.payload) == (Opcode.TEXT, None, "héllo".encode())
+
+
+def test_eof_during_handshake() -> None:
+    server = ServerProtocol()
+    server.receive_data(request_bytes()[:20])
+    server.receive_eof()
+    assert server.state is State.CLOSED
+    assert server.close_transport
+    server.receive_data(request_bytes()[20:])
+    assert server.events_received() == []
+    assert server.data_to_send() == []

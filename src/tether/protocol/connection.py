@@ -27,6 +27,7 @@ from tether.protocol.frames import (
     Frame,
     Opcode,
     frame_header,
+    is_valid_close_code,
     parse_close_payload,
     serialize_close_payload,
 )
@@ -120,10 +121,22 @@ class Connection:
         self.close_sent: tuple[int, str] | None = None
         self.close_rcvd_then_sent: bool | None = None
         self.failure: ProtocolError | None = None
+        # With ``defer_failure`` set (by an I/O layer that runs the application
+        # between reads), a protocol error found after complete messages in
+        # the same chunk of bytes is kept in ``pending_failure`` instead of
+        # failing at once: the application gets those messages and may still
+        # answer them (Autobahn 3.2, 4.1.3, 5.15 ...) before the I/O layer
+        # calls :meth:`fail_pending`. Nothing after the bad frame is parsed.
+        self.defer_failure = False
+        self.pending_failure: ProtocolError | None = None
         self.eof_received = False
         # Set when the I/O layer should close the TCP connection after flushing.
         self.close_transport = False
         self._discard_input = False
+        # Set by the I/O layer while its write buffer is full: keep only the
+        # latest Pong to send, until send_pending_pong().
+        self.defer_pongs = False
+        self._pending_pong: bytes | None = None
         # Debugging hook (``tether connect --trace``): called for every complete frame.
         self.frame_observer: FrameObserver | None = None
 
@@ -147,7 +160,13 @@ class Connection:
                 if consumed < len(data):
                     self._buf += data[consumed:]
         except ProtocolError as exc:
-            self.fail(exc.code, exc.reason, exc)
+            if self.defer_failure and any(
+                type(event) in (str, bytes, Fragment) for event in self._events
+            ):
+                self.pending_failure = exc
+                self._discard_input = True
+            else:
+                self.fail(exc.code, exc.reason, exc)
         except Exception as exc:  # a bug must not escape receive_data
             logger.exception("unexpected error while parsing frames")
             self.fail(CloseCode.INTERNAL_ERROR, "internal error", ProtocolError(str(exc), 1011))
@@ -379,7 +398,12 @@ class Connection:
             # RFC 6455 §5.5.2: answer with a Pong carrying the same payload,
             # unless we already sent a Close.
             if self.state is State.OPEN:
-                self._write(Opcode.PONG, payload)
+                if self.defer_pongs:
+                    # RFC 6455 §5.5.3: an endpoint MAY answer only the most recent
+                    # Ping. A peer flooding Pings without reading costs no memory.
+                    self._pending_pong = payload
+                else:
+                    self._write(Opcode.PONG, payload)
             self._events.append(Ping(payload))
         elif opcode == Opcode.PONG:
             self._events.append(Pong(payload))
@@ -410,7 +434,9 @@ class Connection:
 
     def _write(self, opcode: int, data: bytes, fin: bool = True, rsv1: bool = False) -> None:
         if self.frame_observer is not None:
-            self.frame_observer(">", opcode, fin, 4 if rsv1 else 0, len(data), self._is_client, data)
+            self.frame_observer(
+                ">", opcode, fin, 4 if rsv1 else 0, len(data), self._is_client, data
+            )
         if self._is_client:
             mask = _MASKS.next()
             self._out.append(frame_header(opcode, len(data), fin=fin, rsv1=rsv1, mask=mask))
@@ -459,6 +485,12 @@ class Connection:
             raise ValueError("ping payload longer than 125 bytes")
         self._write(Opcode.PING, data)
 
+    def send_pending_pong(self) -> None:
+        """Answer the most recent Ping received while ``defer_pongs`` was set."""
+        payload, self._pending_pong = self._pending_pong, None
+        if payload is not None and self.state is State.OPEN:
+            self._write(Opcode.PONG, payload)
+
     def send_pong(self, data: bytes = b"") -> None:
         self._check_can_send()
         if len(data) > MAX_CONTROL_PAYLOAD:
@@ -469,6 +501,10 @@ class Connection:
         """Start the closing handshake (RFC 6455 §7.1.2)."""
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot close in state {self.state.name}")
+        if self.pending_failure is not None:
+            # The peer already broke the protocol: close with that error's code.
+            self.fail_pending()
+            return
         payload = serialize_close_payload(code, reason)  # ValueError for bad input
         self._send_close_payload(payload, code, reason)
         self.state = State.CLOSING
@@ -480,12 +516,20 @@ class Connection:
         self._write(Opcode.CLOSE, payload)
         self.close_sent = (code, reason)
 
+    def fail_pending(self) -> None:
+        """Fail the connection for the protocol error kept in ``pending_failure``, if any."""
+        exc, self.pending_failure = self.pending_failure, None
+        if exc is not None:
+            self.fail(exc.code, exc.reason, exc)
+
     def fail(self, code: int, reason: str, exc: ProtocolError | None = None) -> None:
         """Fail the WebSocket connection (RFC 6455 §7.1.7): Close frame, then drop TCP."""
         if self.failure is None:
             self.failure = exc or ProtocolError(reason, code)
             logger.debug("failing connection: %s %s", code, reason)
         if self.state is State.OPEN and self.close_sent is None:
+            if not is_valid_close_code(code):
+                code = CloseCode.INTERNAL_ERROR  # e.g. 1006 may never go on the wire
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
             self._send_close_frame(code, reason)
         if self.state is not State.CLOSED:

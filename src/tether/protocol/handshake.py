@@ -85,6 +85,8 @@ class HeadParser:
     start_line: str | None = None
     headers: Headers = field(default_factory=Headers)
     complete: bool = False
+    # How much of ``buffer`` is known to hold no CRLF (but maybe a final "\r").
+    scanned: int = 0
 
     def feed(self, data: bytes) -> bytes:
         """Consume bytes; return what follows the head once it is complete.
@@ -93,8 +95,11 @@ class HeadParser:
         """
         self.buffer += data
         while not self.complete:
-            end = self.buffer.find(b"\r\n")
+            # Resume where the last search stopped, one byte early for a CRLF
+            # split across feeds: input dribbled byte by byte stays linear.
+            end = self.buffer.find(b"\r\n", max(self.scanned - 1, 0))
             if end < 0:
+                self.scanned = len(self.buffer)
                 # A trailing "\r" may be the first half of the line's CRLF: a
                 # line of exactly max_line bytes must pass however it is chunked.
                 pending = len(self.buffer) - (1 if self.buffer.endswith(b"\r") else 0)
@@ -106,6 +111,7 @@ class HeadParser:
                 raise HeadError(400, f"line longer than {self.max_line} bytes")
             line = bytes(self.buffer[:end])
             del self.buffer[: end + 2]
+            self.scanned = 0
             self._line(line)
         rest = bytes(self.buffer)
         self.buffer.clear()

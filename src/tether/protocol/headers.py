@@ -81,6 +81,11 @@ class Headers:
         self._items.extend(Headers(other)._items)
 
     def serialize(self) -> bytes:
+        for name, value in self._items:
+            # A CR or LF would end the header early and let a value inject
+            # headers of its own (response splitting).
+            if any(c in name or c in value for c in "\r\n\x00"):
+                raise ValueError(f"invalid character in header {name!r}")
         return "".join(f"{k}: {v}\r\n" for k, v in self._items).encode("latin-1")
 
 

@@ -25,6 +25,10 @@ from tether.protocol.headers import (
     parse_token_list,
 )
 
+# Bytes a client may send after its request head before the server answers
+# (pipelined frames, or a request body for process_request to read).
+MAX_PENDING = 4 * 1024 * 1024
+
 SubprotocolSelector = Callable[[Sequence[str], Sequence[str]], str | None]
 
 
@@ -67,6 +71,11 @@ class ServerProtocol(Connection):
             # Bytes after the request head but before we answered: keep them
             # for the frame parser (a client may pipeline its first frames).
             self._pending += data
+            if len(self._pending) > MAX_PENDING:
+                # The application is slow to answer and the client keeps
+                # sending: bound what we hold for it.
+                self.handshake_exc = InvalidHandshake("too much data before the handshake answer")
+                self._reject_now(make_response(413, "too much data before the handshake answer"))
             return
         try:
             rest = self._head.feed(data)

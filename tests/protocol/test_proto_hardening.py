@@ -1,0 +1,42 @@
+"""Hardening: limits and inputs that must not be abused."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.protocol import Connection, Headers, ServerProtocol, Side, State
+from tether.protocol.frames import parse_close_payload
+from tether.protocol.server import MAX_PENDING
+
+REQUEST = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("value", ["a\r\nSet-Cookie: x=1", "a\nb", "a\x00"])
+def test_header_values_cannot_inject_headers(value: str) -> None:
+    with pytest.raises(ValueError, match="invalid character"):
+        Headers([("X-Test", value)]).serialize()
+
+
+def test_fail_with_unsendable_code_sends_1011() -> None:
+    conn = Connection(Side.SERVER)
+    conn.fail(1006, "abnormal")
+    (frame,) = conn.data_to_send()
+    assert frame[0] == 0x88
+    assert parse_close_payload(frame[2:])[0] == 1011
+    assert conn.close_transport
+
+
+def test_bytes_after_request_are_bounded_while_answer_is_pending() -> None:
+    proto = ServerProtocol()
+    proto.receive_data(REQUEST)
+    assert proto.events_received()
+    chunk = b"\x00" * 65536
+    for _ in range(MAX_PENDING // len(chunk) + 2):
+        proto.receive_data(chunk)
+    assert proto.state is State.CLOSED
+    assert proto.close_transport
+    assert proto.response is not None and proto.response.status_code == 413
+    assert len(proto._pending) <= MAX_PENDING + len(chunk)
