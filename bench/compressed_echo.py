@@ -25,7 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SERVERS = {
-    "tether": f"""
+    "tether": """
 import asyncio, sys, tether
 async def echo(ws):
     async for m in ws:

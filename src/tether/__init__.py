@@ -4,8 +4,8 @@
 protocol core lives in :mod:`tether.protocol`.
 """
 
-from tether.asyncio.client import ClientConnection, connect
 from tether.asyncio.broadcast import broadcast
+from tether.asyncio.client import ClientConnection, connect
 from tether.asyncio.connection import ConcurrencyError, Connection
 from tether.asyncio.server import Server, ServerConnection, serve
 from tether.protocol.exceptions import (

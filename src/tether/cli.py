@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     echo.add_argument("--no-compression", action="store_true", help="disable permessage-deflate")
 
-    from tether import cli_connect
+    from tether import cli_connect, cli_serve
 
     cli_connect.add_parser(sub)
+    cli_serve.add_parser(sub)
     return parser
 
 
@@ -80,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "echo":
             asyncio.run(run_echo(args.host, args.port, args.max_size, not args.no_compression))
+        elif args.command == "serve":
+            from tether import cli_serve
+
+            sys.exit(cli_serve.run(args))
         else:
             from tether import cli_connect
 

@@ -10,7 +10,7 @@ by scripts alike::
     < binary (5 bytes): 68656c6c6f     (a binary message received, hex)
     frame < TEXT fin=1 rsv=000 len=5 masked=0              (--trace)
     frame > CLOSE fin=1 rsv=000 len=2 masked=1 code=1000   (--trace)
-    closed: 1000 (bye)                 (the peer's close code and reason)
+    closed: 1000 (bye)                 (the peer's close code and reason; 1006: none)
 
 Control characters in text messages are escaped (``\\n``, ``\\x1b``) so one
 message is always one line and a peer cannot drive the terminal. Binary
@@ -147,7 +147,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_seconds,
         default=10.0,
         metavar="SECONDS",
-        help="give up opening the connection after this long; default 10",
+        help="give up opening the connection after this long (0: never); default 10",
     )
     p.add_argument(
         "--linger",
@@ -271,20 +271,20 @@ class _StdinReader:
     regular files). At most a few chunks are read ahead of the sender.
     """
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
-        self._fd = fd
+    def __init__(self, fd: int | None, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
         self._slots = threading.Semaphore(4)
         self._buf = bytearray()
-        self._eof = False
-        threading.Thread(target=self._run, name="tether-stdin", daemon=True).start()
+        self._eof = fd is None  # no stdin at all (started with `<&-`)
+        if fd is not None:
+            threading.Thread(target=self._run, args=(fd,), name="tether-stdin", daemon=True).start()
 
-    def _run(self) -> None:
+    def _run(self, fd: int) -> None:
         while True:
             self._slots.acquire()
             try:
-                data = os.read(self._fd, 65536)
+                data = os.read(fd, 65536)
             except OSError:
                 data = b""
             try:
@@ -320,6 +320,13 @@ class _StdinReader:
 
 
 # -------------------------------------------------------------------- session
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # sys.stdin is None or closed
+        return None
 
 
 def _address(host: str, port: int) -> str:
@@ -375,12 +382,14 @@ async def _pump_stdin(
     ws: ClientConnection, out: _Output, echo: bool, linger: float, stop: asyncio.Event
 ) -> None:
     """Send stdin line by line; at its end (after ``linger``), ask to close."""
-    stdin = _StdinReader(sys.stdin.fileno(), asyncio.get_running_loop())
+    stdin = _StdinReader(_stdin_fd(), asyncio.get_running_loop())
     try:
         while (line := await stdin.readline()) is not None:
             if echo:
                 out.line(format_message(">", line))
             await ws.send(line)
+            # A buffered burst of lines must not starve the receiving side.
+            await asyncio.sleep(0)
     except ConnectionClosed:
         return
     if linger > 0:
@@ -399,13 +408,20 @@ async def _receive(ws: ClientConnection, out: _Output) -> None:
 
 
 def _install_signals(
-    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, ws: ClientConnection
+    loop: asyncio.AbstractEventLoop,
+    stop: asyncio.Event,
+    aborted: asyncio.Event,
+    ws: ClientConnection,
 ) -> None:
+    signals = 0
+
     def interrupted() -> None:
-        if not stop.is_set():
-            stop.set()  # first Ctrl-C: close cleanly
-            return
-        if ws.transport is not None:  # second one: drop the connection
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stop.set()  # first Ctrl-C: close cleanly (stdin may have ended already)
+        elif ws.transport is not None:  # second one: drop the connection
+            aborted.set()
             ws.transport.abort()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -438,8 +454,8 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
         return 1
 
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    _install_signals(loop, stop, ws)
+    stop, aborted = asyncio.Event(), asyncio.Event()
+    _install_signals(loop, stop, aborted, ws)
     out.on_broken = stop.set
 
     details = [str(args.url)]
@@ -449,9 +465,17 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
         details.append("extensions=" + ",".join(e.name for e in ws.protocol.extensions))
     out.opened("connected: " + " ".join(details))
 
-    echo = not (sys.stdin.isatty() and out.stream.isatty())
+    fd = _stdin_fd()
+    echo = not (fd is not None and os.isatty(fd) and out.stream.isatty())
     receiver = asyncio.create_task(_receive(ws, out))
     sender = asyncio.create_task(_pump_stdin(ws, out, echo, args.linger, stop))
+
+    def sender_done(task: asyncio.Task[None]) -> None:
+        # A bug in the sender must not leave the session waiting for the server.
+        if not task.cancelled() and task.exception() is not None:
+            stop.set()
+
+    sender.add_done_callback(sender_done)
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -464,6 +488,9 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
         for task in (sender, stopper, receiver):
             task.cancel()
         await asyncio.gather(sender, stopper, receiver, return_exceptions=True)
+    for task in (sender, receiver):
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
     proto = ws.protocol
     code, reason = proto.close_code, proto.close_reason
@@ -471,6 +498,8 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
     failure = proto.failure
     if failure is not None:
         _error(f"connection failed: {failure.reason} (sent close {failure.code})")
+    elif aborted.is_set():
+        _error("interrupted: dropped the connection without waiting for the server's close")
     elif proto.close_rcvd is None:
         lost = ws._lost_exc
         _error(f"connection lost: {lost}" if lost else "connection closed without a close frame")

@@ -52,6 +52,7 @@ class Connection(asyncio.Protocol):
         "_closed_waiter",
         "_drain_waiters",
         "_dropping",
+        "_half_closed",
         "_keepalive_handle",
         "_lost",
         "_lost_exc",
@@ -102,6 +103,7 @@ class Connection(asyncio.Protocol):
         self._recv_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._dropping = False
+        self._half_closed = False
         self.offload_threshold = offload_threshold
         self._busy: asyncio.Future[None] | None = None
         self._backlog: list[bytes] = []
@@ -167,6 +169,9 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         high, low = self.write_limit
         transport.set_write_buffer_limits(high, low)
+        # Messages that arrive just before a protocol error reach the
+        # application before the connection fails (see _fail_pending).
+        self.protocol.defer_failure = True
 
     def data_received(self, data: bytes) -> None:
         proto = self.protocol
@@ -258,9 +263,14 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        # A peer that sends Pings but never reads would grow the buffer forever.
+        self.protocol.defer_pongs = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self.protocol.defer_pongs = False
+        self.protocol.send_pending_pong()
+        self._flush()
         self._wake_drainers()
 
     # ------------------------------------------------------------- internals
@@ -273,7 +283,7 @@ class Connection(asyncio.Protocol):
 
     def _write_out(self, out: list[bytes]) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._half_closed:
             return
         if len(out) == 1:
             transport.write(out[0])
@@ -292,8 +302,19 @@ class Connection(asyncio.Protocol):
 
     def _close_transport(self) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.close()  # flushes what is buffered, then closes
+        if transport is not None and not transport.is_closing() and not self._half_closed:
+            if transport.can_write_eof():
+                # Half-close (FIN after what is buffered) and read on, discarding,
+                # until the peer closes: closing with unread input sends a RST,
+                # which can destroy our Close frame or HTTP error response
+                # before the peer reads it.
+                self._half_closed = True
+                transport.write_eof()
+                if self._reading_paused:
+                    self._reading_paused = False
+                    transport.resume_reading()
+            else:
+                transport.close()  # flushes what is buffered, then closes
             if self.close_timeout is not None and self._close_handle is None:
                 # A peer that never reads would keep the buffered bytes forever.
                 self._close_handle = self.loop.call_later(self.close_timeout, transport.abort)
@@ -307,6 +328,22 @@ class Connection(asyncio.Protocol):
                 self._pong_received(event.data)
             elif kind is CloseReceived:
                 self._close_received()
+        if self.protocol.pending_failure is not None:
+            # The same bytes held a protocol error after these messages. Fail
+            # the connection one loop iteration later: a handler waiting in
+            # recv() runs first and can still answer them, as Autobahn
+            # expects (cases 3.2, 4.1.3, 5.15 ...), and nothing after the bad
+            # frame is read meanwhile.
+            self.loop.call_soon(self._fail_pending)
+
+    def _fail_pending(self) -> None:
+        busy = self._busy
+        if busy is not None:
+            # A worker thread is using the core: fail once it is done.
+            busy.add_done_callback(lambda _: self._fail_pending())
+            return
+        self.protocol.fail_pending()
+        self._flush()
 
     def _deliver(self, message: Data | Fragment) -> None:
         if self._dropping or (

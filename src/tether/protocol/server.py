@@ -77,6 +77,12 @@ class ServerProtocol(Connection):
                 self.handshake_exc = InvalidHandshake("too much data before the handshake answer")
                 self._reject_now(make_response(413, "too much data before the handshake answer"))
             return
+        if data[0] == 0x16 and self._head.start_line is None and not self._head.buffer:
+            # 0x16 starts a TLS handshake record: a wss:// client on a plain
+            # port. Say so now instead of waiting for a line that never comes.
+            self.handshake_exc = InvalidHandshake("TLS handshake received on a plain-text port")
+            self._reject_now(make_response(400, "this port does not speak TLS"))
+            return
         try:
             rest = self._head.feed(data)
         except HeadError as exc:

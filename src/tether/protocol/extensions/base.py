@@ -38,7 +38,6 @@ class Extension(abc.ABC):
         continuation frames follow whatever the first frame decided.
         """
 
-
     @property
     def shareable_key(self) -> tuple[object, ...] | None:
         """Connections whose extensions have equal keys may share encoded frames.
