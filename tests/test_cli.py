@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import tether
-from conftest import Running
+from tether_testing import Running
 from tether.cli_connect import escape_text, format_frame, format_message
 from tether.protocol.frames import Opcode
 from tether.protocol.handshake import accept_key
