@@ -78,8 +78,9 @@ class OptionalBuildExt(build_ext):
             f"    {type(exc).__name__}: {exc}\n"
             "tether is installed without it and uses its pure-Python fallback,\n"
             "which is correct but slower (WebSocket masking, UTF-8 validation).\n"
-            "Install a C compiler and the Python headers, then reinstall,\n"
-            "to get the speedups."
+            "To get the speedups, install a C compiler and the Python headers,\n"
+            "then reinstall without pip's wheel cache, which may hold this build:\n"
+            "    pip install --force-reinstall --no-cache-dir tether"
         )
 
 
@@ -89,8 +90,15 @@ if not _env_flag("TETHER_NO_EXTENSIONS"):
         Extension(
             "tether._speedups",
             sources=["src/tether/_speedups.c"],
-            optional=True,
+            # Lets a failure through to setuptools' own handling as a warning
+            # too; but it must not swallow the error when it is required.
+            optional=not _env_flag("TETHER_REQUIRE_EXTENSIONS"),
         )
     )
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})
+setup(
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": OptionalBuildExt},
+    # The C source goes into the sdist (as an extension source), not wheels.
+    exclude_package_data={"tether": ["*.c"]},
+)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """Return ``data`` XOR-ed with the repeating 4-byte ``mask``."""
-    n = len(data)
+    if len(mask) != 4:
+        raise ValueError("mask must be 4 bytes")
+    n = memoryview(data).nbytes  # bytes, not items, for any buffer
     if n == 0:
         return b""
     repeated = mask * (n // 4 + 1)
-    value = int.from_bytes(data, "little") ^ int.from_bytes(repeated[:n], "little")
+    raw = memoryview(data).cast("B") if n != len(data) else data
+    value = int.from_bytes(raw, "little") ^ int.from_bytes(repeated[:n], "little")
     return value.to_bytes(n, "little")

@@ -555,11 +555,19 @@ error:
 /* ------------------------------------------------------------------------ */
 /* UTF-8 validation                                                         */
 /*                                                                          */
-/* A deterministic automaton over byte classes.  States are stored          */
-/* pre-multiplied by the number of classes so that one table lookup,       */
-/* utf8_next[state + utf8_class[byte]], makes a step.  REJECT is absorbing, */
-/* and every non-REJECT state can still be completed into valid UTF-8, so   */
-/* the automaton rejects at the first byte that makes the input invalid.    */
+/* A deterministic automaton over byte classes.  REJECT is absorbing, and   */
+/* every other state can still be completed into valid UTF-8, so the        */
+/* automaton rejects at the first byte that makes the input invalid (which  */
+/* is what lets Utf8Validator.feed fail fast).                              */
+/*                                                                          */
+/* utf8_class and utf8_next below are the readable definition.  The loop    */
+/* runs on a "shift DFA" derived from them at import: utf8_rows[byte] packs */
+/* the successor of every state as 6-bit fields, state s at bits 6s..6s+5,  */
+/* and each field holds 6 * (successor).  A state is kept as its shift      */
+/* amount, so one step is   q = utf8_rows[byte] >> (q & 63),                */
+/* whose only dependency on the previous byte is a single shift (x86 masks  */
+/* shift counts itself, so the "& 63" costs nothing), instead of the        */
+/* load-add-load chain of a two-table lookup.                               */
 /* ------------------------------------------------------------------------ */
 
 /* Byte classes. */
@@ -579,19 +587,24 @@ enum {
     N_CLASSES = 12
 };
 
-/* States, pre-multiplied by N_CLASSES. */
+/* States. */
 enum {
-    S_ACCEPT = 0 * N_CLASSES, /* between characters */
-    S_REJECT = 1 * N_CLASSES, /* invalid, absorbing */
-    S_NEED1 = 2 * N_CLASSES,  /* one continuation byte left */
-    S_NEED2 = 3 * N_CLASSES,  /* two continuation bytes left */
-    S_E0 = 4 * N_CLASSES,     /* after E0: A0..BF, then one more */
-    S_ED = 5 * N_CLASSES,     /* after ED: 80..9F, then one more */
-    S_F0 = 6 * N_CLASSES,     /* after F0: 90..BF, then two more */
-    S_NEED3 = 7 * N_CLASSES,  /* three continuation bytes left */
-    S_F4 = 8 * N_CLASSES,     /* after F4: 80..8F, then two more */
+    S_ACCEPT = 0, /* between characters */
+    S_REJECT = 1, /* invalid, absorbing */
+    S_NEED1 = 2,  /* one continuation byte left */
+    S_NEED2 = 3,  /* two continuation bytes left */
+    S_E0 = 4,     /* after E0: A0..BF, then one more */
+    S_ED = 5,     /* after ED: 80..9F, then one more */
+    S_F0 = 6,     /* after F0: 90..BF, then two more */
+    S_NEED3 = 7,  /* three continuation bytes left */
+    S_F4 = 8,     /* after F4: 80..8F, then two more */
     N_STATES = 9
 };
+
+/* A state of the shift DFA is its shift amount. */
+#define SHIFT_STATE(s) ((uint64_t)(s) * 6)
+#define Q_ACCEPT SHIFT_STATE(S_ACCEPT)
+#define Q_REJECT SHIFT_STATE(S_REJECT)
 
 #define X16(c) c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c
 
@@ -617,19 +630,36 @@ static const unsigned char utf8_class[256] = {
 #undef X16
 
 #define RJ S_REJECT
-static const unsigned char utf8_next[N_STATES * N_CLASSES] = {
-    /*           ASCII     80..8F   90..9F   A0..BF   bad  C2..DF   E0    E1..EF  ED    F0    F1..F3   F4 */
-    /* ACCEPT */ S_ACCEPT, RJ,      RJ,      RJ,      RJ,  S_NEED1, S_E0, S_NEED2, S_ED, S_F0, S_NEED3, S_F4,
-    /* REJECT */ RJ,       RJ,      RJ,      RJ,      RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* NEED1  */ RJ,       S_ACCEPT,S_ACCEPT,S_ACCEPT,RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* NEED2  */ RJ,       S_NEED1, S_NEED1, S_NEED1, RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* E0     */ RJ,       RJ,      RJ,      S_NEED1, RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* ED     */ RJ,       S_NEED1, S_NEED1, RJ,      RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* F0     */ RJ,       RJ,      S_NEED2, S_NEED2, RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* NEED3  */ RJ,       S_NEED2, S_NEED2, S_NEED2, RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
-    /* F4     */ RJ,       S_NEED2, RJ,      RJ,      RJ,  RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ,
+static const unsigned char utf8_next[N_STATES][N_CLASSES] = {
+    /*             ASCII     80..8F    90..9F    A0..BF    bad C2..DF   E0    E1..EF   ED    F0    F1..F3   F4 */
+    /* ACCEPT */ {S_ACCEPT, RJ,       RJ,       RJ,       RJ, S_NEED1, S_E0, S_NEED2, S_ED, S_F0, S_NEED3, S_F4},
+    /* REJECT */ {RJ,       RJ,       RJ,       RJ,       RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* NEED1  */ {RJ,       S_ACCEPT, S_ACCEPT, S_ACCEPT, RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* NEED2  */ {RJ,       S_NEED1,  S_NEED1,  S_NEED1,  RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* E0     */ {RJ,       RJ,       RJ,       S_NEED1,  RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* ED     */ {RJ,       S_NEED1,  S_NEED1,  RJ,       RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* F0     */ {RJ,       RJ,       S_NEED2,  S_NEED2,  RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* NEED3  */ {RJ,       S_NEED2,  S_NEED2,  S_NEED2,  RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
+    /* F4     */ {RJ,       S_NEED2,  RJ,       RJ,       RJ, RJ,      RJ,   RJ,      RJ,   RJ,   RJ,      RJ},
 };
 #undef RJ
+
+static uint64_t utf8_rows[256];
+
+static void
+utf8_build_rows(void)
+{
+    int byte, state;
+
+    for (byte = 0; byte < 256; byte++) {
+        uint64_t row = 0;
+        for (state = 0; state < N_STATES; state++) {
+            unsigned int next = utf8_next[state][utf8_class[byte]];
+            row |= SHIFT_STATE(next) << SHIFT_STATE(state);
+        }
+        utf8_rows[byte] = row;
+    }
+}
 
 /* Length of a prefix of p[0 .. n) known to be ASCII (may stop short). */
 static inline size_t
@@ -691,14 +721,17 @@ ascii_prefix(const unsigned char *p, size_t n)
     return i;
 }
 
-/* Run the automaton from `state` over p[0 .. n); return the final state. */
-static unsigned int
-utf8_run(unsigned int state, const unsigned char *p, size_t n)
+/*
+ * Run the shift DFA from state `q` (Q_ACCEPT, Q_REJECT or another shift
+ * amount) over p[0 .. n) and return the final state, reduced to 0..63.
+ */
+static uint64_t
+utf8_run(uint64_t q, const unsigned char *p, size_t n)
 {
     size_t i = 0, end;
 
     while (i < n) {
-        if (state == S_ACCEPT) {
+        if (q == Q_ACCEPT) {
             i += ascii_prefix(p + i, n - i);
             if (i == n) {
                 break;
@@ -706,30 +739,31 @@ utf8_run(unsigned int state, const unsigned char *p, size_t n)
         }
         /* Step byte by byte through a short block, then look for ASCII
            again: text with a few non-ASCII characters stays on the fast
-           path, text with many does not pay for failed probes each byte. */
-        end = n - i > 16 ? i + 16 : n;
+           path, text with many does not pay for a failed probe per byte. */
+        end = n - i > 32 ? i + 32 : n;
         for (; i < end; i++) {
-            state = utf8_next[state + utf8_class[p[i]]];
+            q = utf8_rows[p[i]] >> (q & 63);
         }
-        if (state == S_REJECT) {
+        q &= 63;
+        if (q == Q_REJECT) {
             break;
         }
     }
-    return state;
+    return q;
 }
 
-static unsigned int
-utf8_run_maybe_nogil(unsigned int state, const unsigned char *p, Py_ssize_t n)
+static uint64_t
+utf8_run_maybe_nogil(uint64_t q, const unsigned char *p, Py_ssize_t n)
 {
     if (n >= TETHER_NOGIL_THRESHOLD) {
         Py_BEGIN_ALLOW_THREADS
-        state = utf8_run(state, p, (size_t)n);
+        q = utf8_run(q, p, (size_t)n);
         Py_END_ALLOW_THREADS
     }
     else {
-        state = utf8_run(state, p, (size_t)n);
+        q = utf8_run(q, p, (size_t)n);
     }
-    return state;
+    return q;
 }
 
 PyDoc_STRVAR(utf8_valid_doc,
@@ -747,7 +781,7 @@ utf8_valid(PyObject *Py_UNUSED(module), PyObject *const *args,
 {
     static const char *const names[] = {"data"};
     PyObject *argv[1];
-    unsigned int state;
+    uint64_t q;
     ByteSource src;
 
     if (kwnames == NULL && nargs == 1) {
@@ -758,18 +792,18 @@ utf8_valid(PyObject *Py_UNUSED(module), PyObject *const *args,
         return NULL;
     }
     if (PyBytes_CheckExact(argv[0])) {
-        state = utf8_run_maybe_nogil(
-            S_ACCEPT, (const unsigned char *)PyBytes_AS_STRING(argv[0]),
+        q = utf8_run_maybe_nogil(
+            Q_ACCEPT, (const unsigned char *)PyBytes_AS_STRING(argv[0]),
             PyBytes_GET_SIZE(argv[0]));
     }
     else {
         if (source_open(&src, argv[0]) < 0) {
             return NULL;
         }
-        state = utf8_run_maybe_nogil(S_ACCEPT, src.buf, src.len);
+        q = utf8_run_maybe_nogil(Q_ACCEPT, src.buf, src.len);
         source_close(&src);
     }
-    return PyBool_FromLong(state == S_ACCEPT);
+    return PyBool_FromLong(q == Q_ACCEPT);
 }
 
 
@@ -779,7 +813,7 @@ utf8_valid(PyObject *Py_UNUSED(module), PyObject *const *args,
 
 typedef struct {
     PyObject_HEAD
-    unsigned int state;
+    uint64_t state;  /* a shift-DFA state: Q_ACCEPT, Q_REJECT, ... */
 } Utf8ValidatorObject;
 
 static PyObject *
@@ -793,7 +827,7 @@ validator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self = (Utf8ValidatorObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
-        self->state = S_ACCEPT;
+        self->state = Q_ACCEPT;
     }
     return (PyObject *)self;
 }
@@ -816,7 +850,7 @@ validator_feed(Utf8ValidatorObject *self, PyObject *const *args,
 {
     static const char *const names[] = {"data", "final"};
     PyObject *argv[2];
-    unsigned int state;
+    uint64_t state;
     int final = 0;
     ByteSource src;
 
@@ -834,7 +868,7 @@ validator_feed(Utf8ValidatorObject *self, PyObject *const *args,
             return NULL;
         }
     }
-    if (self->state == S_REJECT) {
+    if (self->state == Q_REJECT) {
         Py_RETURN_FALSE;
     }
     if (PyBytes_CheckExact(argv[0])) {
@@ -849,11 +883,11 @@ validator_feed(Utf8ValidatorObject *self, PyObject *const *args,
         state = utf8_run_maybe_nogil(self->state, src.buf, src.len);
         source_close(&src);
     }
-    if (final && state != S_ACCEPT) {
-        state = S_REJECT;
+    if (final && state != Q_ACCEPT) {
+        state = Q_REJECT;
     }
     self->state = state;
-    return PyBool_FromLong(state != S_REJECT);
+    return PyBool_FromLong(state != Q_REJECT);
 }
 
 PyDoc_STRVAR(validator_reset_doc,
@@ -865,7 +899,7 @@ PyDoc_STRVAR(validator_reset_doc,
 static PyObject *
 validator_reset(Utf8ValidatorObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->state = S_ACCEPT;
+    self->state = Q_ACCEPT;
     Py_RETURN_NONE;
 }
 
@@ -946,6 +980,7 @@ PyInit__speedups(void)
     tether_cpu_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
 #endif
 
+    utf8_build_rows();
     if (PyType_Ready(&Utf8ValidatorType) < 0) {
         return NULL;
     }
