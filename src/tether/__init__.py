@@ -7,6 +7,7 @@ protocol core lives in :mod:`tether.protocol`.
 from tether.asyncio.broadcast import broadcast
 from tether.asyncio.client import ClientConnection, connect
 from tether.asyncio.connection import ConcurrencyError, Connection
+from tether.asyncio.listener import Listener
 from tether.asyncio.server import Server, ServerConnection, serve
 from tether.protocol.exceptions import (
     ConnectionClosed,
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidHandshake",
     "InvalidHeader",
     "InvalidStatus",
+    "Listener",
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",

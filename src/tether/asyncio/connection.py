@@ -15,8 +15,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any, cast
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from tether.protocol.connection import Connection as CoreConnection
 from tether.protocol.connection import State
@@ -29,6 +29,9 @@ from tether.protocol.exceptions import (
 )
 from tether.protocol.frames import CloseCode, Opcode
 from tether.protocol.handshake import Request, Response
+
+if TYPE_CHECKING:
+    from tether.asyncio.listener import Listener
 
 logger = logging.getLogger("tether")
 
@@ -54,6 +57,7 @@ class Connection(asyncio.Protocol):
         "_dropping",
         "_half_closed",
         "_keepalive_handle",
+        "_listener",
         "_lost",
         "_lost_exc",
         "_pings",
@@ -116,6 +120,7 @@ class Connection(asyncio.Protocol):
         self._lost_exc: BaseException | None = None
         self._closed_waiter: asyncio.Future[None] = self.loop.create_future()
         self.latency = 0.0
+        self._listener: Listener | None = None
 
     # ------------------------------------------------------------ properties
 
@@ -260,6 +265,8 @@ class Connection(asyncio.Protocol):
         self._wake_drainers()
         if not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
+        if self._listener is not None:
+            self._call_listener(self._listener.on_close)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -323,7 +330,10 @@ class Connection(asyncio.Protocol):
         for event in events:
             kind = type(event)
             if kind is str or kind is bytes or kind is Fragment:
-                self._deliver(event)
+                if self._listener is None:
+                    self._deliver(event)
+                else:
+                    self._call_listener(self._listener.on_message, event)
             elif kind is Pong:
                 self._pong_received(event.data)
             elif kind is CloseReceived:
@@ -335,6 +345,14 @@ class Connection(asyncio.Protocol):
             # expects (cases 3.2, 4.1.3, 5.15 ...), and nothing after the bad
             # frame is read meanwhile.
             self.loop.call_soon(self._fail_pending)
+
+    def _call_listener(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception:
+            logger.exception("listener callback failed")
+            if self.protocol.state is State.OPEN:
+                self.fail(CloseCode.INTERNAL_ERROR, "")
 
     def _fail_pending(self) -> None:
         busy = self._busy
@@ -524,6 +542,39 @@ class Connection(asyncio.Protocol):
             self._write_out(out)
         if self._writing_paused:
             await self._drain()
+
+    def send_nowait(
+        self, message: Data | bytearray | memoryview, *, compress: bool | None = None
+    ) -> None:
+        """Send a whole message now, without waiting for the write buffer to drain.
+
+        For callbacks (see :class:`Listener`), which cannot await: check
+        :attr:`buffered_amount` to apply backpressure yourself.
+        """
+        proto = self.protocol
+        if proto.state is not State.OPEN or self._busy is not None:
+            if proto.state is State.OPEN:
+                raise ConcurrencyError("a large message is being compressed; await send() instead")
+            raise self._closed_exception()
+        if type(message) is bytes:
+            proto.send_binary(message, compress=compress)
+        elif isinstance(message, str):
+            proto.send_text(message.encode("utf-8"), compress=compress)
+        elif isinstance(message, bytearray | memoryview):
+            proto.send_binary(bytes(message), compress=compress)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        out = proto.data_to_send()
+        if out:
+            self._write_out(out)
+
+    def close_nowait(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake without waiting for it to finish."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+            if self.close_timeout is not None and self._close_handle is None and self.transport:
+                self._close_handle = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     async def _send_fragments(self, chunks: Iterable[Data], compress: bool | None) -> None:
         await self._send_fragments_async(_aiter_sync(chunks), compress)

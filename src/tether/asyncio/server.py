@@ -7,9 +7,10 @@ import inspect
 import logging
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 from tether.asyncio.connection import Connection
+from tether.asyncio.listener import Listener
 from tether.asyncio.options import Compression, server_extensions
 from tether.protocol.connection import State
 from tether.protocol.events import RequestReceived
@@ -22,7 +23,8 @@ from tether.protocol.server import ServerProtocol, SubprotocolSelector
 
 logger = logging.getLogger("tether.server")
 
-Handler = Callable[["ServerConnection"], Awaitable[Any]]
+CoroutineHandler = Callable[["ServerConnection"], Awaitable[Any]]
+Handler = CoroutineHandler | type[Listener]
 ProcessRequest = Callable[
     ["ServerConnection", Request], Response | Awaitable[Response | None] | None
 ]
@@ -183,7 +185,11 @@ class ServerConnection(Connection):
             self._open_handle = None
         if proto.state is State.OPEN:
             self._start_keepalive()
-            if not in_task:
+            factory = self.server.listener_factory
+            if factory is not None:
+                self._listener = factory()
+                self._call_listener(self._listener.on_open)
+            elif not in_task:
                 self._handler_task = self.server._track(self._run_handler())
             # Frames pipelined behind the request were parsed by send_response.
             events = proto.events_received()
@@ -194,8 +200,9 @@ class ServerConnection(Connection):
         self._flush()
 
     async def _run_handler(self) -> None:
+        handler = cast(CoroutineHandler, self.server.handler)
         try:
-            await self.server.handler(self)
+            await handler(self)
         except ConnectionClosed:
             pass  # the peer went away; nothing to report
         except Exception:
@@ -248,6 +255,10 @@ class Server:
         **create_server_kwargs: Any,
     ) -> None:
         self.handler = handler
+        # A Listener subclass as the handler selects the callback fast path.
+        self.listener_factory: type[Listener] | None = (
+            handler if isinstance(handler, type) and issubclass(handler, Listener) else None
+        )
         self.host = host
         self.port = port
         self.origins = origins
