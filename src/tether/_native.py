@@ -14,8 +14,12 @@ from collections.abc import Callable
 from tether import _mask
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
+FrameBatchParser = Callable[[bytes | bytearray, int, bool, int, list[object]], int]
 
 apply_mask: MaskFunction = _mask.apply_mask
+# Parses a run of whole simple frames in one call; its pure-Python twin is
+# the fast path inside Connection._parse, used when this is None.
+parse_simple_frames: FrameBatchParser | None = None
 USING_SPEEDUPS = False
 
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
@@ -27,4 +31,5 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
         )
     else:
         apply_mask = _speedups.apply_mask
+        parse_simple_frames = _speedups.parse_simple_frames
         USING_SPEEDUPS = True

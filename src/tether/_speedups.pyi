@@ -39,3 +39,8 @@ class Utf8Validator:
         """Return False as soon as the stream so far cannot be valid UTF-8."""
     def reset(self) -> None:
         """Start a new stream."""
+
+def parse_simple_frames(
+    buf: ReadableBuffer, pos: int, expect_mask: bool, limit: int, events: list[object], /
+) -> int:
+    """Append the messages of the whole simple frames at ``buf[pos:]``; return the new pos."""

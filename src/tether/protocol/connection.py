@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from tether import _native
 from tether._native import apply_mask
 from tether.protocol.events import CloseReceived, Event, Fragment, Ping, Pong
 from tether.protocol.exceptions import InvalidState, PayloadTooBig, ProtocolError
@@ -195,7 +196,17 @@ class Connection:
             limit = self.max_frame_size
         simple = not self.extensions and not self.stream_fragments
         events = self._events
+        batch = _native.parse_simple_frames if simple and self.frame_observer is None else None
         while n - pos >= 2 and not self._discard_input:
+            if batch is not None and self._msg_text is None:
+                # Native: every whole simple frame from here on in one call.
+                start = pos
+                pos = batch(buf, pos, bool(expect_mask), limit, events)  # type: ignore[arg-type]
+                if pos != start:
+                    self._partial_checked = 0
+                    self._partial_decoder = None
+                if n - pos < 2:
+                    break
             b0 = buf[pos]
             b1 = buf[pos + 1]
             length = b1 & 0x7F
