@@ -53,7 +53,33 @@ class NullTransport:
         pass
 
 
+class EchoListener(tether.Listener):
+    count = 0
+
+    def on_message(self, ws: Any, message: Any) -> None:
+        ws.send_nowait(message)
+        EchoListener.count += 1
+
+
+async def run_listener(size: int, count: int) -> float:
+    server = Server(EchoListener, compression=None, ping_interval=None, max_size=None)
+    conn = server._make_connection()
+    transport = NullTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.protocol.state = State.OPEN
+    conn._listener = EchoListener()
+    frame = serialize_frame(2, os.urandom(size), mask=os.urandom(4))
+    start = time.process_time()
+    for _ in range(count):
+        conn.data_received(frame)
+    elapsed = time.process_time() - start
+    assert EchoListener.count == count and transport.written >= count * size
+    return elapsed * 1e6 / count
+
+
 async def run(size: int, count: int) -> float:
+    if "--listener" in sys.argv:
+        return await run_listener(size, count)
     done = asyncio.Event()
     seen = 0
 

@@ -35,10 +35,7 @@ class ClientConnection(Connection):
         self.protocol.send_request(request)
         self._flush()
 
-    def data_received(self, data: bytes) -> None:
-        if self.protocol.state is not State.CONNECTING:
-            super().data_received(data)
-            return
+    def _handshake_data(self, data: bytes) -> None:
         proto = self.protocol
         proto.receive_data(data)
         events = proto.events_received()

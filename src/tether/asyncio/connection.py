@@ -36,7 +36,37 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether")
 
 Data = str | bytes
+_MESSAGE_TYPES = frozenset({str, bytes})
 _OK_CODES = (CloseCode.NORMAL, CloseCode.GOING_AWAY)
+
+# DEFLATE's best case is a 258-byte match coded in 2 bits: 1032 bytes out per
+# byte in, so a 16 KiB compressed frame may inflate to 16 MiB.
+_MAX_INFLATE_RATIO = 1032
+# Inflating costs much less per byte than deflating (about 4 ms per MiB of a
+# bomb's zeros, far less for ordinary data), so the event loop may inflate up
+# to this many times ``offload_threshold`` (4 MiB by default) itself.
+_INLINE_INFLATE_FACTOR = 16
+
+
+def _first_frame_end(head: bytes | bytearray) -> int | None:
+    """Where the frame at the start of ``head`` ends, or None if its header is incomplete."""
+    if len(head) < 2:
+        return None
+    length = head[1] & 0x7F
+    size = 2
+    if length == 126:
+        if len(head) < 4:
+            return None
+        length = int.from_bytes(head[2:4], "big")
+        size = 4
+    elif length == 127:
+        if len(head) < 10:
+            return None
+        length = int.from_bytes(head[2:10], "big")
+        size = 10
+    if head[1] & 0x80:
+        size += 4
+    return size + length
 
 
 class ConcurrencyError(RuntimeError):
@@ -180,19 +210,58 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         proto = self.protocol
-        if self._busy is not None or (
-            proto.extensions and len(proto._buf) + len(data) >= self.offload_threshold
-        ):
+        if proto.state is State.CONNECTING:
+            self._handshake_data(data)
+            return
+        if self._busy is not None or (proto.extensions and self._inflates_much(data)):
             self._receive_in_worker(data)
             return
         proto.receive_data(data)
         self._after_receive()
 
+    def _handshake_data(self, data: bytes) -> None:
+        """Bytes of the opening handshake; each side implements it."""
+        raise NotImplementedError
+
+    def _inflates_much(self, data: bytes) -> bool:
+        """Whether parsing ``data`` may cost too much for the event loop.
+
+        What compressed bytes inflate to is unknown until they are inflated,
+        but bounded: by DEFLATE's best ratio, and for a single frame by what is
+        left of ``max_size``. Many frames in one read are judged by the ratio.
+        """
+        proto = self.protocol
+        buf = proto._buf
+        n = len(buf) + len(data)
+        if n >= self.offload_threshold:
+            return True
+        budget = self.offload_threshold * _INLINE_INFLATE_FACTOR
+        if n * _MAX_INFLATE_RATIO < budget:
+            return False
+        # The core's buffer always starts at a frame boundary.
+        end = _first_frame_end(buf[:10] + data[:10] if buf else data[:10])
+        if end is None or end > n:
+            return False  # no whole frame yet: nothing to inflate
+        if end < n:
+            return True  # several frames: assume the worst ratio
+        if not (buf or data)[0] & 0x40 and not proto._msg_compressed:
+            return False  # one uncompressed frame
+        max_size = proto.max_size
+        return max_size is None or max_size - proto._msg_size >= budget
+
     def _after_receive(self) -> None:
         proto = self.protocol
         events = proto.events_received()
         if events:
-            self._handle_events(events)
+            listener = self._listener
+            if listener is not None and len(events) == 1 and type(events[0]) in _MESSAGE_TYPES:
+                # Fast path for callbacks: one message, straight to the listener.
+                try:
+                    listener.on_message(self, cast(Data, events[0]))
+                except Exception:
+                    self._listener_failed()
+            else:
+                self._handle_events(events)
         out = proto.data_to_send()
         if out:
             self._write_out(out)
@@ -201,8 +270,9 @@ class Connection(asyncio.Protocol):
 
     # Inflating a large compressed frame can take tens of milliseconds; done on
     # the event loop it would stall every other connection. zlib releases the
-    # GIL, so above ``offload_threshold`` buffered bytes the core runs in a
-    # worker thread while this connection stops reading and its sends wait.
+    # GIL, so above ``offload_threshold`` buffered bytes, or when they might
+    # inflate to more than 16 times that (see _inflates_much), the core runs in
+    # a worker thread while this connection stops reading and its sends wait.
 
     def _receive_in_worker(self, data: bytes) -> None:
         self._backlog.append(data)
@@ -350,9 +420,12 @@ class Connection(asyncio.Protocol):
         try:
             callback(self, *args)
         except Exception:
-            logger.exception("listener callback failed")
-            if self.protocol.state is State.OPEN:
-                self.fail(CloseCode.INTERNAL_ERROR, "")
+            self._listener_failed()
+
+    def _listener_failed(self) -> None:
+        logger.exception("listener callback failed")
+        if self.protocol.state is State.OPEN:
+            self.fail(CloseCode.INTERNAL_ERROR, "")
 
     def _fail_pending(self) -> None:
         busy = self._busy
@@ -552,6 +625,11 @@ class Connection(asyncio.Protocol):
         :attr:`buffered_amount` to apply backpressure yourself.
         """
         proto = self.protocol
+        if type(message) is bytes and self._busy is None:
+            frame = proto.frame_simple(Opcode.BINARY, message)
+            if frame is not None and self.transport is not None:
+                self.transport.write(frame)
+                return
         if proto.state is not State.OPEN or self._busy is not None:
             if proto.state is State.OPEN:
                 raise ConcurrencyError("a large message is being compressed; await send() instead")

@@ -127,10 +127,7 @@ class ServerConnection(Connection):
             logger.info("opening handshake timed out from %s", self.remote_address)
             self.transport.abort()
 
-    def data_received(self, data: bytes) -> None:
-        if self.protocol.state is not State.CONNECTING:
-            super().data_received(data)
-            return
+    def _handshake_data(self, data: bytes) -> None:
         proto = self.protocol
         proto.receive_data(data)
         self._wake_body_reader()
@@ -195,7 +192,9 @@ class ServerConnection(Connection):
             events = proto.events_received()
             if events:
                 self._handle_events(events)
-        elif proto.handshake_exc is not None:
+        elif proto.handshake_exc is not None and response.status_code >= 400:
+            # A plain HTTP answer from process_request (an API, a health check)
+            # is not worth a log line; a refused upgrade is.
             logger.info("rejected handshake from %s: %s", self.remote_address, proto.handshake_exc)
         self._flush()
 

@@ -85,12 +85,22 @@ class HubConfig:
     limits: Limits = field(default_factory=Limits)
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    close_timeout: float = 5.0
+    """Seconds to wait for a client to finish closing; a dead one is cleaned up after this."""
     presence_ttl: float = 60.0
     """Seconds a presence entry lives unless its node refreshes it (a third of it)."""
     websocket_path: str = "/connection/websocket"
     static_dir: Path | None = field(default_factory=lambda: Path(__file__).parent.parent / "static")
     compression: bool = False
     """permessage-deflate for hub connections; off because fan-out then frames once."""
+    broker: str = "memory"
+    """Where publications travel between nodes: ``memory``, ``redis://…`` or ``nats://…``."""
+    history: str = ""
+    """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
+    presence: str = ""
+    """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
+    backplane_prefix: str = "tether"
+    """Prefix of Redis keys and channels and NATS subjects (hubs sharing a server differ)."""
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
         """The options of ``channel``'s namespace, ``None`` if the namespace is unknown."""
@@ -159,7 +169,10 @@ def config_from_mapping(data: Mapping[str, Any]) -> HubConfig:
         config.limits = _build(Limits, data.pop("limits"), "limits")
     key_file = data.pop("jwt_public_key_file", None)
     if key_file is not None:
-        config.jwt_public_key = Path(key_file).read_text()
+        try:
+            config.jwt_public_key = Path(key_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"jwt_public_key_file {key_file}: {exc.strerror or exc}") from None
     if "static_dir" in data:
         config.static_dir = Path(data.pop("static_dir"))
     for name, value in data.items():
@@ -185,9 +198,14 @@ _SCALARS: dict[str, object] = {
     "strict_namespaces": False,
     "ping_interval": 0.0,
     "ping_timeout": 0.0,
+    "close_timeout": 0.0,
     "presence_ttl": 0.0,
     "websocket_path": "",
     "compression": False,
+    "broker": "",
+    "history": "",
+    "presence": "",
+    "backplane_prefix": "",
 }
 
 # Environment variables and the option each one sets (values parsed like flags).
@@ -198,26 +216,39 @@ ENVIRONMENT = {
     "TETHER_ALLOW_ANONYMOUS": "allow_anonymous",
     "TETHER_ORIGINS": "origins",
     "TETHER_COOKIE_NAME": "cookie_name",
+    "TETHER_BROKER": "broker",
+    "TETHER_HISTORY": "history",
+    "TETHER_PRESENCE": "presence",
 }
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML configuration file's tables (see docs/hub.md for the options)."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+
+
+def with_environment(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` overlaid with the ``TETHER_*`` variables of :data:`ENVIRONMENT`."""
+    out = dict(data)
+    for var, name in ENVIRONMENT.items():
+        value = environ.get(var)
+        if not value:
+            continue
+        if name == "allow_anonymous":
+            out[name] = value.strip().lower() in ("1", "true", "yes", "on")
+        elif name == "origins":
+            out[name] = [o.strip() for o in value.split(",") if o.strip()]
+        else:
+            out[name] = value
+    return out
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> HubConfig:
     """A TOML file (optional) overlaid with ``TETHER_*`` environment variables."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    env = os.environ if environ is None else environ
-    for var, name in ENVIRONMENT.items():
-        value = env.get(var)
-        if value is None or value == "":
-            continue
-        if name == "allow_anonymous":
-            data[name] = value.strip().lower() in ("1", "true", "yes", "on")
-        elif name == "origins":
-            data[name] = [o.strip() for o in value.split(",") if o.strip()]
-        else:
-            data[name] = value
-    return config_from_mapping(data)
+    data = read_config_file(path) if path is not None else {}
+    return config_from_mapping(with_environment(data, os.environ if environ is None else environ))

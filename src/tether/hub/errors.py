@@ -24,7 +24,9 @@ class ErrorCode(enum.IntEnum):
 
 
 # Temporary errors: the same command may succeed if retried later.
-TEMPORARY = frozenset({ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.BROKER_UNAVAILABLE})
+TEMPORARY = frozenset(
+    {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.BROKER_UNAVAILABLE}
+)
 
 _MESSAGES = {
     ErrorCode.INTERNAL: "internal error",
@@ -53,6 +55,8 @@ class HubCloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4010
     PUBLISH_FLOOD = 4011
     KEEPALIVE_TIMEOUT = 4012
+    BACKPLANE_RESET = 4013
+    """Publications may have been missed while the node's backplane was down."""
 
 
 def should_reconnect(code: int) -> bool:

@@ -15,9 +15,6 @@ from tether.protocol.connection import State
 
 
 class Transport(Protocol):
-    @property
-    def open(self) -> bool: ...
-
     def ready(self) -> bool:
         """Open, and a write now would not go over the transport's buffer limit."""
 
@@ -37,10 +34,6 @@ class WebSocketTransport:
 
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
-
-    @property
-    def open(self) -> bool:
-        return self.ws.state is State.OPEN
 
     def ready(self) -> bool:
         return self.ws.state is State.OPEN and not self.ws.writing_paused

@@ -458,6 +458,25 @@ class Connection:
             self._out.append(frame_header(opcode, len(data), fin=fin, rsv1=rsv1))
             self._out.append(data)
 
+    def frame_simple(self, opcode: int, data: bytes) -> bytes | None:
+        """Serialize a whole unfragmented message and return it, if that is all it takes.
+
+        The fast path for an I/O layer that writes the bytes itself: a server
+        connection, open, with no extension, not in the middle of a fragmented
+        send and not traced. Returns ``None`` when any of that does not hold;
+        use ``send_text``/``send_binary`` then.
+        """
+        if (
+            self.state is not State.OPEN
+            or self._is_client
+            or self.extensions
+            or self._sending is not None
+            or self.frame_observer is not None
+            or len(data) >= 65536  # large: write header and payload separately, no copy
+        ):
+            return None
+        return frame_header(opcode, len(data)) + data
+
     def _check_can_send(self) -> None:
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send in state {self.state.name}")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
+from tether.hub.history.base import AddResult, History
+from tether.hub.model import Publication, StreamPosition
+
 # Called with (channel, payload) for every payload published to a channel this
 # node is subscribed to. It runs synchronously so delivery order is kept.
 BrokerHandler = Callable[[str, bytes], None]
@@ -46,3 +49,32 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``'s payloads on this node (idempotent)."""
+
+    @property
+    def up(self) -> bool:
+        """Connected to the backplane (``/healthz`` answers 503 while not)."""
+        return True
+
+    async def publish_with_history(
+        self,
+        history: History,
+        channel: str,
+        publication: Publication,
+        payload: Callable[[StreamPosition], bytes],
+        *,
+        size: int,
+        ttl: float,
+        idempotency_key: str | None = None,
+    ) -> AddResult:
+        """Add ``publication`` to ``history``, then publish ``payload(position)``.
+
+        A duplicate (a repeated idempotency key) is not published again.
+        Networked brokers keep offsets in order between the two steps, or do
+        both at once when the history lives on the same server.
+        """
+        added = await history.add(
+            channel, publication, size=size, ttl=ttl, idempotency_key=idempotency_key
+        )
+        if not added.duplicate:
+            await self.publish(channel, payload(added.position))
+        return added

@@ -1,0 +1,45 @@
+"""The Presence interface: who is subscribed to a channel, across every node.
+
+Entries carry a TTL so that a node that dies without cleaning up does not
+leave ghosts: each node refreshes its live sessions' entries well within the
+TTL (see :class:`~tether.hub.node.Node`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from tether.hub.model import ClientInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    num_clients: int
+    num_users: int
+
+
+class Presence(abc.ABC):
+    """Channel membership. Implementations: memory."""
+
+    @abc.abstractmethod
+    async def add(self, channel: str, info: ClientInfo, *, ttl: float) -> None:
+        """Add or refresh ``info.client`` in ``channel`` for ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def remove(self, channel: str, client_id: str) -> None:
+        """Remove a client from a channel (no error if absent)."""
+
+    @abc.abstractmethod
+    async def get(self, channel: str) -> dict[str, ClientInfo]:
+        """Every live client in ``channel``, by client id."""
+
+    @abc.abstractmethod
+    async def stats(self, channel: str) -> PresenceStats:
+        """How many clients and distinct users are in ``channel``."""
+
+    async def expire(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Drop expired entries; backends with their own TTLs need not override."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections."""

@@ -1,0 +1,437 @@
+"""One connected client: its commands, subscriptions, limits and outgoing queue.
+
+Commands are handled one at a time, in order. Every failure is answered with
+the error code of docs/wire-protocol.md and logged once per session and kind,
+so a misbehaving client cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tether.hub.auth import ANONYMOUS, Action, Credentials
+from tether.hub.brokers.base import BrokerUnavailable
+from tether.hub.config import ChannelOptions
+from tether.hub.errors import ErrorCode, HubCloseCode, HubError
+from tether.hub.model import JSON, ClientInfo, StreamPosition
+from tether.hub.node import Node
+from tether.hub.ratelimit import TokenBucket
+from tether.hub.transport import Transport
+from tether.hub.wire import (
+    Command,
+    ProtocolViolation,
+    disconnect_push,
+    dumps,
+    error_reply,
+    loads,
+    opt_bool,
+    opt_int,
+    opt_str,
+    parse_command,
+    position_param,
+    reply,
+    req_str,
+)
+from tether.hub.writer import SessionWriter
+
+logger = logging.getLogger("tether.hub")
+
+MAX_IDEMPOTENCY_KEY = 64
+
+Result = dict[str, JSON]
+
+
+class Session:
+    def __init__(self, node: Node, transport: Transport, *, handshake_token: str | None) -> None:
+        self.node = node
+        self.transport = transport
+        self.id = uuid.uuid4().hex
+        self.handshake_token = handshake_token
+        self.credentials: Credentials | None = None
+        self.client_info: ClientInfo | None = None
+        self.channels: set[str] = set()
+        self.closed = False
+        self.close_code: int | None = None
+        limits = node.config.limits
+        self.writer = SessionWriter(
+            transport,
+            max_bytes=limits.send_queue_size,
+            metrics=node.metrics,
+            on_overflow=self._slow_consumer,
+        )
+        self._publish_bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
+        self._flood_bucket = TokenBucket(1.0, limits.flood_strikes)
+        # Channels being subscribed: pushes wait here until the reply is out.
+        self._recovering: dict[str, list[tuple[str, int]]] = {}
+        self._recovered_top: dict[str, StreamPosition] = {}
+        self._to_flush: list[str] = []
+        self._held_bytes = 0
+        self._logged: set[object] = set()
+        loop = asyncio.get_running_loop()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._connect_deadline: asyncio.TimerHandle | None = loop.call_later(
+            limits.connect_timeout, self._connect_timed_out
+        )
+        self._handlers: dict[str, Callable[[dict[str, JSON]], Awaitable[Result]]] = {
+            "connect": self._connect,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "publish": self._publish,
+            "presence": self._presence,
+            "presence_stats": self._presence_stats,
+            "history": self._history,
+            "refresh": self._refresh,
+            "ping": self._ping,
+        }
+        node.add_session(self)
+
+    def subscriptions(self) -> list[str]:
+        """Channels subscribed to, or being subscribed to right now."""
+        return [*self.channels, *self._recovering]
+
+    @property
+    def user(self) -> str:
+        return self.credentials.user if self.credentials is not None else ""
+
+    # ------------------------------------------------------------- sending
+
+    def send(self, text: str) -> None:
+        self.writer.send(text, len(text.encode()))
+
+    def buffer(self, channel: str, text: str, size: int) -> bool:
+        """Hold a push for a channel whose subscribe reply is not out yet."""
+        pending = self._recovering.get(channel)
+        if pending is None:
+            return False
+        # Held pushes count against the send queue: a hot channel and a slow
+        # history read must not grow memory without bound either.
+        self._held_bytes += size
+        if self._held_bytes > self.writer.max_bytes:
+            self._recovering.clear()
+            self._slow_consumer()
+            return True
+        pending.append((text, size))
+        return True
+
+    def _flush_recovered(self) -> None:
+        """After a subscribe reply: send what arrived meanwhile, minus what it held."""
+        for channel in self._to_flush:
+            pending = self._recovering.pop(channel, [])
+            top = self._recovered_top.pop(channel, None)
+            for text, size in pending:
+                self._held_bytes -= size
+                if top is not None and _already_sent(text, top):
+                    continue
+                self.writer.send(text, size)
+        self._to_flush.clear()
+
+    # ------------------------------------------------------------ commands
+
+    async def handle(self, text: str) -> None:
+        """Handle one incoming message (one command)."""
+        if self.closed:
+            return
+        try:
+            command = parse_command(text)
+        except ProtocolViolation as exc:
+            self._log_once("protocol", "closing %s: %s", self.id, exc)
+            self.disconnect(HubCloseCode.BAD_REQUEST, "bad request", reconnect=False)
+            return
+        if self.credentials is None and command.method != "connect":
+            self.send(error_reply(command.id, HubError(ErrorCode.UNAUTHORIZED, "connect first")))
+            self.disconnect(HubCloseCode.BAD_REQUEST, "connect first", reconnect=False)
+            return
+        handler = self._handlers.get(command.method)
+        try:
+            if handler is None:
+                raise HubError(ErrorCode.METHOD_NOT_FOUND)
+            result = await handler(command.params)
+        except HubError as err:
+            self._failed(command, err)
+        except BrokerUnavailable as exc:
+            # History or presence on a backplane that is down: temporary, retry.
+            self._failed(command, HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None))
+        except Exception:
+            logger.exception("%s failed for %s", command.method, self.id)
+            self._failed(command, HubError(ErrorCode.INTERNAL))
+        else:
+            self.send(reply(command.id, result))
+        finally:
+            if self._to_flush:
+                self._flush_recovered()
+
+    def _failed(self, command: Command, err: HubError) -> None:
+        if command.method == "publish":
+            self.node.metrics.publish_errors[int(err.code)] += 1
+        self._log_once(err.code, "%s: %s refused: %s", self.id, command.method, err.message)
+        self.send(error_reply(command.id, err))
+        if command.method != "connect" or self.closed:
+            return
+        # A failed connect ends the connection, except for errors the client can fix in place.
+        if err.code == ErrorCode.TOKEN_EXPIRED:
+            self.disconnect(HubCloseCode.TOKEN_EXPIRED, "token expired", reconnect=True)
+        elif err.code == ErrorCode.UNAUTHORIZED:
+            self.disconnect(HubCloseCode.FORBIDDEN, "unauthorized", reconnect=False)
+
+    def _log_once(self, kind: object, message: str, *args: Any) -> None:
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.info(message, *args)
+
+    async def _connect(self, params: dict[str, JSON]) -> Result:
+        if self.credentials is not None:
+            raise HubError(ErrorCode.BAD_REQUEST, "already connected")
+        node, config = self.node, self.node.config
+        token = opt_str(params, "token") or self.handshake_token
+        if token:
+            if not node.verifier.enabled:
+                raise HubError(ErrorCode.UNAUTHORIZED, "token auth is not configured")
+            credentials = node.verifier.verify(token)
+        elif config.allow_anonymous:
+            credentials = ANONYMOUS
+        else:
+            raise HubError(ErrorCode.UNAUTHORIZED, "a token is required")
+        info = credentials.info
+        if info is None:
+            # What the client says about itself (its user id never comes from here).
+            info = params.get("info")
+            if info is None and (name := opt_str(params, "name")) is not None:
+                info = {"name": name}
+            limit = config.limits.max_presence_info_size
+            if info is not None and len(dumps(info).encode()) > limit:
+                raise HubError(ErrorCode.LIMIT_EXCEEDED, f"info larger than {limit} bytes")
+        subs = params.get("subs")
+        if subs is not None and not isinstance(subs, dict):
+            raise HubError(ErrorCode.BAD_REQUEST, "subs must be an object")
+        self.credentials = credentials
+        self.client_info = ClientInfo(self.id, credentials.user, info)
+        if self._connect_deadline is not None:
+            self._connect_deadline.cancel()
+            self._connect_deadline = None
+        node.set_user(self)
+        self._schedule_expiry()
+        result: Result = {"client": self.id, "user": credentials.user, "ping": config.ping_interval}
+        ttl = credentials.ttl()
+        if ttl is not None:
+            result["ttl"] = ttl
+        if subs:
+            results: Result = {}
+            for channel, position in subs.items():
+                sub_params: dict[str, JSON] = {"channel": channel}
+                if isinstance(position, dict):
+                    sub_params = {**position, "channel": channel, "recover": True}
+                try:
+                    results[channel] = await self._subscribe(sub_params)
+                except HubError as err:
+                    results[channel] = {"error": err.to_json()}
+            result["subs"] = results
+        return result
+
+    async def _subscribe(self, params: dict[str, JSON]) -> Result:
+        channel = req_str(params, "channel")
+        options = self.node.options(channel)
+        if channel in self.channels or channel in self._recovering:
+            raise HubError(ErrorCode.ALREADY_SUBSCRIBED)
+        limit = self.node.config.limits.max_subscriptions
+        if len(self.channels) + len(self._recovering) >= limit:
+            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {limit} subscriptions")
+        await self._authorize(channel, "subscribe", options)
+        since: StreamPosition | None = None
+        if opt_bool(params, "recover"):
+            since = position_param(params, "recover position")
+        # Subscribe before reading history, so nothing published meanwhile is
+        # lost; what arrives before the reply waits in _recovering.
+        self._recovering[channel] = []
+        try:
+            await self.node.add_subscription(self, channel)
+            result = await self._position(channel, options, since)
+            if self.closed:
+                # Cleaned up while we awaited: do not leave a subscription behind.
+                raise HubError(ErrorCode.INTERNAL, "connection closed")
+            self.channels.add(channel)
+            if options.presence and self.client_info is not None:
+                await self.node.join(channel, self.client_info)
+        except BaseException:
+            self._recovering.pop(channel, None)
+            self._recovered_top.pop(channel, None)
+            await self.node.remove_subscription(self, channel)
+            raise
+        self._to_flush.append(channel)
+        return result
+
+    async def _position(
+        self, channel: str, options: ChannelOptions, since: StreamPosition | None
+    ) -> Result:
+        result: Result = {
+            "recoverable": options.has_history,
+            "positioned": options.has_history,
+            "recovered": False,
+            "publications": [],
+        }
+        if not options.has_history:
+            return result
+        history = self.node.history_store
+        if since is not None:
+            recovery = await history.since(channel, since, limit=options.history_size)
+            position = recovery.position
+            result["recovered"] = recovery.recovered
+            result["publications"] = [p.to_json() for p in recovery.publications]
+        else:
+            position = await history.position(channel)
+        self._recovered_top[channel] = position
+        result.update(position.to_json())
+        return result
+
+    async def _unsubscribe(self, params: dict[str, JSON]) -> Result:
+        channel = req_str(params, "channel")
+        if channel in self.channels:
+            await self.node.remove_subscription(self, channel)
+        return {}
+
+    async def _publish(self, params: dict[str, JSON]) -> Result:
+        channel = req_str(params, "channel")
+        options = self.node.options(channel)
+        if "data" not in params:
+            raise HubError(ErrorCode.BAD_REQUEST, "data is required")
+        key = opt_str(params, "idempotency_key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise HubError(ErrorCode.BAD_REQUEST, "idempotency_key must be 1 to 64 characters")
+        if not self._publish_bucket.take():
+            if not self._flood_bucket.take():
+                self.disconnect(HubCloseCode.PUBLISH_FLOOD, "publish flood", reconnect=True)
+            raise HubError(ErrorCode.TOO_MANY_REQUESTS)
+        if not options.publish:
+            raise HubError(ErrorCode.PERMISSION_DENIED, "clients may not publish here")
+        await self._authorize(channel, "publish", options)
+        published = await self.node.publish(
+            channel,
+            params["data"],
+            info=self.client_info,
+            idempotency_key=key,
+            max_size=self.node.config.limits.max_payload_size,
+        )
+        return published.to_json()
+
+    async def _presence(self, params: dict[str, JSON]) -> Result:
+        channel = req_str(params, "channel")
+        await self._authorize(channel, "presence", self.node.options(channel))
+        clients = await self.node.presence(channel)
+        return {"clients": {cid: info.to_json() for cid, info in clients.items()}}
+
+    async def _presence_stats(self, params: dict[str, JSON]) -> Result:
+        channel = req_str(params, "channel")
+        await self._authorize(channel, "presence", self.node.options(channel))
+        stats = await self.node.presence_stats(channel)
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
+
+    async def _history(self, params: dict[str, JSON]) -> Result:
+        channel = req_str(params, "channel")
+        await self._authorize(channel, "history", self.node.options(channel))
+        since = params.get("since")
+        result = await self.node.history(
+            channel,
+            limit=opt_int(params, "limit", 0),
+            since=position_param(since, "since") if since is not None else None,
+            reverse=opt_bool(params, "reverse"),
+        )
+        return result.to_json()
+
+    async def _refresh(self, params: dict[str, JSON]) -> Result:
+        credentials = self.node.verifier.verify(req_str(params, "token"))
+        if self.credentials is None or credentials.user != self.credentials.user:
+            raise HubError(ErrorCode.UNAUTHORIZED, "token is for another user")
+        self.credentials = credentials
+        self._schedule_expiry()
+        ttl = credentials.ttl()
+        return {"ttl": ttl} if ttl is not None else {}
+
+    async def _ping(self, params: dict[str, JSON]) -> Result:
+        return {}
+
+    async def _authorize(self, channel: str, action: Action, options: ChannelOptions) -> None:
+        credentials = self.credentials
+        assert credentials is not None  # commands other than connect need it
+        if credentials.anonymous and not options.anonymous:
+            raise HubError(ErrorCode.PERMISSION_DENIED, "anonymous clients may not use this")
+        if not credentials.allows(channel):
+            raise HubError(ErrorCode.PERMISSION_DENIED)
+        hook = self.node.authorize
+        if hook is not None and not await hook(credentials.user, channel, action):
+            raise HubError(ErrorCode.PERMISSION_DENIED)
+
+    # ------------------------------------------------------------ timeouts
+
+    def _schedule_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        credentials = self.credentials
+        if credentials is None or credentials.expires_at is None:
+            return
+        delay = max(0.0, credentials.expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        self.disconnect(HubCloseCode.TOKEN_EXPIRED, "token expired", reconnect=True)
+
+    def _connect_timed_out(self) -> None:
+        self._connect_deadline = None
+        if self.credentials is None:
+            self.disconnect(HubCloseCode.BAD_REQUEST, "connect timeout", reconnect=False)
+
+    def _slow_consumer(self) -> None:
+        self.node.metrics.slow_consumer_disconnects += 1
+        logger.info("client %s (user %r) too slow: disconnecting", self.id, self.user)
+        self.disconnect(HubCloseCode.SLOW_CONSUMER, "slow consumer", reconnect=True)
+
+    # --------------------------------------------------------------- close
+
+    def disconnect(self, code: int, reason: str, *, reconnect: bool) -> None:
+        """Tell the client why (a ``disconnect`` push), close with ``code``, clean up."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self._cancel_timers()
+        self.writer.close()
+        if self.transport.ready():
+            self.transport.write_now(disconnect_push(code, reason, reconnect))
+        self._close_task = self.node.spawn(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.node.remove_session(self, code)
+        await self.transport.close(code, reason)
+
+    def _cancel_timers(self) -> None:
+        for handle in (self._expiry, self._connect_deadline):
+            if handle is not None:
+                handle.cancel()
+        self._expiry = self._connect_deadline = None
+
+    async def ended(self, peer_code: int) -> None:
+        """The read loop ended: the client left, its connection died, or we closed it."""
+        if self._close_task is not None:
+            # We are closing it: let the close frame carry our code before the
+            # transport's handler closes anything itself.
+            await asyncio.shield(self._close_task)
+            return
+        self.closed = True
+        self._cancel_timers()
+        self.writer.close()
+        await self.node.remove_session(self, peer_code)
+
+
+def _already_sent(text: str, top: StreamPosition) -> bool:
+    """A buffered pub the subscribe reply already covered (same epoch, offset ≤ top)."""
+    if not text.startswith('{"push":"pub"'):
+        return False
+    message = loads(text)
+    offset = message.get("offset")
+    return isinstance(offset, int) and message.get("epoch") == top.epoch and offset <= top.offset

@@ -1,0 +1,157 @@
+"""The wire format of docs/wire-protocol.md: commands in, replies and pushes out.
+
+Everything the hub sends is built here, as compact JSON text. A push that goes
+to many clients is serialized once and the same text is written to each.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import NoReturn
+
+from tether.hub.errors import ErrorCode, HubError
+from tether.hub.model import JSON, ClientInfo, StreamPosition
+
+SUBPROTOCOL = "tether.v1"
+AUTH_SUBPROTOCOL_PREFIX = "tether.auth."
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(value: JSON) -> str:
+    """Compact JSON; raises ValueError for NaN/Infinity, TypeError for non-JSON values."""
+    return _encoder.encode(value)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes) -> JSON:
+    """Strict JSON: NaN and Infinity are refused (other peers cannot parse them)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+class ProtocolViolation(Exception):
+    """A message that is not a command at all; the session closes with 4001."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: int
+    method: str
+    params: dict[str, JSON]
+
+
+def parse_command(text: str) -> Command:
+    try:
+        message = loads(text)
+    except ValueError as exc:
+        raise ProtocolViolation(f"invalid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolViolation("a command must be a JSON object")
+    cid = message.get("id")
+    if type(cid) is not int or cid <= 0:
+        raise ProtocolViolation("command id must be a positive integer")
+    method = message.get("method")
+    if not isinstance(method, str):
+        raise ProtocolViolation("command method must be a string")
+    params = message.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolViolation("command params must be an object")
+    return Command(cid, method, params)
+
+
+# ---------------------------------------------------------------- params
+
+
+def _bad(message: str) -> HubError:
+    return HubError(ErrorCode.BAD_REQUEST, message)
+
+
+def opt_str(params: dict[str, JSON], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string")
+    return value
+
+
+def req_str(params: dict[str, JSON], name: str) -> str:
+    value = opt_str(params, name)
+    if value is None:
+        raise _bad(f"{name} is required")
+    return value
+
+
+def opt_int(params: dict[str, JSON], name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if type(value) is not int or value < 0:
+        raise _bad(f"{name} must be a non-negative integer")
+    return value
+
+
+def opt_bool(params: dict[str, JSON], name: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{name} must be a boolean")
+    return value
+
+
+def position_param(value: JSON, name: str) -> StreamPosition:
+    """``{offset, epoch}`` as sent by clients."""
+    if not isinstance(value, dict):
+        raise _bad(f"{name} must be an object with offset and epoch")
+    offset, epoch = value.get("offset"), value.get("epoch")
+    if type(offset) is not int or offset < 0 or not isinstance(epoch, str):
+        raise _bad(f"{name} needs a non-negative integer offset and a string epoch")
+    return StreamPosition(offset, epoch)
+
+
+# ------------------------------------------------------- replies and pushes
+
+
+def reply(cid: int, result: dict[str, JSON]) -> str:
+    return dumps({"id": cid, "result": result})
+
+
+def error_reply(cid: int, error: HubError) -> str:
+    return dumps({"id": cid, "error": error.to_json()})
+
+
+def pub_push(
+    channel: str,
+    data_json: str,
+    position: StreamPosition | None = None,
+    info: ClientInfo | None = None,
+) -> str:
+    """A ``pub`` push around already-serialized data (serialized once per publish)."""
+    parts = ['{"push":"pub","channel":', dumps(channel), ',"data":', data_json]
+    if position is not None:
+        parts += [',"offset":', str(position.offset), ',"epoch":', dumps(position.epoch)]
+    if info is not None:
+        parts += [',"info":', dumps(info.to_json())]
+    parts.append("}")
+    return "".join(parts)
+
+
+def join_push(channel: str, info: ClientInfo) -> str:
+    return dumps({"push": "join", "channel": channel, "info": info.to_json()})
+
+
+def leave_push(channel: str, info: ClientInfo) -> str:
+    return dumps({"push": "leave", "channel": channel, "info": info.to_json()})
+
+
+def unsubscribe_push(channel: str, code: int, reason: str) -> str:
+    return dumps({"push": "unsubscribe", "channel": channel, "code": code, "reason": reason})
+
+
+def disconnect_push(code: int, reason: str, reconnect: bool) -> str:
+    return dumps({"push": "disconnect", "code": code, "reason": reason, "reconnect": reconnect})

@@ -1,0 +1,141 @@
+"""The backends the contract suite runs against.
+
+The ``backend`` fixture runs each contract test once per implementation in
+``BACKENDS``: memory, Redis (broker, history and presence) and NATS (broker;
+history and presence in memory). A networked backend's factory skips,
+through ``require``, when its server is not running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from backplane_services import delete_prefix, require_nats, require_redis, unique
+
+from tether.hub import (
+    Broker,
+    History,
+    MemoryBroker,
+    MemoryBus,
+    MemoryHistory,
+    MemoryPresence,
+    Presence,
+)
+from tether.hub.brokers.backplane import BackplaneBroker
+from tether.hub.brokers.base import BrokerHandler
+
+
+class FakeClock:
+    """Time that passes only when a test says so (TTLs without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Backend:
+    name: str
+    make_brokers: Callable[[int], list[Broker]]
+    """``n`` brokers connected to one another, as ``n`` nodes' brokers would be."""
+    history: History
+    presence: Presence
+    advance: Callable[[float], Awaitable[None]]
+    """Let ``seconds`` pass for the backend's TTLs (a fake clock, or a real sleep)."""
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def memory_backend() -> Backend:
+    clock = FakeClock()
+    bus = MemoryBus()
+    return Backend(
+        "memory",
+        lambda n: [MemoryBroker(bus) for _ in range(n)],
+        MemoryHistory(clock=clock),
+        MemoryPresence(clock=clock),
+        clock.advance,
+    )
+
+
+class SyncedBroker(Broker):
+    """A networked broker whose ``publish`` returns once every node of its group has it.
+
+    The contract states what arrives; over a network it arrives a little
+    later. After each publish this waits for every started broker of the
+    group to have handed over everything published so far (``sync``: a
+    round trip on its subscription connection), so the tests can look.
+    """
+
+    def __init__(self, inner: BackplaneBroker, group: list[BackplaneBroker]) -> None:
+        self.inner = inner
+        self.group = group
+
+    async def start(self, handler: BrokerHandler) -> None:
+        await self.inner.start(handler)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        await self.inner.publish(channel, payload)
+        for broker in self.group:
+            await broker.sync()
+
+    async def subscribe(self, channel: str) -> None:
+        await self.inner.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.inner.unsubscribe(channel)
+
+
+def synced(brokers: list[BackplaneBroker]) -> list[Broker]:
+    return [SyncedBroker(broker, brokers) for broker in brokers]
+
+
+def redis_backend() -> Backend:
+    """Redis broker, history and presence, under a prefix of this test's own."""
+    url = require_redis()
+    from tether.hub.brokers.redis import RedisBroker
+    from tether.hub.history.redis import RedisHistory
+    from tether.hub.presence.redis import RedisPresence
+
+    clock = FakeClock()
+    prefix = unique("contract") + ":"
+    return Backend(
+        "redis",
+        lambda n: synced([RedisBroker(url, prefix=prefix) for _ in range(n)]),
+        RedisHistory(url, prefix=prefix, clock=clock),
+        RedisPresence(url, prefix=prefix, clock=clock),
+        clock.advance,
+        [lambda: delete_prefix(url, prefix)],
+    )
+
+
+def nats_backend() -> Backend:
+    """NATS brokers (subjects under a prefix of this test's own); NATS keeps no history here."""
+    url = require_nats()
+    from tether.hub.brokers.nats import NatsBroker
+
+    clock = FakeClock()
+    prefix = unique("contract")
+    return Backend(
+        "nats",
+        lambda n: synced([NatsBroker(url, prefix=prefix) for _ in range(n)]),
+        MemoryHistory(clock=clock),
+        MemoryPresence(clock=clock),
+        clock.advance,
+    )
+
+
+# name -> factory.
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "memory": memory_backend,
+    "redis": redis_backend,
+    "nats": nats_backend,
+}
