@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 import tether
-from tether_testing import Running
 from tether.cli_connect import escape_text, format_frame, format_message
 from tether.protocol.frames import Opcode
 from tether.protocol.handshake import accept_key
+from tether_testing import Running
 
 GUARD = 10.0
 StartServer = Callable[..., Awaitable[Running]]

@@ -344,9 +344,11 @@ async def test_process_request_exception_gives_500(start_server, caplog) -> None
         raise RuntimeError("boom")
 
     srv = await start_server(process_request=process_request)
-    with caplog.at_level(logging.ERROR, logger="tether.server"):
-        with pytest.raises(InvalidStatus) as info:
-            await connect(srv.url)
+    with (
+        caplog.at_level(logging.ERROR, logger="tether.server"),
+        pytest.raises(InvalidStatus) as info,
+    ):
+        await connect(srv.url)
     assert info.value.response.status_code == 500
     assert "boom" not in info.value.response.body.decode()
 

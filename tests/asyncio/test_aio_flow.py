@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 
 import pytest
 
 import tether
-import tether.asyncio.connection as aio_connection
 from tether import broadcast, connect
 from tether.protocol.frames import Opcode
 
@@ -28,6 +28,20 @@ def on_pause_writing(conn: tether.Connection) -> asyncio.Event:
     return paused
 
 
+def on_reading_paused(conn: tether.Connection) -> asyncio.Event:
+    """An event set once ``conn`` pauses reading because its incoming queue is full."""
+    paused = asyncio.Event()
+    original = conn._deliver
+
+    def deliver(message):
+        original(message)
+        if conn._reading_paused:
+            paused.set()
+
+    conn._deliver = deliver  # type: ignore[method-assign]
+    return paused
+
+
 async def test_bounded_incoming_queue_pushes_back_on_the_sender(start_server) -> None:
     max_queue = 4
     # Messages bigger than one transport read (256 KiB) complete at most one per
@@ -42,6 +56,10 @@ async def test_bounded_incoming_queue_pushes_back_on_the_sender(start_server) ->
 
     async def handler(ws):
         nonlocal max_seen
+        if ws.request.path != "/":
+            async for message in ws:
+                await ws.send(message)
+            return
         original = ws._deliver
 
         def deliver(message):
@@ -60,6 +78,16 @@ async def test_bounded_incoming_queue_pushes_back_on_the_sender(start_server) ->
     srv = await start_server(handler, compression=None, max_queue=max_queue)
     async with connect(srv.url, compression=None) as ws:
         server_ws = await asyncio.wait_for(server_side, GUARD)
+        server_paused = on_reading_paused(server_ws)
+        bytes_read = 0
+        original_data_received = server_ws.data_received
+
+        def data_received(data: bytes) -> None:
+            nonlocal bytes_read
+            bytes_read += len(data)
+            original_data_received(data)
+
+        server_ws.data_received = data_received  # type: ignore[method-assign]
         client_paused = on_pause_writing(ws)
         payload = b"\xab" * size
         sent = 0
@@ -72,20 +100,29 @@ async def test_bounded_incoming_queue_pushes_back_on_the_sender(start_server) ->
                 sent += 1
 
         sending = asyncio.ensure_future(sender())
-        # The server stops reading, the kernel buffers fill, then the client's
-        # own transport buffer grows past its high-water mark.
-        await asyncio.wait_for(client_paused.wait(), GUARD)
-        assert ws.buffered_amount > 0
+        # The handler does not read: the queue fills and the server stops reading.
+        await asyncio.wait_for(server_paused.wait(), GUARD)
+        assert len(server_ws._queue) <= max_queue
+        # The kernel buffers fill, then the client's own write buffer grows past
+        # its high-water mark and stays there (send() blocks).
+        while not ws._writing_paused:
+            client_paused.clear()
+            await asyncio.wait_for(client_paused.wait(), GUARD)
+        assert ws.buffered_amount > 32768
+        assert not sending.done()
+        read_when_paused = bytes_read
+        # An awaited round trip on another connection: the server read nothing
+        # more from the paused one, and its queue stayed bounded.
+        async with connect(srv.url_for("/other"), compression=None) as other:
+            await other.send(b"other")
+            assert await other.recv() == b"other"
+        assert bytes_read == read_when_paused
         assert server_ws._reading_paused
         assert len(server_ws._queue) <= max_queue
         assert max_seen <= max_queue
-        assert not sending.done()  # send() is blocked on the full buffer
-        # A round trip on another connection: the blocked sender stays blocked.
-        async with connect(srv.url, compression=None) as other:
-            other_paused = on_pause_writing(other)
-            assert not other_paused.is_set()
-        assert not sending.done()
-        assert len(server_ws._queue) <= max_queue
+        # What the client sent but the server did not read waits in the kernel and
+        # the client's buffer, not in the server's memory.
+        assert sent * (size + 10) - bytes_read > 0
 
         # Release the handler: everything sent arrives, in order, nothing lost.
         stop = True
@@ -134,6 +171,10 @@ async def test_send_blocks_above_high_water_mark_when_peer_stops_reading(
     progressed = asyncio.Event()
 
     async def handler(ws):
+        if ws.request.path != "/":
+            async for message in ws:
+                await ws.send(message)
+            return
         pause_event = on_pause_writing(ws)
         pause_event_task = asyncio.ensure_future(pause_event.wait())
         pause_event_task.add_done_callback(lambda _: paused.set_result(ws))
@@ -153,7 +194,7 @@ async def test_send_blocks_above_high_water_mark_when_peer_stops_reading(
 
     # Something else the server does completes (an awaited condition) while
     # the handler's send() stays blocked.
-    async with connect(srv.url) as other:
+    async with connect(srv.url_for("/other")) as other:
         await other.send("meanwhile")
         assert await other.recv() == "meanwhile"
     assert state["sent"] == sent_when_paused
@@ -201,13 +242,14 @@ async def _server_side_pairs(srv, count: int, **connect_kwargs):
 
 async def test_broadcast_frames_once_and_reaches_everyone(start_server, monkeypatch) -> None:
     calls: list[tuple[int, int]] = []
-    real_frame_header = aio_connection.frame_header
+    broadcast_module = importlib.import_module(broadcast.__module__)
+    real_frame_header = broadcast_module.frame_header
 
     def counting_frame_header(opcode, length, **kwargs):
         calls.append((opcode, length))
         return real_frame_header(opcode, length, **kwargs)
 
-    monkeypatch.setattr(aio_connection, "frame_header", counting_frame_header)
+    monkeypatch.setattr(broadcast_module, "frame_header", counting_frame_header)
     srv = await start_server(compression=None)
     clients, server_conns = await _server_side_pairs(srv, 5, compression=None)
     writes: list[bytes] = []
@@ -279,10 +321,16 @@ async def test_broadcast_skips_connections_over_their_write_limit(
     async def handler(ws):
         if ws.request.path == "/stuck":
             paused = on_pause_writing(ws)
-            while not paused.is_set():
-                await ws.send(b"\x00" * 65536)
+
+            async def fill() -> None:
+                while True:
+                    await ws.send(b"\x00" * 65536)  # blocks once above high water
+
+            filling = asyncio.ensure_future(fill())
+            await paused.wait()
             stuck.set_result(ws)
             await ws.wait_closed()
+            filling.cancel()
         else:
             async for message in ws:
                 await ws.send(message)
@@ -318,6 +366,7 @@ async def test_broadcast_skips_connection_sending_a_fragmented_message(start_ser
 
             async def parts():
                 yield "first "
+                yield "second "  # pulling this one sends "first " (FIN=0)
                 sending.set_result(ws)
                 await gate.wait()
                 yield "last"
@@ -335,10 +384,52 @@ async def test_broadcast_skips_connection_sending_a_fragmented_message(start_ser
         broadcast([frag_conn, healthy[0]], "interleaved?")
         assert await asyncio.wait_for(clients[0].recv(), GUARD) == "interleaved?"
         gate.set()
-        assert await asyncio.wait_for(frag_client.recv(), GUARD) == "first last"
+        assert await asyncio.wait_for(frag_client.recv(), GUARD) == "first second last"
     await clients[0].close()
 
 
 def test_broadcast_rejects_other_types() -> None:
     with pytest.raises(TypeError):
         broadcast([], 42)  # type: ignore[arg-type]
+
+
+async def test_close_completes_while_reading_is_paused(start_server) -> None:
+    """The peer's Close sits behind unread messages: close() must still finish promptly."""
+    result: asyncio.Future[tuple[float, int | None]] = asyncio.get_running_loop().create_future()
+    filled = asyncio.Event()
+
+    async def handler(ws):
+        await filled.wait()
+        assert ws._reading_paused
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await ws.close(1000, "enough")
+        result.set_result((loop.time() - start, ws.close_code))
+
+    srv = await start_server(handler, compression=None, max_queue=2, close_timeout=5)
+    async with connect(srv.url, compression=None) as ws:
+        (server_ws,) = srv.server.connections
+        await_paused = on_reading_paused(server_ws)
+        for i in range(4):
+            await ws.send(f"unread {i}")
+        await asyncio.wait_for(await_paused.wait(), GUARD)
+        filled.set()
+        elapsed, code = await asyncio.wait_for(result, GUARD)
+        assert elapsed < 2.0, "close() waited for close_timeout"
+        assert code == 1000
+        assert ws.close_code == 1000
+        assert ws.close_reason == "enough"
+
+
+async def test_recv_reassembles_more_fragments_than_max_queue(start_server) -> None:
+    """With stream_fragments=True, recv() of a message with many fragments must not stall."""
+    got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws):
+        got.set_result(await ws.recv())
+        await ws.wait_closed()
+
+    srv = await start_server(handler, compression=None, max_queue=4, stream_fragments=True)
+    async with connect(srv.url, compression=None) as ws:
+        await ws.send([f"{i}," for i in range(50)])
+        assert await asyncio.wait_for(got, 5) == "".join(f"{i}," for i in range(50))

@@ -44,9 +44,10 @@ async def test_keepalive_closes_peer_that_never_answers_pings(start_server, raw_
     assert opcode == Opcode.CLOSE
     assert int.from_bytes(payload[:2], "big") == 1011
     assert pings == 1
-    assert await asyncio.wait_for(closed, GUARD) == 1011
     assert ping_interval + ping_timeout - 0.05 <= elapsed < ping_interval + ping_timeout + MARGIN
-    assert await deaf.read_eof() == b""
+    assert await deaf.read_eof() == b""  # the server ended its side
+    deaf.writer.close()
+    assert await asyncio.wait_for(closed, GUARD) == 1011
 
 
 async def test_keepalive_close_code_and_answering_peer_stays(start_server, raw_client) -> None:

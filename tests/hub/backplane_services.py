@@ -23,8 +23,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from tether.hub import Client, ClientState
+from tether.hub.client import PublicationEvent, StateEvent, SubscribedEvent
 from tether_testing import require
 
 REDIS_URL = os.environ.get("TETHER_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -42,20 +45,26 @@ def unique(label: str = "t") -> str:
 def reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
             return True
     except OSError:
         return False
 
 
 def require_redis(url: str = REDIS_URL) -> str:
-    require(importlib.util.find_spec("redis"), "redis-py is not installed (pip install 'tether[redis]')")
+    require(
+        importlib.util.find_spec("redis"), "redis-py is not installed (pip install 'tether[redis]')"
+    )
     require(reachable(url, 6379), f"Redis is not reachable at {url} (set TETHER_REDIS_URL)")
     return url
 
 
 def require_nats(url: str = NATS_URL) -> str:
-    require(importlib.util.find_spec("nats"), "nats-py is not installed (pip install 'tether[nats]')")
+    require(
+        importlib.util.find_spec("nats"), "nats-py is not installed (pip install 'tether[nats]')"
+    )
     require(reachable(url, 4222), f"NATS is not reachable at {url} (set TETHER_NATS_URL)")
     return url
 
@@ -230,3 +239,69 @@ async def start_hub_process(*args: str, config: Path | None = None) -> HubProces
     hub.reader = asyncio.get_running_loop().create_task(read())
     await asyncio.wait_for(listening, 20)
     return hub
+
+
+# ------------------------------------------------------------ clusters, peers
+
+API_KEY = "test-api-key"
+CHANNEL = "chat:room"
+
+
+def write_config(path: Path, prefix: str, **extra: Any) -> Path:
+    lines = [
+        f'backplane_prefix = "{prefix}"',
+        f"presence_ttl = {extra.pop('presence_ttl', 3.0)}",
+        "[limits]",
+        "publish_rate = 10000.0",
+        "publish_burst = 10000",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def start_cluster(n: int, args: list[str], config: Path) -> list[HubProcess]:
+    common = ["--allow-anonymous", "--api-key", API_KEY]
+    return list(
+        await asyncio.gather(*(start_hub_process(*args, *common, config=config) for _ in range(n)))
+    )
+
+
+class Peer:
+    """A hub client and what it saw (awaitable, never slept for)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.client = Client(url, name=name, min_backoff=0.02, max_backoff=0.2)
+        self.pubs: asyncio.Queue[PublicationEvent] = asyncio.Queue()
+        self.subscribed: asyncio.Queue[SubscribedEvent] = asyncio.Queue()
+        self.states: asyncio.Queue[StateEvent] = asyncio.Queue()
+        self.client.on_state(self.states.put_nowait)
+
+    async def start(self, channel: str = CHANNEL) -> Peer:
+        await asyncio.wait_for(self.client.connect(), GUARD)
+        await asyncio.wait_for(
+            self.client.subscribe(
+                channel,
+                on_publication=self.pubs.put_nowait,
+                on_subscribed=self.subscribed.put_nowait,
+            ),
+            GUARD,
+        )
+        await self.next_subscribed()
+        return self
+
+    async def next_pub(self) -> PublicationEvent:
+        return await asyncio.wait_for(self.pubs.get(), GUARD)
+
+    async def next_subscribed(self) -> SubscribedEvent:
+        return await asyncio.wait_for(self.subscribed.get(), GUARD)
+
+    async def state(self, state: ClientState) -> StateEvent:
+        while True:
+            event = await asyncio.wait_for(self.states.get(), GUARD)
+            if event.state is state:
+                return event
+
+    @property
+    def id(self) -> str:
+        assert self.client.client_id is not None
+        return self.client.client_id

@@ -254,7 +254,12 @@ class Connection(asyncio.Protocol):
         events = proto.events_received()
         if events:
             listener = self._listener
-            if listener is not None and len(events) == 1 and type(events[0]) in _MESSAGE_TYPES:
+            if (
+                listener is not None
+                and len(events) == 1
+                and type(events[0]) in _MESSAGE_TYPES
+                and proto.pending_failure is None  # else _handle_events schedules the failure
+            ):
                 # Fast path for callbacks: one message, straight to the listener.
                 try:
                     listener.on_message(self, cast(Data, events[0]))

@@ -29,8 +29,13 @@ def redis_module() -> Any:
     return redis.asyncio
 
 
-def make_client(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
-    """A command client: fails fast (no retries, which could run a script twice)."""
+def make_client(url: str, *, timeout: float = 5.0, retries: int = 0) -> aioredis.Redis:
+    """A command client that fails fast.
+
+    ``retries`` (immediate, on a connection error) suits idempotent commands:
+    after a Redis restart the pool's idle connections are dead, and a retry
+    takes a fresh one instead of failing the caller.
+    """
     redis_module()
     import redis.asyncio
     from redis.backoff import NoBackoff
@@ -40,7 +45,7 @@ def make_client(url: str, *, timeout: float = 5.0) -> aioredis.Redis:
         url,
         socket_timeout=timeout,
         socket_connect_timeout=min(timeout, 2.0),
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), retries),
         retry_on_timeout=False,
         health_check_interval=30,
     )

@@ -94,6 +94,9 @@ class RedisBroker(BackplaneBroker):
         kwargs.update(socket_timeout=None, health_check_interval=0, protocol=2)
         conn = pool.connection_class(**kwargs)
         await conn.connect()  # type: ignore[no-untyped-call]
+        # Publishes fail fast and are not retried (a retry could publish twice):
+        # drop the idle connections of the old server before anyone uses them.
+        await pool.disconnect(inuse_connections=False)
         self._conn = conn
         self._raw = {self._name(channel): channel for channel in self._channels}
         names = list(self._raw)

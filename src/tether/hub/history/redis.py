@@ -46,13 +46,18 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 
+# How long the key of an add without an idempotency key is kept: long enough
+# for the client's immediate retry after a lost reply, short to save memory.
+_AUTO_KEY_TTL = 10.0
+
+
 def new_epoch() -> str:
     return secrets.token_urlsafe(6)
 
 
 # KEYS: meta, stream, idem. ARGV: now ms, ttl ms, size, meta ttl ms, new epoch,
-# publication JSON, has idempotency key ('1'/'0'), publish channel ('' for
-# none), then the pub push around its offset and epoch: head, mid, tail.
+# publication JSON, idempotency key ttl ms, publish channel ('' for none),
+# then the pub push around its offset and epoch: head, mid, tail.
 _ADD = """
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -63,13 +68,11 @@ if not epoch then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'expires', 0)
 end
-if ARGV[7] == '1' then
-  local seen = redis.call('GET', KEYS[3])
-  if seen then
-    local e, o, x = string.match(seen, '^(%S+) (%d+) (%d+)$')
-    if e == epoch and tonumber(x) > now then
-      return {1, tonumber(o), epoch}
-    end
+local seen = redis.call('GET', KEYS[3])
+if seen then
+  local e, o, x = string.match(seen, '^(%S+) (%d+) (%d+)$')
+  if e == epoch and tonumber(x) > now then
+    return {1, tonumber(o), epoch}
   end
 end
 if tonumber(redis.call('HGET', KEYS[1], 'expires')) <= now then
@@ -81,9 +84,9 @@ redis.call('XADD', KEYS[2], 'MAXLEN', tonumber(ARGV[3]), top .. '-0', 'p', ARGV[
 redis.call('HSET', KEYS[1], 'expires', expires)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[1], meta_ttl)
-if ARGV[7] == '1' then
-  redis.call('SET', KEYS[3], epoch .. ' ' .. top .. ' ' .. expires, 'PX', ttl)
-end
+local idem_ttl = tonumber(ARGV[7])
+local idem_expires = string.format('%d', now + idem_ttl)
+redis.call('SET', KEYS[3], epoch .. ' ' .. top .. ' ' .. idem_expires, 'PX', idem_ttl)
 if ARGV[8] ~= '' then
   redis.call('PUBLISH', ARGV[8], ARGV[9] .. top .. ARGV[10] .. epoch .. ARGV[11])
 end
@@ -169,7 +172,10 @@ class RedisHistory(History):
         self.prefix = prefix
         self.meta_ttl = meta_ttl
         self.clock = clock
-        self.client: aioredis.Redis = make_client(url, timeout=timeout)
+        # Retried once on a dead pooled connection: reads are idempotent, and an
+        # add always carries an idempotency key (its own when the caller's is
+        # None), so a retry of an add that did run returns the same offset.
+        self.client: aioredis.Redis = make_client(url, timeout=timeout, retries=1)
         self._add = self.client.register_script(_ADD)
         self._read = self.client.register_script(_READ)
 
@@ -208,9 +214,11 @@ class RedisHistory(History):
     ) -> AddResult:
         """Add, and (with ``publish_to``) ``PUBLISH`` the completed ``template`` atomically."""
         keys = self._keys(channel)
-        keys.append(
-            channel_key(self.prefix, channel, "idem:" + (idempotency_key or "").encode().hex())
-        )
+        if idempotency_key is not None:
+            idem, idem_ttl = "idem:" + idempotency_key.encode().hex(), ttl
+        else:
+            idem, idem_ttl = "idem:auto:" + secrets.token_hex(8), min(ttl, _AUTO_KEY_TTL)
+        keys.append(channel_key(self.prefix, channel, idem))
         stored: dict[str, Any] = {"data": publication.data}
         if publication.info is not None:
             stored["info"] = publication.info.to_json()
@@ -222,7 +230,7 @@ class RedisHistory(History):
             int(self.meta_ttl * 1000),
             new_epoch(),
             dumps(stored),
-            "1" if idempotency_key is not None else "0",
+            max(1, int(idem_ttl * 1000)),
             publish_to if template is not None else "",
             *parts,
         ]

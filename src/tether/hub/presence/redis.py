@@ -73,7 +73,8 @@ class RedisPresence(Presence):
         self.url = url
         self.prefix = prefix
         self.clock = clock
-        self.client: aioredis.Redis = make_client(url, timeout=timeout)
+        # Every operation is idempotent: retried once on a dead pooled connection.
+        self.client: aioredis.Redis = make_client(url, timeout=timeout, retries=1)
         self._add = self.client.register_script(_ADD)
         self._get = self.client.register_script(_GET)
 
