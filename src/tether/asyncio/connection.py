@@ -591,6 +591,14 @@ class Connection(asyncio.Protocol):
         message. Waits while the write buffer is above the high-water mark.
         """
         proto = self.protocol
+        if type(message) is bytes and self._busy is None and self.transport is not None:
+            # Fast path: a server frame with no extension is just header + payload.
+            frame = proto.frame_simple(Opcode.BINARY, message)
+            if frame is not None:
+                self.transport.write(frame)
+                if self._writing_paused:
+                    await self._drain()
+                return
         while self._busy is not None:
             await asyncio.shield(self._busy)
         if proto.state is not State.OPEN:
