@@ -274,6 +274,7 @@ class Peer:
         self.pubs: asyncio.Queue[PublicationEvent] = asyncio.Queue()
         self.subscribed: asyncio.Queue[SubscribedEvent] = asyncio.Queue()
         self.states: asyncio.Queue[StateEvent] = asyncio.Queue()
+        self.unsubscribed: list[Any] = []
         self.client.on_state(self.states.put_nowait)
 
     async def start(self, channel: str = CHANNEL) -> Peer:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -90,9 +92,10 @@ async def test_slow_consumer_is_cut_off_and_others_keep_their_latency(
         await client.call("subscribe", {"channel": "firehose"})
     assert slow.ws.transport is not None
     slow.ws.transport.pause_reading()  # stops reading: kernel buffers, then ours, fill up
-    payload = "x" * 32 * 1024
     latencies = []
     for i in range(400):
+        # Random text: compression (on by default) must not make the flood small.
+        payload = base64.b64encode(os.urandom(24 * 1024)).decode()
         started = time.perf_counter()
         await node.publish("firehose", {"i": i, "pad": payload})
         push = await fast.push("pub")
@@ -125,7 +128,8 @@ async def test_slow_writer_queue_drains_when_the_client_catches_up(
     session = node.sessions[client.client_id]
     i = 0
     while not session.writer.queued_bytes:  # until the hub starts queueing for it
-        await node.publish("burst", {"i": i, "pad": "y" * 16 * 1024})
+        pad = base64.b64encode(os.urandom(12 * 1024)).decode()  # incompressible
+        await node.publish("burst", {"i": i, "pad": pad})
         await asyncio.sleep(0)  # let the event loop flush to the socket
         i += 1
         assert i < 2000

@@ -38,9 +38,9 @@ def make_client(url: str, *, timeout: float = 5.0, retries: int = 0) -> aioredis
     """
     redis_module()
     import redis.asyncio
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.retry import Retry
 
     client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
         url,
@@ -48,7 +48,7 @@ def make_client(url: str, *, timeout: float = 5.0, retries: int = 0) -> aioredis
         socket_connect_timeout=min(timeout, 2.0),
         retry=Retry(NoBackoff(), retries),
         # Not timeouts: a slow server is not helped by a second request.
-        retry_on_error=[RedisConnectionError] if retries else None,
+        retry_on_error=[RedisConnectionError] if retries else [],
         retry_on_timeout=False,
         health_check_interval=30,
     )

@@ -128,18 +128,18 @@ class BackplaneWatcher:
         await asyncio.gather(*(read(c) for c in channels))
         try:
             await broker.sync()  # every publication up to those positions has arrived
+            synced = True
         except BrokerUnavailable:
-            return  # down again: the next BackplaneUp checks this outage again
+            synced = False
         if broker.outages != event.outage:
-            return
+            return  # down again: the next BackplaneUp checks this outage again
         affected = []
         for channel in channels:
             now = positions[channel]
             before = pub_position(event.before.get(channel))
             after = pub_position(event.after.get(channel))
-            if now is None or missed_publications(before, after, now):
+            if not synced or now is None or missed_publications(before, after, now):
                 affected.append(channel)
-        broker.check_done(event)
         if affected:
             logger.warning(
                 "backplane back: %d of %d channels missed publications; resetting their clients",
@@ -147,6 +147,7 @@ class BackplaneWatcher:
                 len(channels),
             )
         self.reset(affected)
+        broker.check_done(event, set(affected))
 
     def _keeps_history(self, channel: str) -> bool:
         if not self.node.registry.sessions(channel):

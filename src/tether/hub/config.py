@@ -91,8 +91,9 @@ class HubConfig:
     """Seconds a presence entry lives unless its node refreshes it (a third of it)."""
     websocket_path: str = "/connection/websocket"
     static_dir: Path | None = field(default_factory=lambda: Path(__file__).parent.parent / "static")
-    compression: bool = False
-    """permessage-deflate for hub connections; off because fan-out then frames once."""
+    compression: bool = True
+    """permessage-deflate for hub connections, without server context takeover, so a
+    publication is compressed once for every subscriber with the same parameters."""
     broker: str = "memory"
     """Where publications travel between nodes: ``memory``, ``redis://…`` or ``nats://…``."""
     history: str = ""
@@ -201,7 +202,7 @@ _SCALARS: dict[str, object] = {
     "close_timeout": 0.0,
     "presence_ttl": 0.0,
     "websocket_path": "",
-    "compression": False,
+    "compression": True,
     "broker": "",
     "history": "",
     "presence": "",

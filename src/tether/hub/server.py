@@ -18,6 +18,7 @@ from tether.hub.session import Session
 from tether.hub.transport import WebSocketTransport
 from tether.hub.wire import SUBPROTOCOL
 from tether.protocol.exceptions import ConnectionClosed
+from tether.protocol.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from tether.protocol.frames import CloseCode
 
 
@@ -76,7 +77,14 @@ class HubServer:
             "ping_timeout": config.ping_timeout,
             "close_timeout": config.close_timeout,
             "max_size": config.limits.max_message_size,
-            "compression": "deflate" if config.compression else None,
+            # Fan-out writes one shared frame per publication: without server
+            # context takeover the compressed frame can be shared too.
+            "compression": None,
+            "extensions": (
+                [ServerPerMessageDeflateFactory(server_no_context_takeover=True)]
+                if config.compression
+                else []
+            ),
             # Room for a burst of pushes before a client counts as slow.
             "write_limit": 256 * 1024,
         }

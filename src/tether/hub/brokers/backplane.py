@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,9 @@ class BackplaneUp:
 
     ``before`` holds each channel's last ``pub`` push before the outage
     (channels that had seen none are absent); ``after`` fills with each
-    channel's first ``pub`` push after it while the check runs.
+    channel's first ``pub`` push after it while the check runs. Until the
+    listener calls :meth:`BackplaneBroker.check_done`, payloads are held
+    back, so no client sees a publication of a new epoch before being told.
     """
 
     reconnect: bool
@@ -112,6 +114,8 @@ class BackplaneBroker(Broker):
         # Set at the first outage not checked yet; cleared by check_done.
         self._before: dict[str, bytes] | None = None
         self._after: dict[str, bytes] | None = None
+        # Payloads held back while a listener checks an outage.
+        self._held: list[tuple[str, bytes]] | None = None
         self._gaps: set[str] = set()
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -175,11 +179,21 @@ class BackplaneBroker(Broker):
         """The last ``pub`` push delivered for ``channel`` (raw), if any."""
         return self._last.get(channel)
 
-    def check_done(self, event: BackplaneUp) -> None:
-        """The listener has acted on ``event``: forget the outage's bookkeeping."""
-        if self._after is event.after:
-            self._after = None
-            self._before = None
+    def check_done(self, event: BackplaneUp, reset: Collection[str] = ()) -> None:
+        """The listener has acted on ``event``: deliver what was held, except for ``reset``.
+
+        The ``reset`` channels' sessions were told to recover: what arrived for
+        them meanwhile reaches them through history.
+        """
+        if self._after is not event.after:
+            return  # a later outage: its own event comes
+        held, self._held = self._held, None
+        self._after = None
+        self._before = None
+        handler = self._handler
+        for channel, payload in held or ():
+            if handler is not None and channel not in reset and channel in self._channels:
+                handler(channel, payload)
 
     # ---------------------------------------------------------- lifecycle
 
@@ -249,6 +263,7 @@ class BackplaneBroker(Broker):
         if self._before is None:
             self._before = dict(self._last)
         self._after = None
+        self._held = None  # the next check finds these channels' gaps again
         self._emit(BackplaneDown(reason))
 
     def _came_up(self) -> None:
@@ -258,7 +273,11 @@ class BackplaneBroker(Broker):
         if reconnect:
             event = BackplaneUp(True, self.outages, sorted(self._channels), self._before or {})
             self._after = event.after
-            self._emit(event)
+            if self._listeners:
+                self._held = []
+                self._emit(event)
+            else:
+                self._after = self._before = None
         if self._gaps:
             self._spawn(self._send_markers())
 
@@ -308,6 +327,10 @@ class BackplaneBroker(Broker):
                 after[channel] = payload
         elif payload == RESYNC_MARKER:
             self._emit(ChannelsReset([channel]))
+            return
+        held = self._held
+        if held is not None:
+            held.append((channel, payload))
             return
         handler(channel, payload)
 
