@@ -40,3 +40,24 @@ def test_bytes_after_request_are_bounded_while_answer_is_pending() -> None:
     assert proto.close_transport
     assert proto.response is not None and proto.response.status_code == 413
     assert len(proto._pending) <= MAX_PENDING + len(chunk)
+
+
+def test_parse_budget_holds_back_messages_until_resumed() -> None:
+    from tether.protocol.extensions.permessage_deflate import PerMessageDeflate
+    from tether.protocol.frames import Opcode, serialize_frame
+
+    # The budget applies where an extension may inflate messages.
+    conn = Connection(Side.SERVER, extensions=[PerMessageDeflate()])
+    conn.max_messages = 2
+    frames = b"".join(
+        serialize_frame(Opcode.TEXT, f"m{i}".encode(), mask=b"abcd") for i in range(5)
+    )
+    conn.receive_data(frames)
+    assert conn.events_received() == ["m0", "m1"]
+    assert conn.parse_paused
+    conn.receive_data(b"")
+    assert conn.events_received() == ["m2", "m3"]
+    conn.max_messages = None
+    conn.receive_data(b"")
+    assert conn.events_received() == ["m4"]
+    assert not conn.parse_paused

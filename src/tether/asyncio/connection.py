@@ -216,6 +216,10 @@ class Connection(asyncio.Protocol):
         if self._busy is not None or (proto.extensions and self._inflates_much(data)):
             self._receive_in_worker(data)
             return
+        if self.max_queue is not None:
+            # Parse no more messages than the queue has room for: compressed
+            # ones may each inflate to max_size.
+            proto.max_messages = max(self.max_queue - len(self._queue), 1)
         proto.receive_data(data)
         self._after_receive()
 
@@ -250,6 +254,21 @@ class Connection(asyncio.Protocol):
         return max_size is None or max_size - proto._msg_size >= budget
 
     def _after_receive(self) -> None:
+        self._handle_received()
+        proto = self.protocol
+        while (
+            proto.parse_paused
+            and not self._reading_paused
+            and not self._lost
+            and self._busy is None
+        ):
+            # The parse budget stopped early but there is room: go on.
+            if self.max_queue is not None:
+                proto.max_messages = max(self.max_queue - len(self._queue), 1)
+            proto.receive_data(b"")
+            self._handle_received()
+
+    def _handle_received(self) -> None:
         proto = self.protocol
         events = proto.events_received()
         if events:
@@ -291,11 +310,15 @@ class Connection(asyncio.Protocol):
     async def _drain_backlog(self) -> None:
         proto = self.protocol
         try:
-            while self._backlog:
+            while self._backlog or (
+                proto.parse_paused and not self._reading_paused and not self._lost
+            ):
                 chunk = b"".join(self._backlog)
                 self._backlog.clear()
+                if self.max_queue is not None:
+                    proto.max_messages = max(self.max_queue - len(self._queue), 1)
                 await self.loop.run_in_executor(None, proto.receive_data, chunk)
-                self._after_receive()
+                self._handle_received()
         finally:
             busy, self._busy = self._busy, None
             if busy is not None and not busy.done():
@@ -474,6 +497,16 @@ class Connection(asyncio.Protocol):
             and self.transport is not None
         ):
             self._reading_paused = False
+            if self.protocol.parse_paused and self._busy is None:
+                # Messages held back by the parse budget come first; they may
+                # fill the queue again before the socket is read. Compressed
+                # ones are inflated off the event loop, as on a read.
+                if self.protocol.extensions:
+                    self._receive_in_worker(b"")
+                    return
+                self._after_receive()
+                if self._reading_paused:
+                    return
             if not self.transport.is_closing() and self._busy is None:
                 self.transport.resume_reading()
 

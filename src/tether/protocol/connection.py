@@ -102,6 +102,10 @@ class Connection:
         self._is_client = side is Side.CLIENT
 
         self._buf = bytearray()
+        # Parse budget per receive_data call for messages an extension may
+        # expand (e.g. inflate); see receive_data.
+        self.max_messages: int | None = None
+        self.parse_paused = False
         self._out: list[bytes] = []
         self._events: list[Event] = []
 
@@ -144,8 +148,13 @@ class Connection:
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the network. Never raises."""
-        if self._discard_input or not data:
+        """Feed bytes read from the network. Never raises.
+
+        With ``max_messages`` set, parsing stops after that many messages and
+        ``parse_paused`` turns true: the rest stays buffered until
+        ``receive_data(b"")`` is called again (when the application caught up).
+        """
+        if self._discard_input or (not data and not self.parse_paused):
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(data)
@@ -196,8 +205,17 @@ class Connection:
             limit = self.max_frame_size
         simple = not self.extensions and not self.stream_fragments
         events = self._events
+        # Only messages that an extension may have expanded (inflated) count
+        # against the budget; plain ones are bounded by the bytes read.
+        budget = self.max_messages if self.extensions else None
+        self.parse_paused = False
         batch = _native.parse_simple_frames if simple and self.frame_observer is None else None
         while n - pos >= 2 and not self._discard_input:
+            if budget is not None and len(events) >= budget:
+                # Each compressed message may inflate to max_size: bound what
+                # one read can turn into (the caller resumes when it drained).
+                self.parse_paused = True
+                break
             if batch is not None and self._msg_text is None:
                 # Native: every whole simple frame from here on in one call.
                 start = pos

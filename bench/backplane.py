@@ -1,0 +1,269 @@
+"""Cross-node fan-out over a backplane: throughput and publish-to-delivery latency.
+
+usage: python bench/backplane.py [SUBSCRIBERS] [MESSAGES] [RATE]
+
+Two ``tether serve`` processes (node A and node B) share a backplane; this
+process holds SUBSCRIBERS WebSocket clients on node B and one publisher on
+node A, all subscribed to / publishing in one channel with history. Each
+publication carries the publisher's send time, so latency is measured on one
+clock, from the ``publish`` command leaving the publisher to the ``pub`` push
+reaching a subscriber on the other node.
+
+- latency: MESSAGES publications at RATE per second (well below saturation);
+  p50 / p99 over every delivery.
+- throughput: MESSAGES publications with 64 in flight, as fast as acks come;
+  publications per second and deliveries (publication x subscriber) per
+  second, from the first publish to the last delivery.
+
+Backplanes: Redis for broker, history and presence; NATS as the broker with
+Redis history and presence. Needs the servers of TETHER_REDIS_URL and
+TETHER_NATS_URL (defaults: the local ones). Each run uses prefixes of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tether
+
+REDIS_URL = os.environ.get("TETHER_REDIS_URL") or "redis://127.0.0.1:6379/0"
+NATS_URL = os.environ.get("TETHER_NATS_URL") or "nats://127.0.0.1:4222"
+ROOT = Path(__file__).resolve().parent.parent
+CHANNEL = "bench:fanout"
+WINDOW = 64
+
+BACKPLANES = {
+    "redis": ["--broker", REDIS_URL],
+    "nats + redis history": ["--broker", NATS_URL, "--history", REDIS_URL, "--presence", REDIS_URL],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_node(args: list[str], config: Path) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tether",
+        "serve",
+        "--port",
+        str(port),
+        "--allow-anonymous",
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    while True:
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        if not line:
+            raise RuntimeError("tether serve exited")
+        if "listening on" in line:
+            break
+    # Keep reading its output so the pipe never fills.
+    asyncio.get_running_loop().create_task(_drain(process.stdout))
+    return process, port
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+@dataclass
+class Subscriber:
+    ws: tether.ClientConnection
+    latencies: list[float] = field(default_factory=list)
+    received: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    expect: int = 0
+
+    async def read(self) -> None:
+        async for message in self.ws:
+            assert isinstance(message, str)
+            if not message.startswith('{"push":"pub"'):
+                continue
+            now = time.perf_counter_ns()
+            at = message.find('"t":')
+            sent = int(message[at + 4 : message.index("}", at)])
+            self.latencies.append((now - sent) / 1e6)
+            self.received += 1
+            if self.received >= self.expect:
+                self.done.set()
+
+
+async def call(
+    ws: tether.ClientConnection, cid: int, method: str, params: dict[str, object]
+) -> None:
+    await ws.send(json.dumps({"id": cid, "method": method, "params": params}))
+
+
+async def open_client(port: int) -> tether.ClientConnection:
+    ws = await tether.connect(
+        f"ws://127.0.0.1:{port}/connection/websocket", subprotocols=["tether.v1"]
+    )
+    await call(ws, 1, "connect", {})
+    await ws.recv()
+    return ws
+
+
+async def run(
+    name: str, args: list[str], subscribers: int, messages: int, rate: float
+) -> dict[str, float]:
+    prefix = "bench" + uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "hub.toml"
+        config.write_text(
+            f'backplane_prefix = "{prefix}"\n'
+            "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000\n"
+            "send_queue_size = 67108864\n"
+        )
+        node_a, port_a = await start_node(args, config)
+        node_b, port_b = await start_node(args, config)
+        try:
+            return await measure(port_a, port_b, subscribers, messages, rate)
+        finally:
+            for node in (node_a, node_b):
+                node.terminate()
+                await node.wait()
+            await cleanup(prefix)
+
+
+async def measure(
+    port_a: int, port_b: int, subscribers: int, messages: int, rate: float
+) -> dict[str, float]:
+    subs = [Subscriber(await open_client(port_b)) for _ in range(subscribers)]
+    for sub in subs:
+        await call(sub.ws, 2, "subscribe", {"channel": CHANNEL})
+        await sub.ws.recv()
+    readers = [asyncio.get_running_loop().create_task(sub.read()) for sub in subs]
+    publisher = await open_client(port_a)
+    acks: asyncio.Queue[None] = asyncio.Queue()
+
+    async def read_acks() -> None:
+        async for _ in publisher:
+            acks.put_nowait(None)
+
+    ack_reader = asyncio.get_running_loop().create_task(read_acks())
+    cid = 10
+
+    async def publish() -> None:
+        nonlocal cid
+        cid += 1
+        await call(
+            publisher, cid, "publish", {"channel": CHANNEL, "data": {"t": time.perf_counter_ns()}}
+        )
+
+    def expect(n: int) -> None:
+        for sub in subs:
+            sub.latencies.clear()
+            sub.received = 0
+            sub.expect = n
+            sub.done.clear()
+
+    # Warm up: connections, scripts, caches.
+    expect(50)
+    for _ in range(50):
+        await publish()
+        await acks.get()
+    await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 60)
+
+    # Latency at a fixed rate.
+    expect(messages)
+    start = time.perf_counter()
+    for i in range(messages):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the publishing schedule itself
+        await publish()
+    for _ in range(messages):
+        await acks.get()
+    await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 120)
+    latencies = sorted(x for sub in subs for x in sub.latencies)
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+
+    # Throughput with a window of publishes in flight.
+    expect(messages)
+    start = time.perf_counter()
+    in_flight = 0
+    for _ in range(messages):
+        if in_flight >= WINDOW:
+            await acks.get()
+            in_flight -= 1
+        await publish()
+        in_flight += 1
+    while in_flight:
+        await acks.get()
+        in_flight -= 1
+    await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 300)
+    elapsed = time.perf_counter() - start
+    tail = sorted(x for sub in subs for x in sub.latencies)
+
+    ack_reader.cancel()
+    for task in readers:
+        task.cancel()
+    for ws in [publisher, *(s.ws for s in subs)]:
+        await ws.close()
+    return {
+        "p50": p50,
+        "p99": p99,
+        "pubs": messages / elapsed,
+        "deliveries": messages * subscribers / elapsed,
+        "loaded_p50": statistics.median(tail),
+    }
+
+
+async def cleanup(prefix: str) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + ":*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def main() -> None:
+    subscribers = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    messages = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    rate = float(sys.argv[3]) if len(sys.argv) > 3 else 200.0
+    print(f"{subscribers} subscribers on node B, publisher on node A, {messages} messages")
+    print(f"latency at {rate:.0f} msg/s; throughput with {WINDOW} publishes in flight\n")
+    print(
+        "| backplane | p50 latency | p99 latency | publications/s | deliveries/s "
+        "| p50 latency at full load |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, args in BACKPLANES.items():
+        r = await run(name, args, subscribers, messages, rate)
+        print(
+            f"| {name} | {r['p50']:.2f} ms | {r['p99']:.2f} ms | {r['pubs']:.0f} "
+            f"| {r['deliveries']:.0f} | {r['loaded_p50']:.1f} ms |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
