@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from tether.asyncio.connection import Connection
-from tether.asyncio.options import Compression, client_extensions
+from tether.asyncio.options import Compression, client_extensions, connection_options
 from tether.protocol.client import ClientProtocol, parse_uri
 from tether.protocol.connection import FrameObserver, State
 from tether.protocol.events import ResponseReceived
@@ -87,6 +87,7 @@ class connect:
         max_frame_size: int | None = None,
         max_queue: int | None = 16,
         write_limit: int | tuple[int, int] = 32768,
+        offload_threshold: int = 256 * 1024,
         stream_fragments: bool = False,
         ssl: ssl_module.SSLContext | bool | None = None,
         host: str | None = None,
@@ -113,13 +114,14 @@ class connect:
         self.port = port
         self.frame_observer = frame_observer
         self.create_connection_kwargs = create_connection_kwargs
-        self._conn_kwargs: dict[str, Any] = {
-            "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
-            "close_timeout": close_timeout,
-            "max_queue": max_queue,
-            "write_limit": write_limit,
-        }
+        self._conn_kwargs = connection_options(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            write_limit=write_limit,
+            offload_threshold=offload_threshold,
+        )
         self.connection: ClientConnection | None = None
 
     def _make_connection(self) -> ClientConnection:

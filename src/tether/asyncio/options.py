@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from tether.protocol.extensions.base import ClientExtensionFactory, ServerExtensionFactory
 
@@ -40,3 +40,27 @@ def client_extensions(
     elif compression is not None:
         raise ValueError(f"unsupported compression: {compression!r}")
     return factories
+
+
+def connection_options(
+    *,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    close_timeout: float | None,
+    max_queue: int | None,
+    write_limit: int | tuple[int, int],
+    offload_threshold: int,
+) -> dict[str, Any]:
+    """The per-connection options that server and client share, validated once."""
+    if max_queue is not None and max_queue < 1:
+        raise ValueError("max_queue must be at least 1 (or None)")
+    if offload_threshold < 1:
+        raise ValueError("offload_threshold must be positive")
+    return {
+        "ping_interval": ping_interval,
+        "ping_timeout": ping_timeout,
+        "close_timeout": close_timeout,
+        "max_queue": max_queue,
+        "write_limit": write_limit,
+        "offload_threshold": offload_threshold,
+    }

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from tether.asyncio.connection import Connection
 from tether.asyncio.listener import Listener
-from tether.asyncio.options import Compression, server_extensions
+from tether.asyncio.options import Compression, connection_options, server_extensions
 from tether.protocol.connection import State
 from tether.protocol.events import RequestReceived
 from tether.protocol.exceptions import ConnectionClosed
@@ -247,6 +247,7 @@ class Server:
         max_frame_size: int | None = None,
         max_queue: int | None = 16,
         write_limit: int | tuple[int, int] = 32768,
+        offload_threshold: int = 256 * 1024,
         max_header_line: int = 8192,
         max_headers: int = 128,
         stream_fragments: bool = False,
@@ -275,13 +276,14 @@ class Server:
         self.stream_fragments = stream_fragments
         self.ssl = ssl
         self.create_server_kwargs = create_server_kwargs
-        self._conn_kwargs: dict[str, Any] = {
-            "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
-            "close_timeout": close_timeout,
-            "max_queue": max_queue,
-            "write_limit": write_limit,
-        }
+        self._conn_kwargs = connection_options(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            write_limit=write_limit,
+            offload_threshold=offload_threshold,
+        )
         self._connections: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
