@@ -392,9 +392,10 @@ class Connection(asyncio.Protocol):
             return
         if len(out) == 1:
             transport.write(out[0])
-        elif len(out) == 2 and len(out[1]) > 65536:
-            transport.write(out[0])
-            transport.write(out[1])
+        elif sum(map(len, out)) > 65536:
+            # One gathered write (writev on uvloop): no copy of a large payload,
+            # and no separate tiny segment for the frame header.
+            transport.writelines(out)
         else:
             transport.write(b"".join(out))
 
