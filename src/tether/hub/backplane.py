@@ -93,12 +93,26 @@ class BackplaneWatcher:
             return None
         watcher = cls(node)
         broker.add_listener(watcher)
+        if broker.sequencing_needed(node.history_store):
+            broker.position_source = watcher.position_of
         return watcher
+
+    async def position_of(self, channel: str) -> StreamPosition | None:
+        """The history position of a channel that keeps history, else ``None``."""
+        from tether.hub.node import RESERVED_PREFIX
+
+        if channel.startswith(RESERVED_PREFIX):
+            return None
+        options = self.node.config.channel_options(channel)
+        if options is None or not options.has_history:
+            return None
+        return await self.node.history_store.position(channel)
 
     def detach(self) -> None:
         broker = self.node.broker
         if isinstance(broker, BackplaneBroker):
             broker.remove_listener(self)
+            broker.position_source = None
 
     def __call__(self, event: BackplaneEvent) -> None:
         if isinstance(event, BackplaneDown):
@@ -158,7 +172,10 @@ class BackplaneWatcher:
     def reset(self, channels: list[str]) -> None:
         """Disconnect the local sessions of ``channels`` with 4013 so they recover."""
         seen = set()
+        broker = self.node.broker
         for channel in channels:
+            if isinstance(broker, BackplaneBroker):
+                broker.reset_sequence(channel)
             for session in list(self.node.registry.sessions(channel)):
                 if session.id in seen or session.closed:
                     continue

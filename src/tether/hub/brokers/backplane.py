@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,12 @@ PUB_PREFIX = b'{"push":"pub"'
 # have been lost between nodes; every node's subscribers must recover". JSON
 # pushes never start with a NUL byte, so markers cannot be confused with them.
 RESYNC_MARKER = b"\x00tether:resync"
+# Before a push sent by the two-step path (history add, then publish): its
+# position, b"\x01<offset> <epoch>\n", so receivers can restore offset order
+# when publishes of one channel from different nodes overtake each other.
+SEQUENCED = b"\x01"
+# How long a receiver holds pushes that arrived ahead of a missing offset.
+REORDER_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,26 @@ class ChannelsReset:
 
 BackplaneEvent = BackplaneDown | BackplaneUp | ChannelsReset
 BackplaneListener = Callable[[BackplaneEvent], None]
+
+
+@dataclass(slots=True)
+class _Sequence:
+    """A channel's last offset handed over, and pushes that came ahead of a gap."""
+
+    epoch: bytes
+    last: int
+    ahead: dict[int, bytes] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+    starting: bool = False
+    """Waiting for the channel's position at subscribe time: everything waits."""
+
+
+# The channel's history position (None without history), for sequencing.
+PositionSource = Callable[[str], Awaitable[StreamPosition | None]]
+
+
+def sequenced(position: StreamPosition, payload: bytes) -> bytes:
+    return b"%s%d %s\n%s" % (SEQUENCED, position.offset, position.epoch.encode(), payload)
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float) -> float:
@@ -118,6 +144,11 @@ class BackplaneBroker(Broker):
         self._held: list[tuple[str, bytes]] | None = None
         self._gaps: set[str] = set()
         self._order: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._sequences: dict[str, _Sequence] = {}
+        self.position_source: PositionSource | None = None
+        """Set by the node when pushes may come from two-step publishers (see
+        :meth:`sequencing_needed`): a channel's order starts from its position
+        when this node subscribes, so the first pushes can be put in order too."""
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ subclass API
@@ -145,6 +176,14 @@ class BackplaneBroker(Broker):
     @abc.abstractmethod
     async def _publish(self, channel: str, payload: bytes) -> None:
         """Publish; raise :class:`BrokerUnavailable` if the server did not take it."""
+
+    async def _enqueue(self, channel: str, payload: bytes) -> Awaitable[None]:
+        """Start a publish, in order with earlier ones; return what confirms it.
+
+        By default the whole publish happens here (nothing left to confirm).
+        """
+        await self._publish(channel, payload)
+        return _done()
 
     @abc.abstractmethod
     async def sync(self) -> None:
@@ -226,6 +265,7 @@ class BackplaneBroker(Broker):
             task.cancel()
         await self._disconnect()
         self._up = False
+        self._forget_sequences()
         self._channels.clear()
         self._last.clear()
 
@@ -264,6 +304,8 @@ class BackplaneBroker(Broker):
             self._before = dict(self._last)
         self._after = None
         self._held = None  # the next check finds these channels' gaps again
+        # Sequences stay: a push after the outage that does not follow on is
+        # held for the gap, and the watcher's check resets such channels.
         self._emit(BackplaneDown(reason))
 
     def _came_up(self) -> None:
@@ -305,20 +347,120 @@ class BackplaneBroker(Broker):
             except BrokerUnavailable:
                 if self._up:
                     raise
+                return
+            await self._start_sequence(channel)
+
+    def sequencing_needed(self, history: History) -> bool:
+        """Whether publications with this history may arrive out of offset order."""
+        return True
+
+    async def _start_sequence(self, channel: str) -> None:
+        source = self.position_source
+        if source is None or channel in self._sequences:
+            return
+        sequence = self._sequences[channel] = _Sequence(b"", 0, starting=True)
+        try:
+            position = await source(channel)
+        except Exception:
+            position = None
+        if self._sequences.get(channel) is not sequence:
+            return
+        ahead = sequence.ahead
+        if position is None:
+            del self._sequences[channel]  # no history: pushes carry no offsets
+        else:
+            sequence.epoch, sequence.last = position.epoch.encode(), position.offset
+            sequence.ahead = {}
+            sequence.starting = False
+        for offset in sorted(ahead):  # what came meanwhile, in order
+            head, _, push = ahead[offset].partition(b"\n")
+            epoch = head[1:].partition(b" ")[2]
+            if position is not None and offset <= position.offset:
+                self._pass(channel, push)  # before the position: subscribers filter it
+            else:
+                self._in_order(channel, offset, epoch, push)
+
+    def reset_sequence(self, channel: str) -> None:
+        """Forget ``channel``'s order (its sessions were reset): the next push starts it."""
+        sequence = self._sequences.pop(channel, None)
+        if sequence is not None and sequence.timer is not None:
+            sequence.timer.cancel()
 
     async def unsubscribe(self, channel: str) -> None:
         if channel not in self._channels:
             return
         self._channels.discard(channel)
         self._last.pop(channel, None)
+        sequence = self._sequences.pop(channel, None)
+        if sequence is not None and sequence.timer is not None:
+            sequence.timer.cancel()
         if self._up:
             with contextlib.suppress(Exception):
                 await self._unsubscribe(channel)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         """Hand one payload of a wanted channel to the node."""
+        if self._handler is None or channel not in self._channels:
+            return
+        if payload[:1] == SEQUENCED:
+            head, _, push = payload.partition(b"\n")
+            offset, _, epoch = head[1:].partition(b" ")
+            self._in_order(channel, int(offset), epoch, push)
+            return
+        self._pass(channel, payload)
+
+    def _in_order(self, channel: str, offset: int, epoch: bytes, push: bytes) -> None:
+        """Hand over a two-step push in offset order, waiting briefly for a missing one."""
+        sequence = self._sequences.get(channel)
+        if sequence is not None and sequence.starting:
+            sequence.ahead[offset] = SEQUENCED + b"%d %s\n" % (offset, epoch) + push
+            return
+        if sequence is None or sequence.epoch != epoch:
+            if sequence is not None:
+                self._give_up(channel, reset=False)
+            self._sequences[channel] = _Sequence(epoch, offset)
+            self._pass(channel, push)
+            return
+        if offset <= sequence.last:
+            # Later offsets went out already: clients skip this one as old.
+            self._pass(channel, push)
+            self._emit(ChannelsReset([channel]))
+            return
+        sequence.ahead[offset] = push
+        while sequence.last + 1 in sequence.ahead:
+            sequence.last += 1
+            self._pass(channel, sequence.ahead.pop(sequence.last))
+        if not sequence.ahead:
+            if sequence.timer is not None:
+                sequence.timer.cancel()
+                sequence.timer = None
+        elif sequence.timer is None:
+            loop = asyncio.get_running_loop()
+            sequence.timer = loop.call_later(REORDER_WAIT, self._give_up, channel)
+
+    def _give_up(self, channel: str, reset: bool = True) -> None:
+        """The gap did not fill (lost on the way): hand over what came, reset the channel."""
+        sequence = self._sequences.get(channel)
+        if sequence is None:
+            return
+        if sequence.timer is not None:
+            sequence.timer.cancel()
+            sequence.timer = None
+        for offset in sorted(sequence.ahead):
+            sequence.last = offset
+            self._pass(channel, sequence.ahead.pop(offset))
+        if reset:
+            self._emit(ChannelsReset([channel]))
+
+    def _forget_sequences(self) -> None:
+        for sequence in self._sequences.values():
+            if sequence.timer is not None:
+                sequence.timer.cancel()
+        self._sequences.clear()
+
+    def _pass(self, channel: str, payload: bytes) -> None:
         handler = self._handler
-        if handler is None or channel not in self._channels:
+        if handler is None:
             return
         if payload.startswith(PUB_PREFIX):
             self._last[channel] = payload
@@ -368,7 +510,10 @@ class BackplaneBroker(Broker):
                 if added.duplicate:
                     return added
                 try:
-                    await self.publish(channel, payload(added.position))
+                    if not self._up:
+                        raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
+                    pushed = sequenced(added.position, payload(added.position))
+                    confirm = await self._enqueue(channel, pushed)
                 except BrokerUnavailable:
                     self._gaps.add(channel)
                     raise
@@ -378,6 +523,13 @@ class BackplaneBroker(Broker):
                 del self._order[channel]
             else:
                 self._order[channel] = (lock, users - 1)
+        # Confirmed outside the lock: the next publication of the channel can
+        # be on its way meanwhile (the connection keeps their order).
+        try:
+            await confirm
+        except BrokerUnavailable:
+            self._gaps.add(channel)
+            raise
         if self._gaps:
             await self._send_markers()
         return added
@@ -389,6 +541,10 @@ class BackplaneBroker(Broker):
             except BrokerUnavailable:
                 return  # tried again after the next reconnect
             self._gaps.discard(channel)
+
+
+async def _done() -> None:
+    return None
 
 
 def _why(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from tether.hub.brokers.backplane import BackplaneBroker
@@ -192,6 +193,9 @@ class NatsBroker(BackplaneBroker):
             await sub.unsubscribe()
 
     async def _publish(self, channel: str, payload: bytes) -> None:
+        await (await self._enqueue(channel, payload))
+
+    async def _enqueue(self, channel: str, payload: bytes) -> Awaitable[None]:
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise BrokerUnavailable("nats backplane down: reconnecting")
@@ -199,7 +203,7 @@ class NatsBroker(BackplaneBroker):
             await nc.publish(self.subject(channel), payload)
         except Exception as exc:
             raise BrokerUnavailable(f"nats publish failed: {exc}") from exc
-        await self._flushed(nc)
+        return self._flushed(nc)
 
     async def _flushed(self, nc: NatsClient) -> None:
         """Wait for a PING sent after this publish to be answered (one for many publishes)."""

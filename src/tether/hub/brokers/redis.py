@@ -221,6 +221,10 @@ class RedisBroker(BackplaneBroker):
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError:
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters and self._confirm.get(name) is waiters:
+                del self._confirm[name]  # the next subscribe sends SUBSCRIBE again
             raise BrokerUnavailable("redis backplane: subscribe not confirmed") from None
 
     async def _unsubscribe(self, channel: str) -> None:
@@ -234,6 +238,14 @@ class RedisBroker(BackplaneBroker):
         async with unavailable_on_error("broker"):
             await self.client.publish(self._name(channel), payload)
 
+    def sequencing_needed(self, history: History) -> bool:
+        return not self._atomic_with(history)
+
+    def _atomic_with(self, history: History) -> bool:
+        return isinstance(history, RedisHistory) and server_of(history.client) == server_of(
+            self.client
+        )
+
     async def publish_with_history(
         self,
         history: History,
@@ -246,9 +258,7 @@ class RedisBroker(BackplaneBroker):
         idempotency_key: str | None = None,
     ) -> AddResult:
         """One ``XADD`` + ``PUBLISH`` script when the history lives on the same Redis."""
-        if isinstance(history, RedisHistory) and server_of(history.client) == server_of(
-            self.client
-        ):
+        if isinstance(history, RedisHistory) and self._atomic_with(history):
             template = PushTemplate.of(payload)
             if template is not None:
                 if self._handler is None:

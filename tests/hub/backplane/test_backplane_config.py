@@ -1,0 +1,66 @@
+"""Choosing backends: flags, environment, file; defaults; what ``tether serve`` says."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from tether import cli_serve
+from tether.cli import build_parser
+from tether.hub import HubConfig
+from tether.hub.backends import backend_kind, resolve
+from tether.hub.config import ConfigError
+
+REDIS = "redis://10.1.2.3:6379/2"
+NATS = "nats://10.1.2.3:4222"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_kinds() -> None:
+    assert backend_kind("") == backend_kind("memory") == "memory"
+    assert backend_kind(REDIS) == backend_kind("rediss://h") == backend_kind("unix:///s") == "redis"
+    assert backend_kind(NATS) == "nats"
+    with pytest.raises(ConfigError, match="unknown backend"):
+        backend_kind("kafka://h")
+
+
+def test_history_and_presence_follow_a_redis_broker_only() -> None:
+    urls = resolve(HubConfig(broker=REDIS))
+    assert (urls.broker, urls.history, urls.presence) == (REDIS, REDIS, REDIS)
+    urls = resolve(HubConfig(broker=NATS))
+    assert (urls.broker, urls.history, urls.presence) == (NATS, "memory", "memory")
+    urls = resolve(HubConfig(broker=NATS, history=REDIS, presence="memory"))
+    assert (urls.history, urls.presence) == (REDIS, "memory")
+    urls = resolve(HubConfig())
+    assert (urls.broker, urls.history, urls.presence) == ("memory",) * 3
+    with pytest.raises(ConfigError, match="history cannot be NATS"):
+        resolve(HubConfig(history=NATS))
+
+
+def test_flags_environment_and_file(tmp_path: Path) -> None:
+    plan = cli_serve.plan(parse("--broker", NATS, "--history", REDIS), environ={})
+    assert (plan.config.broker, plan.config.history, plan.config.presence) == (NATS, REDIS, "")
+    text = cli_serve.banner(plan, "http://127.0.0.1:8000/", "ws://127.0.0.1:8000/x")
+    assert f"backends  : broker {NATS}, history {REDIS}, presence memory" in text
+    from_env = cli_serve.plan(parse(), environ={"TETHER_BROKER": REDIS})
+    assert from_env.config.broker == REDIS
+    path = tmp_path / "hub.toml"
+    path.write_text(f'broker = "{REDIS}"\nbackplane_prefix = "mine"\n')
+    from_file = cli_serve.plan(parse("--config", str(path)), environ={})
+    assert (from_file.config.broker, from_file.config.backplane_prefix) == (REDIS, "mine")
+    flag_wins = cli_serve.plan(parse("--config", str(path), "--broker", NATS), environ={})
+    assert flag_wins.config.broker == NATS
+    default = cli_serve.plan(parse(), environ={})
+    assert "backends" not in cli_serve.banner(default, "http://h:1/", "ws://h:1/x")
+
+
+def test_bad_urls_are_usage_errors() -> None:
+    with pytest.raises(cli_serve.UsageError, match="unknown backend"):
+        cli_serve.plan(parse("--broker", "kafka://x"), environ={})
+    with pytest.raises(cli_serve.UsageError, match="presence cannot be NATS"):
+        cli_serve.plan(parse("--presence", NATS), environ={})
