@@ -30,6 +30,7 @@ import fnmatch
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,7 @@ class CaseOutcome:
     def verdict(self) -> str:
         """The table column this case is counted in (see the module docstring)."""
         behavior = self.behavior
-        if behavior == "ERROR":
+        if behavior not in COLUMNS:  # kosoku's ERROR, or anything unforeseen
             return "FAILED"
         if behavior in ("FAILED", "UNIMPLEMENTED") or self.behavior_close in _CLOSE_OK:
             return behavior
@@ -592,6 +593,8 @@ def cli(role: str, argv: Sequence[str] | None = None) -> int:
         help="where kosoku's reports go (default compliance/reports/ROLE)",
     )
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the tether child process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     compression = not args.no_compression
     if args.include:
         include = args.include

@@ -17,6 +17,13 @@ pytestmark = pytest.mark.compliance
 # The 9.* cases push large messages and many frames; each should be fast.
 MAX_PERFORMANCE_CASE_MS = 10_000
 
+# permessage-deflate: the full 12.* and 13.* take 10 to 20 minutes per role on
+# 2 cores (run_server.py / run_client.py run them all). Here: every data set
+# and every parameter set, with 1000 messages of 16 bytes (sent uncompressed,
+# below tether's threshold) and of 1 KiB (compressed), and the 8 KiB messages
+# fragmented into 256-byte frames for the parameter sets.
+DEFLATE_SAMPLE = ("12.*.1", "12.*.4", "13.*.1", "13.*.4", "13.*.11")
+
 
 def _assert_all_passed(run: ab.RunResult) -> None:
     problems: list[str] = []
@@ -58,6 +65,26 @@ def client_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
     return run
 
 
+@pytest.fixture(scope="module")
+def deflate_server_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
+    status = ab.deflate_status()
+    assert status is None, status
+    outdir: Path = tmp_path_factory.mktemp("autobahn-server-deflate")
+    run = ab.run_server_role(DEFLATE_SAMPLE, parallelism=2, outdir=outdir)
+    print(ab.report_text(run))
+    return run
+
+
+@pytest.fixture(scope="module")
+def deflate_client_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
+    status = ab.deflate_status()
+    assert status is None, status
+    outdir: Path = tmp_path_factory.mktemp("autobahn-client-deflate")
+    run = ab.run_client_role(DEFLATE_SAMPLE, outdir=outdir, timeout=900)
+    print(ab.report_text(run))
+    return run
+
+
 def test_server_role_every_case_ok(server_run: ab.RunResult) -> None:
     _assert_all_passed(server_run)
 
@@ -72,3 +99,11 @@ def test_client_role_every_case_ok(client_run: ab.RunResult) -> None:
 
 def test_client_role_performance_cases_fast(client_run: ab.RunResult) -> None:
     _assert_fast(client_run, "9.", MAX_PERFORMANCE_CASE_MS)
+
+
+def test_server_role_deflate_sample_ok(deflate_server_run: ab.RunResult) -> None:
+    _assert_all_passed(deflate_server_run)
+
+
+def test_client_role_deflate_sample_ok(deflate_client_run: ab.RunResult) -> None:
+    _assert_all_passed(deflate_client_run)

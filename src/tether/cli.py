@@ -29,7 +29,13 @@ async def _echo_handler(ws: ServerConnection) -> None:
         await ws.send(message)
 
 
-async def run_echo(host: str, port: int, max_size: int | None, compression: bool) -> None:
+async def run_echo(
+    host: str,
+    port: int,
+    max_size: int | None,
+    compression: bool,
+    ping_interval: float | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
 
@@ -45,6 +51,7 @@ async def run_echo(host: str, port: int, max_size: int | None, compression: bool
         port,
         max_size=max_size,
         compression="deflate" if compression else None,
+        ping_interval=ping_interval,
     ) as server:
         bound = server.sockets[0].getsockname()
         print(f"tether echo listening on ws://{bound[0]}:{bound[1]}/", flush=True)
@@ -66,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest message accepted, in bytes (e.g. 16MiB, or 'none'); default 1 MiB",
     )
     echo.add_argument("--no-compression", action="store_true", help="disable permessage-deflate")
+    echo.add_argument(
+        "--ping-interval",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="send keepalive pings this often (default 0: none, so test suites such as "
+        "Autobahn, which count an unexpected Ping as a failure, see only the echo)",
+    )
 
     from tether import cli_connect, cli_serve
 
@@ -80,7 +95,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "echo":
-            asyncio.run(run_echo(args.host, args.port, args.max_size, not args.no_compression))
+            asyncio.run(
+                run_echo(
+                    args.host,
+                    args.port,
+                    args.max_size,
+                    not args.no_compression,
+                    args.ping_interval or None,
+                )
+            )
         elif args.command == "serve":
             from tether import cli_serve
 

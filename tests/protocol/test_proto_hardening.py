@@ -61,3 +61,33 @@ def test_parse_budget_holds_back_messages_until_resumed() -> None:
     conn.receive_data(b"")
     assert conn.events_received() == ["m4"]
     assert not conn.parse_paused
+
+
+def test_deferred_failure_lets_earlier_messages_through_first() -> None:
+    from tether.protocol.frames import Opcode, serialize_frame
+
+    conn = Connection(Side.SERVER)
+    conn.defer_failure = True
+    good = serialize_frame(Opcode.TEXT, b"hello", mask=b"abcd")
+    bad = serialize_frame(Opcode.TEXT, b"\xff", mask=b"abcd")
+    conn.receive_data(good + bad)
+    # The message before the bad frame is delivered and can still be answered.
+    assert conn.events_received() == ["hello"]
+    assert conn.pending_failure is not None and conn.pending_failure.code == 1007
+    assert conn.state is State.OPEN
+    conn.send_text("hello")
+    conn.fail_pending()
+    assert conn.failure is not None and conn.failure.code == 1007
+    assert conn.close_transport
+    frames = b"".join(conn.data_to_send())
+    assert frames.startswith(b"\x81\x05hello\x88")
+
+
+def test_deferred_failure_without_messages_fails_at_once() -> None:
+    from tether.protocol.frames import Opcode, serialize_frame
+
+    conn = Connection(Side.SERVER)
+    conn.defer_failure = True
+    conn.receive_data(serialize_frame(Opcode.TEXT, b"\xff", mask=b"abcd"))
+    assert conn.pending_failure is None
+    assert conn.failure is not None and conn.failure.code == 1007

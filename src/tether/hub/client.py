@@ -109,6 +109,14 @@ class Subscription:
     epoch: str | None = None
     active: bool = False
     _ready: asyncio.Future[None] | None = field(default=None, repr=False)
+    _attempt: int = field(default=0, repr=False)
+    """Temporary subscribe errors in a row (the retry backoff's exponent)."""
+    _retry: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     @property
     def position(self) -> StreamPosition | None:
@@ -209,7 +217,12 @@ class Client:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._fail_all(ConnectionError("client closed"), publishes=True)
+        closed = ConnectionError("client closed")
+        self._fail_all(closed, publishes=True)
+        for sub in self._subs.values():
+            sub._cancel_retry()
+            if sub._ready is not None and not sub._ready.done():
+                sub._ready.set_exception(closed)  # e.g. still retrying a temporary error
         self._connected.set()  # wake waiters, who find the client closed
         if self._dispatcher is not None:
             # Deliver what arrived before the close, then stop.
@@ -252,6 +265,10 @@ class Client:
 
     async def unsubscribe(self, channel: str) -> None:
         sub = self._subs.pop(channel, None)
+        if sub is not None:
+            sub._cancel_retry()
+            if sub._ready is not None and not sub._ready.done():
+                sub._ready.set_result(None)  # a subscribe() still retrying returns
         if sub is not None and sub.active and self.state is ClientState.CONNECTED:
             sub.active = False
             await self._call("unsubscribe", {"channel": channel})
@@ -312,6 +329,7 @@ class Client:
             self.close_code, self.close_reason = code, reason
             for sub in self._subs.values():
                 sub.active = False
+                sub._cancel_retry()  # resubscribed after reconnecting instead
             self._fail_all(ConnectionError(f"disconnected ({code} {reason})"), publishes=False)
             if self._closing:
                 break
@@ -326,9 +344,9 @@ class Client:
             self._set_state(ClientState.DISCONNECTED, code, reason)
             # Exponential backoff with full jitter, so that clients dropped at
             # once (a node restart) do not all come back at once.
-            ceiling = min(self.max_backoff, self.min_backoff * 2**self._attempt)
+            delay = self._backoff(self._attempt)
             self._attempt = min(self._attempt + 1, 30)
-            await asyncio.sleep(random.uniform(0, ceiling))
+            await asyncio.sleep(delay)
 
     async def _session(self) -> tuple[int, str]:
         """One connection, from opening to closing; return the close code and reason."""
@@ -392,10 +410,16 @@ class Client:
             self._first.set_exception(exc)
         self._fail_all(exc, publishes=True)
         for sub in self._subs.values():
+            sub._cancel_retry()
             if sub._ready is not None and not sub._ready.done():
                 sub._ready.set_exception(exc)
         self._set_state(ClientState.CLOSED, self.close_code, self.close_reason)
         self._connected.set()  # wake waiters, who find the client closed
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform(0, min(max, min * 2**attempt))."""
+        ceiling = min(self.max_backoff, self.min_backoff * 2 ** min(attempt, 30))
+        return random.uniform(0, ceiling)
 
     def _schedule_refresh(self, ttl: int) -> None:
         if self._refresh_task is not None:
@@ -459,7 +483,14 @@ class Client:
         def on_reply(result: dict[str, JSON]) -> None:
             # Runs in the reader, before any later push: recovered publications
             # are delivered ahead of new ones.
+            if self._subs.get(sub.channel) is not sub:
+                # Unsubscribed (or replaced) while the hub was answering: undo it
+                # on the hub too (commands run in order), and tell nobody.
+                if self._subs.get(sub.channel) is None:
+                    self._send("unsubscribe", {"channel": sub.channel})
+                return
             sub.active = True
+            sub._attempt = 0
             recovered = bool(result.get("recovered"))
             epoch = result.get("epoch")
             for pub in result.get("publications", []) if recovered else []:
@@ -481,9 +512,22 @@ class Client:
             if ready is not None and not ready.done():
                 ready.set_result(None)
             return
+        if isinstance(exc, HubClientError) and exc.temporary and self._subs.get(sub.channel) is sub:
+            # E.g. 112 broker unavailable, 111 too many requests, 100 internal: keep
+            # the subscription and ask again after a backoff (full jitter);
+            # subscribe() goes on waiting.
+            delay = self._backoff(sub._attempt)
+            sub._attempt += 1
+            logger.warning(
+                "subscribe to %r failed (%s), retrying in %.2f s", sub.channel, exc, delay
+            )
+            sub._cancel_retry()
+            sub._retry = asyncio.get_running_loop().call_later(delay, self._retry_subscribe, sub)
+            return
         if isinstance(exc, HubClientError):
             # Refused for good (e.g. permission revoked): stop trying this channel.
-            self._subs.pop(sub.channel, None)
+            if self._subs.get(sub.channel) is sub:
+                self._subs.pop(sub.channel)
             if sub.on_unsubscribed is not None:
                 self._emit(
                     sub.on_unsubscribed, UnsubscribedEvent(sub.channel, exc.code, exc.message)
@@ -491,6 +535,25 @@ class Client:
             if ready is not None and not ready.done():
                 ready.set_exception(exc)
         # A ConnectionError: the subscription is sent again after reconnecting.
+
+    def _retry_subscribe(self, sub: Subscription) -> None:
+        sub._retry = None
+        # Only on the same connection: a reconnect resubscribes every channel itself.
+        current = self._subs.get(sub.channel) is sub
+        if current and self.state is ClientState.CONNECTED and not sub.active:
+            self._send_subscribe(sub)
+
+    def _resync(self, sub: Subscription) -> None:
+        """A gap in a channel's offsets: subscribe again, recovering from the last
+        publication processed (what tether.js does)."""
+        if self.state is not ClientState.CONNECTED or self._subs.get(sub.channel) is not sub:
+            return
+        # Publications still in flight are dropped until the hub answers: the
+        # recovery delivers them (it has everything after sub.offset), and the hub
+        # sends later ones after its reply.
+        sub.active = False
+        self._send("unsubscribe", {"channel": sub.channel})
+        self._send_subscribe(sub)
 
     def _send_publish(self, publish: _Publish) -> None:
         params: dict[str, JSON] = {
@@ -574,7 +637,8 @@ class Client:
         if sub is None:
             return
         if kind == "pub":
-            self._on_publication(sub, _publication(sub.channel, message, message.get("epoch")))
+            if sub.active:
+                self._on_pushed_publication(sub, message)
         elif kind in ("join", "leave"):
             handler = sub.on_join if kind == "join" else sub.on_leave
             if handler is not None:
@@ -587,6 +651,30 @@ class Client:
                     sub.channel, int(message.get("code", 0)), str(message.get("reason", ""))
                 )
                 self._emit(sub.on_unsubscribed, event)
+
+    def _on_pushed_publication(self, sub: Subscription, message: dict[str, Any]) -> None:
+        pub = _publication(sub.channel, message, message.get("epoch"))
+        if pub.offset is not None and pub.epoch is not None and sub.offset is not None:
+            if sub.epoch is not None and pub.epoch != sub.epoch:
+                # The channel's history was reset (lost, expired): the position is
+                # gone, as after a recovery that failed. Tell the app to resync and
+                # go on from the new epoch.
+                logger.warning(
+                    "channel %r: new epoch %r (was %r)", sub.channel, pub.epoch, sub.epoch
+                )
+                sub.offset, sub.epoch = pub.offset, pub.epoch
+                if sub.on_subscribed is not None:
+                    position = StreamPosition(pub.offset, pub.epoch)
+                    event = SubscribedEvent(sub.channel, False, True, position)
+                    self._emit(sub.on_subscribed, event)
+                if sub.on_publication is not None:
+                    self._emit(sub.on_publication, pub)
+                return
+            if pub.epoch == sub.epoch and pub.offset > sub.offset + 1:
+                logger.info("channel %r: gap %d -> %d", sub.channel, sub.offset, pub.offset)
+                self._resync(sub)
+                return
+        self._on_publication(sub, pub)
 
     def _on_publication(self, sub: Subscription, pub: PublicationEvent) -> None:
         if pub.offset is not None and pub.epoch is not None:
