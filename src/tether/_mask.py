@@ -6,7 +6,6 @@ of a per-byte Python loop, which is what makes the fallback usable at all.
 
 from __future__ import annotations
 
-
 # _XOR_TABLES[k][b] == b ^ k
 _XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
 

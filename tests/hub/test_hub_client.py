@@ -183,3 +183,41 @@ async def test_handlers_may_be_coroutines_and_may_fail(start_hub: StartHub) -> N
         assert [getattr(e, "data", None) for e in seen] == ["ok"]
     finally:
         await client.close()
+
+
+async def test_subscribe_retries_while_the_broker_is_unavailable(start_hub: StartHub) -> None:
+    """A real hub answers 112 (temporary) while its broker is down: the client keeps
+    the subscription and retries until the hub accepts."""
+    from tether.hub.brokers.base import BrokerUnavailable
+
+    hub = await start_hub()
+    broker = hub.node.broker
+    real_subscribe = broker.subscribe
+    refusals = 3
+
+    async def flaky_subscribe(channel: str) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise BrokerUnavailable("broker down")
+        await real_subscribe(channel)
+
+    broker.subscribe = flaky_subscribe  # type: ignore[method-assign]
+    rec = Recorder()
+    unsubscribed: asyncio.Queue[object] = asyncio.Queue()
+    client = make_client(hub, rec)
+    try:
+        await asyncio.wait_for(client.connect(), GUARD)
+        sub = await asyncio.wait_for(
+            client.subscribe(
+                "flaky", on_publication=rec.pubs.put, on_unsubscribed=unsubscribed.put
+            ),
+            GUARD,
+        )
+        assert refusals == 0 and sub.active
+        assert hub.node.registry.sessions("flaky") != set()
+        await client.publish("flaky", "through")
+        assert await rec.data(1) == ["through"]
+        assert unsubscribed.empty()
+    finally:
+        await client.close()

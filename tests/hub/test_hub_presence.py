@@ -157,3 +157,34 @@ async def _until_gone(store: object, client_id: str) -> None:
     assert isinstance(store, Presence)
     while client_id in await store.get("room"):
         await asyncio.sleep(0.01)  # a TTL is time passing: there is nothing to await
+
+
+async def test_refresh_presence_makes_one_call_per_channel(start_hub: StartHub, wire: Wire) -> None:
+    from collections.abc import Sequence
+
+    from tether.hub import ClientInfo
+
+    hub = await start_hub(config=config(namespaces={"quiet": ChannelOptions(presence=False)}))
+    clients = [await wire(hub.websocket_url) for _ in range(3)]
+    for client in clients:
+        await client.call("subscribe", {"channel": "room"})
+        await client.call("subscribe", {"channel": "quiet:x"})
+    await clients[0].call("subscribe", {"channel": "other"})
+    store = hub.node.presence_store
+    calls: list[tuple[str, set[str], float]] = []
+    real_add_many = store.add_many
+
+    async def add_many(channel: str, infos: Sequence[ClientInfo], *, ttl: float) -> None:
+        calls.append((channel, {info.client for info in infos}, ttl))
+        await real_add_many(channel, infos, ttl=ttl)
+
+    async def add(channel: str, info: ClientInfo, *, ttl: float) -> None:
+        raise AssertionError("one add per session and channel")
+
+    store.add_many = add_many  # type: ignore[method-assign]
+    store.add = add  # type: ignore[method-assign]
+    await hub.node.refresh_presence()
+    ttl = hub.node.config.presence_ttl
+    ids = {client.client_id for client in clients}
+    assert sorted(calls) == [("other", {clients[0].client_id}, ttl), ("room", ids, ttl)]
+    assert set(await store.get("room")) == ids

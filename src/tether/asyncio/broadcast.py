@@ -47,7 +47,8 @@ def broadcast(
         transport = conn.transport
         if proto.state is not State.OPEN or transport is None or proto._sending is not None:
             continue
-        if conn._writing_paused:
+        if conn._writing_paused or conn._busy is not None:
+            # Over its write limit, or a worker thread is using its core.
             skipped += 1
             continue
         if proto._is_client or (proto.extensions and compress is not False):

@@ -37,6 +37,7 @@ class ClientConnection(Connection):
 
     def _handshake_data(self, data: bytes) -> None:
         proto = self.protocol
+        self._set_parse_budget()  # frames may follow the response in this read
         proto.receive_data(data)
         events = proto.events_received()
         for event in events:
@@ -53,6 +54,8 @@ class ClientConnection(Connection):
                 self._handle_events([event])
         if proto.handshake_exc is not None and not self._handshake.done():
             self._handshake.set_exception(proto.handshake_exc)
+        if proto.parse_paused:
+            self._after_receive()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -37,7 +37,9 @@ logger = logging.getLogger("tether")
 
 Data = str | bytes
 _MESSAGE_TYPES = frozenset({str, bytes})
-_OK_CODES = (CloseCode.NORMAL, CloseCode.GOING_AWAY)
+# A clean close, as websockets counts it: 1005 is a Close frame without a code,
+# which is what a browser's ws.close() sends.
+_OK_CODES = (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS)
 
 # DEFLATE's best case is a 258-byte match coded in 2 bits: 1032 bytes out per
 # byte in, so a 16 KiB compressed frame may inflate to 16 MiB.
@@ -216,12 +218,15 @@ class Connection(asyncio.Protocol):
         if self._busy is not None or (proto.extensions and self._inflates_much(data)):
             self._receive_in_worker(data)
             return
-        if self.max_queue is not None:
-            # Parse no more messages than the queue has room for: compressed
-            # ones may each inflate to max_size.
-            proto.max_messages = max(self.max_queue - len(self._queue), 1)
+        self._set_parse_budget()
         proto.receive_data(data)
         self._after_receive()
+
+    def _set_parse_budget(self) -> None:
+        # Parse no more messages than the queue has room for: compressed ones
+        # may each inflate to max_size.
+        if self.max_queue is not None:
+            self.protocol.max_messages = max(self.max_queue - len(self._queue), 1)
 
     def _handshake_data(self, data: bytes) -> None:
         """Bytes of the opening handshake; each side implements it."""
@@ -263,8 +268,7 @@ class Connection(asyncio.Protocol):
             and self._busy is None
         ):
             # The parse budget stopped early but there is room: go on.
-            if self.max_queue is not None:
-                proto.max_messages = max(self.max_queue - len(self._queue), 1)
+            self._set_parse_budget()
             proto.receive_data(b"")
             self._handle_received()
 
@@ -301,6 +305,9 @@ class Connection(asyncio.Protocol):
     def _receive_in_worker(self, data: bytes) -> None:
         self._backlog.append(data)
         if self._busy is not None:
+            # Busy compressing a send: hold the input, and stop reading more.
+            if self.transport is not None:
+                self.transport.pause_reading()
             return
         if self.transport is not None:
             self.transport.pause_reading()
@@ -315,8 +322,7 @@ class Connection(asyncio.Protocol):
             ):
                 chunk = b"".join(self._backlog)
                 self._backlog.clear()
-                if self.max_queue is not None:
-                    proto.max_messages = max(self.max_queue - len(self._queue), 1)
+                self._set_parse_budget()
                 await self.loop.run_in_executor(None, proto.receive_data, chunk)
                 self._handle_received()
         finally:
@@ -373,10 +379,13 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._when_idle(self._send_deferred_pong)
+        self._wake_drainers()
+
+    def _send_deferred_pong(self) -> None:
         self.protocol.defer_pongs = False
         self.protocol.send_pending_pong()
         self._flush()
-        self._wake_drainers()
 
     # ------------------------------------------------------------- internals
 
@@ -456,12 +465,23 @@ class Connection(asyncio.Protocol):
         if self.protocol.state is State.OPEN:
             self.fail(CloseCode.INTERNAL_ERROR, "")
 
-    def _fail_pending(self) -> None:
+    def _when_idle(self, action: Callable[[], None]) -> None:
+        """Run ``action`` now, or once the worker thread using the core is done.
+
+        Every synchronous path that touches the core goes through here (async
+        ones await ``_busy``): the core is not thread-safe, and a frame written
+        while the worker is mid-frame would interleave on the wire.
+        """
         busy = self._busy
-        if busy is not None:
-            # A worker thread is using the core: fail once it is done.
-            busy.add_done_callback(lambda _: self._fail_pending())
-            return
+        if busy is None:
+            action()
+        else:
+            busy.add_done_callback(lambda _: self._when_idle(action))
+
+    def _fail_pending(self) -> None:
+        self._when_idle(self._fail_pending_now)
+
+    def _fail_pending_now(self) -> None:
         self.protocol.fail_pending()
         self._flush()
 
@@ -635,7 +655,7 @@ class Connection(asyncio.Protocol):
                 return
         while self._busy is not None:
             await asyncio.shield(self._busy)
-        if proto.state is not State.OPEN:
+        if proto.state is not State.OPEN or self._lost:
             raise self._closed_exception()
         if type(message) is bytes:
             opcode, data = Opcode.BINARY, message
@@ -695,6 +715,9 @@ class Connection(asyncio.Protocol):
 
     def close_nowait(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake without waiting for it to finish."""
+        self._when_idle(lambda: self._close_now(code, reason))
+
+    def _close_now(self, code: int, reason: str) -> None:
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
             self._flush()
@@ -716,15 +739,26 @@ class Connection(asyncio.Protocol):
         text = isinstance(first, str)
         prev: Data = first
         started = False
-        async for chunk in iterator:
-            if isinstance(chunk, str) != text:
-                raise TypeError("fragments of one message must all be str or all be bytes")
-            self._send_fragment(prev, text, started, False, compress)
-            started = True
-            prev = chunk
-            self._flush()
-            if self._writing_paused:
-                await self._drain()
+        try:
+            async for chunk in iterator:
+                if isinstance(chunk, str) != text:
+                    raise TypeError("fragments of one message must all be str or all be bytes")
+                while self._busy is not None:
+                    await asyncio.shield(self._busy)
+                self._send_fragment(prev, text, started, False, compress)
+                started = True
+                prev = chunk
+                self._flush()
+                if self._writing_paused:
+                    await self._drain()
+            while self._busy is not None:
+                await asyncio.shield(self._busy)
+        except BaseException:
+            if started and proto.state is State.OPEN:
+                # Half a message is on the wire and the rest will never come:
+                # the stream cannot continue (as websockets does).
+                self.fail(CloseCode.INTERNAL_ERROR, "error while sending a fragmented message")
+            raise
         self._send_fragment(prev, text, started, True, compress)
         self._flush()
         if self._writing_paused and proto.state is State.OPEN:
@@ -768,14 +802,20 @@ class Connection(asyncio.Protocol):
             payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
             if payload in self._pings:
                 raise ConcurrencyError("already waiting for a pong with the same data")
-        proto.send_ping(payload)
         fut: asyncio.Future[float] = self.loop.create_future()
         self._pings[payload] = (fut, time.monotonic())
-        self._flush()
+        self._when_idle(lambda: self._send_ping(payload))
         return fut
+
+    def _send_ping(self, payload: bytes) -> None:
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_ping(payload)
+            self._flush()
 
     async def pong(self, data: Data = b"") -> None:
         proto = self.protocol
+        while self._busy is not None:
+            await asyncio.shield(self._busy)
         if proto.state is not State.OPEN:
             raise self._closed_exception()
         proto.send_pong(data.encode("utf-8") if isinstance(data, str) else bytes(data))
@@ -820,9 +860,8 @@ class Connection(asyncio.Protocol):
         if fut.done():
             return
         logger.info("keepalive ping timeout; closing connection")
-        self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         fut.cancel()
-        self._flush()
+        self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     # ------------------------------------------------------------------ close
 
@@ -832,6 +871,8 @@ class Connection(asyncio.Protocol):
         Gives up after ``close_timeout`` and drops the TCP connection.
         """
         proto = self.protocol
+        while self._busy is not None:
+            await asyncio.shield(self._busy)
         if proto.state is State.OPEN:
             with contextlib.suppress(InvalidState):
                 proto.send_close(code, reason)
@@ -852,6 +893,9 @@ class Connection(asyncio.Protocol):
 
     def fail(self, code: int, reason: str) -> None:
         """Close at once with ``code``, without waiting for the peer's answer."""
+        self._when_idle(lambda: self._fail_now(code, reason))
+
+    def _fail_now(self, code: int, reason: str) -> None:
         self.protocol.fail(code, reason)
         self._flush()
 

@@ -107,7 +107,8 @@ class ServerConnection(Connection):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
-        body, proto._pending = proto._pending[:length], proto._pending[length:]
+        body = bytes(proto._pending[:length])
+        del proto._pending[:length]
         return body
 
     def _wake_body_reader(self) -> None:
@@ -135,7 +136,13 @@ class ServerConnection(Connection):
             if isinstance(event, RequestReceived):
                 self.request = event.request
                 if self.server.process_request is None and self.server.process_response is None:
-                    self._finish_handshake(proto.accept(event.request))
+                    try:
+                        response = proto.accept(event.request)
+                    except Exception:
+                        # e.g. a select_subprotocol callback that raised
+                        logger.exception("error while accepting the handshake")
+                        response = make_response(500, "internal server error")
+                    self._finish_handshake(response)
                 else:
                     self._handler_task = self.server._track(self._hooked_handshake(event.request))
         if proto.state is State.CLOSED:
@@ -164,7 +171,8 @@ class ServerConnection(Connection):
             response = make_response(500, "internal server error")
         if self.protocol.state is State.CONNECTING and not self._lost:
             self._finish_handshake(response, in_task=True)
-            if self._handler_task is not None and self._is_open():
+            # This task ran the hooks; it now runs the handler (a Listener needs none).
+            if self.server.listener_factory is None and self._is_open():
                 await self._run_handler()
 
     def _is_open(self) -> bool:
@@ -176,6 +184,9 @@ class ServerConnection(Connection):
         if self.server.server_header and "Server" not in response.headers:
             response.headers["Server"] = self.server.server_header
         self.response = response
+        # Frames pipelined behind the request are parsed by send_response:
+        # the same parse budget as for any read applies to them.
+        self._set_parse_budget()
         proto.send_response(response)
         if self._open_handle is not None:
             self._open_handle.cancel()
@@ -189,9 +200,7 @@ class ServerConnection(Connection):
             elif not in_task:
                 self._handler_task = self.server._track(self._run_handler())
             # Frames pipelined behind the request were parsed by send_response.
-            events = proto.events_received()
-            if events:
-                self._handle_events(events)
+            self._after_receive()
         elif proto.handshake_exc is not None and response.status_code >= 400:
             # A plain HTTP answer from process_request (an API, a health check)
             # is not worth a log line; a refused upgrade is.

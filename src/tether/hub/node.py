@@ -152,13 +152,17 @@ class Node:
                 logger.exception("housekeeping failed")
 
     async def refresh_presence(self) -> None:
+        """Refresh the presence of every live session: one backend call per channel."""
+        by_channel: dict[str, list[ClientInfo]] = {}
         for session in list(self.sessions.values()):
             info = session.client_info
             if info is None:
                 continue
-            for channel in list(session.channels):
-                if self.options(channel).presence:
-                    await self.presence_store.add(channel, info, ttl=self.config.presence_ttl)
+            for channel in session.channels:
+                by_channel.setdefault(channel, []).append(info)
+        for channel, infos in by_channel.items():
+            if self.options(channel).presence:
+                await self.presence_store.add_many(channel, infos, ttl=self.config.presence_ttl)
 
     # ------------------------------------------------------------- sessions
 

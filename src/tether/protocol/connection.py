@@ -69,12 +69,15 @@ class _MaskPool:
         self._pos = 0
 
     def next(self) -> bytes:
-        if self._pos >= len(self._data):
-            self._data = os.urandom(4096)
-            self._pos = 0
-        key = self._data[self._pos : self._pos + 4]
-        self._pos += 4
-        return key
+        # Clients may frame in a worker thread (large compressed sends):
+        # reserve the slot before reading it, and retry on a refill race.
+        while True:
+            data, pos = self._data, self._pos
+            self._pos = pos + 4
+            key = data[pos : pos + 4]
+            if len(key) == 4:
+                return key
+            self._data, self._pos = os.urandom(4096), 0
 
 
 _MASKS = _MaskPool()

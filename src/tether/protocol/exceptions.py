@@ -93,7 +93,7 @@ class ConnectionClosed(WebSocketError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection closed cleanly (1000 or 1001 both ways)."""
+    """The connection closed cleanly: 1000, 1001 or 1005 (no code) received."""
 
 
 class ConnectionClosedError(ConnectionClosed):

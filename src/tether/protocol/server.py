@@ -60,7 +60,7 @@ class ServerProtocol(Connection):
         self.available_subprotocols = list(subprotocols or [])
         self.select_subprotocol = select_subprotocol
         self._head = HeadParser(max_line=max_header_line, max_headers=max_headers)
-        self._pending: bytes = b""
+        self._pending = bytearray()
         self.request: Request | None = None
         self.response: Response | None = None
         self.subprotocol: str | None = None
@@ -104,7 +104,7 @@ class ServerProtocol(Connection):
             self.handshake_exc = InvalidHandshake(f"unsupported HTTP version {version}")
             self._reject_now(make_response(505, "HTTP/1.1 required"))
             return
-        self._pending = rest
+        self._pending = bytearray(rest)
         self.request = Request(path, self._head.headers, method)
         self._events.append(RequestReceived(self.request))
 
@@ -150,7 +150,7 @@ class ServerProtocol(Connection):
             self._out.append(response.serialize())
             self.extensions = getattr(self, "_accepted_extensions", [])
             self.state = State.OPEN
-            pending, self._pending = self._pending, b""
+            pending, self._pending = bytes(self._pending), bytearray()
             if pending:
                 self.receive_data(pending)
         else:

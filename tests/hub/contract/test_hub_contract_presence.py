@@ -40,3 +40,23 @@ async def test_entries_expire_unless_refreshed(backend: Backend) -> None:
     await presence.expire()
     assert set(await presence.get("room")) == {"live"}
     assert (await presence.stats("room")).num_clients == 1
+
+
+async def test_add_many_adds_and_refreshes_every_entry(backend: Backend) -> None:
+    presence = backend.presence
+    alice, bob = ClientInfo("c1", "alice", {"name": "Alice"}), ClientInfo("c2", "bob")
+    await presence.add("room", ClientInfo("stale", "x"), ttl=5)
+    await presence.add_many("room", [alice, bob], ttl=5)
+    await presence.add_many("room", [], ttl=5)  # nothing: no error
+    assert await presence.get("room") == {
+        "c1": alice,
+        "c2": bob,
+        "stale": ClientInfo("stale", "x"),
+    }
+    await backend.advance(3)
+    await presence.add_many("room", [alice, bob], ttl=5)  # refreshed, "stale" not
+    await backend.advance(3)
+    await presence.expire()
+    assert await presence.get("room") == {"c1": alice, "c2": bob}
+    assert (await presence.stats("room")).num_users == 2
+    assert await presence.get("elsewhere") == {}

@@ -8,6 +8,7 @@ TTL (see :class:`~tether.hub.node.Node`).
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tether.hub.model import ClientInfo
@@ -25,6 +26,15 @@ class Presence(abc.ABC):
     @abc.abstractmethod
     async def add(self, channel: str, info: ClientInfo, *, ttl: float) -> None:
         """Add or refresh ``info.client`` in ``channel`` for ``ttl`` seconds."""
+
+    async def add_many(self, channel: str, infos: Sequence[ClientInfo], *, ttl: float) -> None:
+        """:meth:`add` each of ``infos`` (the node's periodic refresh of a channel).
+
+        This default makes one :meth:`add` per entry; networked backends
+        override it to make one round trip.
+        """
+        for info in infos:
+            await self.add(channel, info, ttl=ttl)
 
     @abc.abstractmethod
     async def remove(self, channel: str, client_id: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tether.hub.model import ClientInfo
 from tether.hub.presence.base import Presence, PresenceStats
@@ -17,6 +17,14 @@ class MemoryPresence(Presence):
 
     async def add(self, channel: str, info: ClientInfo, *, ttl: float) -> None:
         self._channels.setdefault(channel, {})[info.client] = (info, self.clock() + ttl)
+
+    async def add_many(self, channel: str, infos: Sequence[ClientInfo], *, ttl: float) -> None:
+        if not infos:
+            return
+        expiry = self.clock() + ttl
+        clients = self._channels.setdefault(channel, {})
+        for info in infos:
+            clients[info.client] = (info, expiry)
 
     async def remove(self, channel: str, client_id: str) -> None:
         clients = self._channels.get(channel)

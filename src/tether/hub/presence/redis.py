@@ -18,7 +18,7 @@ nobody refreshes disappear entirely.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tether.hub._redis import (
@@ -40,6 +40,22 @@ _ADD = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 local ttl = tonumber(ARGV[4])
+for _, key in ipairs(KEYS) do
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+return 1
+"""
+
+# KEYS: hash, zset. ARGV: expiry ms, ttl ms, then client, info JSON for each entry.
+_ADD_MANY = """
+local expires = ARGV[1]
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], expires, ARGV[i])
+end
+local ttl = tonumber(ARGV[2])
 for _, key in ipairs(KEYS) do
   if redis.call('PTTL', key) < ttl then
     redis.call('PEXPIRE', key, ttl)
@@ -76,6 +92,7 @@ class RedisPresence(Presence):
         # Every operation is idempotent: retried once on a dead pooled connection.
         self.client: aioredis.Redis = make_client(url, timeout=timeout, retries=1)
         self._add = self.client.register_script(_ADD)
+        self._add_many = self.client.register_script(_ADD_MANY)
         self._get = self.client.register_script(_GET)
 
     def _keys(self, channel: str) -> list[str]:
@@ -90,6 +107,18 @@ class RedisPresence(Presence):
         args: list[str | int] = [info.client, dumps(info.to_json()), expires, ttl_ms]
         async with unavailable_on_error("presence"):
             await self._add(keys=self._keys(channel), args=args)
+
+    async def add_many(self, channel: str, infos: Sequence[ClientInfo], *, ttl: float) -> None:
+        """One script call (one round trip) for every entry of the channel."""
+        if not infos:
+            return
+        ttl_ms = max(1, int(ttl * 1000))
+        expires = int(self.clock() * 1000) + ttl_ms
+        args: list[str | int] = [expires, ttl_ms]
+        for info in infos:
+            args += [info.client, dumps(info.to_json())]
+        async with unavailable_on_error("presence"):
+            await self._add_many(keys=self._keys(channel), args=args)
 
     async def remove(self, channel: str, client_id: str) -> None:
         hash_key, zset_key = self._keys(channel)
