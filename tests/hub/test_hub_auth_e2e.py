@@ -184,3 +184,20 @@ async def test_origin_policy(
         with pytest.raises(tether.InvalidStatus) as caught:
             await asyncio.wait_for(opening.create(), GUARD)
         assert caught.value.response.status_code == 403
+
+
+async def test_refresh_with_fewer_channels_drops_those_subscriptions(
+    start_hub: StartHub, wire: Wire
+) -> None:
+    hub = await start_hub()
+    client = await wire(hub.websocket_url, token=token("gina", channels=["news", "sport"]))
+    await client.call("subscribe", {"channel": "news"})
+    await client.call("subscribe", {"channel": "sport"})
+    await client.call("refresh", {"token": token("gina", channels=["news"])})
+    push = await client.push("unsubscribe")
+    assert push["channel"] == "sport" and push["code"] == 2103
+    session = hub.node.sessions[client.client_id]
+    assert set(session.channels) == {"news"}
+    await hub.node.publish("sport", "not for gina any more")
+    await hub.node.publish("news", "still for gina")
+    assert (await client.push("pub"))["data"] == "still for gina"

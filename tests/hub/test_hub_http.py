@@ -248,3 +248,12 @@ async def test_packaged_static_files_are_served(start_hub: StartHub) -> None:
             assert status == 200 and body == (static / name).read_bytes()
         else:
             assert status == 404
+
+
+async def test_broadcast_is_capped(start_hub: StartHub) -> None:
+    hub = await start_hub()
+    status, body = await api(
+        hub, "/api/broadcast", {"channels": [f"c{i}" for i in range(1001)], "data": 1}
+    )
+    assert status == 400
+    assert body["error"]["code"] == 106  # type: ignore[index]

@@ -87,6 +87,10 @@ def _content(status: int, body: bytes, content_type: str) -> Response:
     return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
+# One API call must not turn into unbounded work.
+MAX_BROADCAST_CHANNELS = 1000
+
+
 class HttpRoutes:
     """The hub's ``process_request``: answer HTTP, or return ``None`` to upgrade."""
 
@@ -216,6 +220,10 @@ class HttpRoutes:
         channels = params.get("channels")
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise HubError(ErrorCode.BAD_REQUEST, "channels must be a list of strings")
+        if len(channels) > MAX_BROADCAST_CHANNELS:
+            raise HubError(
+                ErrorCode.LIMIT_EXCEEDED, f"at most {MAX_BROADCAST_CHANNELS} channels per broadcast"
+            )
         if "data" not in params:
             raise HubError(ErrorCode.BAD_REQUEST, "data is required")
         results: list[JSON] = []

@@ -36,6 +36,7 @@ from tether.hub.wire import (
     position_param,
     reply,
     req_str,
+    unsubscribe_push,
 )
 from tether.hub.writer import SessionWriter
 
@@ -348,6 +349,11 @@ class Session:
             raise HubError(ErrorCode.UNAUTHORIZED, "token is for another user")
         self.credentials = credentials
         self._schedule_expiry()
+        # A refreshed token may allow fewer channels: drop subscriptions it no
+        # longer covers, and say why (an ``unsubscribe`` push, code 2000 + 103).
+        for channel in [c for c in self.channels if not credentials.allows(c)]:
+            await self.node.remove_subscription(self, channel)
+            self.send(unsubscribe_push(channel, 2103, "permission denied by the refreshed token"))
         ttl = credentials.ttl()
         return {"ttl": ttl} if ttl is not None else {}
 
