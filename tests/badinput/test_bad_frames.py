@@ -16,6 +16,7 @@ import pytest
 
 import tether
 from tether.protocol.frames import Opcode
+from tether_testing import build_frame
 
 FAST = 2.0
 MAX_SIZE = 1 << 20
@@ -58,18 +59,7 @@ def frame(
     length: int | None = None,
 ) -> bytes:
     """A frame built by hand; ``length`` overrides the declared payload length."""
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    declared = len(payload) if length is None else length
-    bit = 0x80 if mask is not None else 0
-    if declared < 126:
-        head = bytes((b0, bit | declared))
-    elif declared < 65536:
-        head = struct.pack("!BBH", b0, bit | 126, declared)
-    else:
-        head = struct.pack("!BBQ", b0, bit | 127, declared)
-    if mask is None:
-        return head + payload
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return build_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask, length=length)
 
 
 def close(code: int, reason: bytes = b"") -> bytes:
