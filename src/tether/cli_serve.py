@@ -67,7 +67,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--history",
         metavar="URL",
-        help="memory or redis://...; default: the broker if Redis, else memory (TETHER_HISTORY)",
+        help="memory, redis://... or nats://... (JetStream); default: the broker if Redis, "
+        "else memory (TETHER_HISTORY)",
     )
     p.add_argument(
         "--presence",

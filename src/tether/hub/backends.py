@@ -2,10 +2,11 @@
 
 ``memory`` (the default) keeps everything in the process. ``redis://`` (or
 ``rediss://``, ``unix://``) selects the Redis implementation, ``nats://``
-the NATS broker. Any broker works with any history and presence: when only
-the broker is given, history and presence follow it if it is Redis, and stay
-in memory otherwise (NATS has no history or presence here: pair it with
-``--history redis://… --presence redis://…`` for several nodes).
+the NATS broker or JetStream history. Any broker works with any history and
+presence: when only the broker is given, history and presence follow it if
+it is Redis, and stay in memory otherwise (NATS keeps no presence: pair it
+with ``--history nats://…`` or ``redis://…`` and ``--presence redis://…``
+for several nodes).
 """
 
 from __future__ import annotations
@@ -56,9 +57,8 @@ def resolve(config: HubConfig) -> BackendUrls:
     follow = broker if kind == "redis" else MEMORY
     history = config.history or follow
     presence = config.presence or follow
-    for name, url in (("history", history), ("presence", presence)):
-        if backend_kind(url) == "nats":
-            raise ConfigError(f"{name} cannot be NATS: use memory or redis://")
+    if backend_kind(presence) == "nats":
+        raise ConfigError("presence cannot be NATS: use memory or redis://")
     return BackendUrls(broker, history, presence)
 
 
@@ -76,10 +76,15 @@ def make_broker(url: str, prefix: str) -> Broker:
 
 
 def make_history(url: str, prefix: str) -> History:
-    if backend_kind(url) == "redis":
+    kind = backend_kind(url)
+    if kind == "redis":
         from tether.hub.history.redis import RedisHistory
 
         return RedisHistory(url, prefix=prefix + ":")
+    if kind == "nats":
+        from tether.hub.history.nats import NatsHistory
+
+        return NatsHistory(url, prefix=prefix)
     return MemoryHistory()
 
 

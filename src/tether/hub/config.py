@@ -97,7 +97,8 @@ class HubConfig:
     broker: str = "memory"
     """Where publications travel between nodes: ``memory``, ``redis://…`` or ``nats://…``."""
     history: str = ""
-    """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
+    """``memory``, ``redis://…`` or ``nats://…`` (JetStream); empty: the broker's Redis if it
+    is Redis, else memory."""
     presence: str = ""
     """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
     backplane_prefix: str = "tether"

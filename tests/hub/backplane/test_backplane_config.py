@@ -38,8 +38,9 @@ def test_history_and_presence_follow_a_redis_broker_only() -> None:
     assert (urls.history, urls.presence) == (REDIS, "memory")
     urls = resolve(HubConfig())
     assert (urls.broker, urls.history, urls.presence) == ("memory",) * 3
-    with pytest.raises(ConfigError, match="history cannot be NATS"):
-        resolve(HubConfig(history=NATS))
+    assert resolve(HubConfig(history=NATS)).history == NATS  # JetStream history
+    with pytest.raises(ConfigError, match="presence cannot be NATS"):
+        resolve(HubConfig(presence=NATS))
 
 
 def test_flags_environment_and_file(tmp_path: Path) -> None:

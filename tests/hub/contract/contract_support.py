@@ -1,8 +1,9 @@
 """The backends the contract suite runs against.
 
 The ``backend`` fixture runs each contract test once per implementation in
-``BACKENDS``: memory, Redis (broker, history and presence) and NATS (broker;
-history and presence in memory). A networked backend's factory skips,
+``BACKENDS``: memory, Redis (broker, history and presence), NATS (broker;
+history and presence in memory) and JetStream (NATS broker and JetStream
+history; presence in memory). A networked backend's factory skips,
 through ``require``, when its server is not running.
 """
 
@@ -133,9 +134,37 @@ def nats_backend() -> Backend:
     )
 
 
+def jetstream_backend() -> Backend:
+    """NATS broker and JetStream history (stream and buckets of this test's own)."""
+    url = require_nats()
+    from tether.hub.brokers.nats import NatsBroker
+    from tether.hub.history.nats import NatsHistory
+
+    clock = FakeClock()
+    prefix = unique("contract")
+    history = NatsHistory(url, prefix=prefix, clock=clock)
+
+    async def drop() -> None:
+        cleaner = NatsHistory(url, prefix=prefix)
+        try:
+            await cleaner.destroy()
+        finally:
+            await cleaner.close()
+
+    return Backend(
+        "jetstream",
+        lambda n: synced([NatsBroker(url, prefix=prefix) for _ in range(n)]),
+        history,
+        MemoryPresence(clock=clock),
+        clock.advance,
+        [drop],
+    )
+
+
 # name -> factory.
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "memory": memory_backend,
     "redis": redis_backend,
     "nats": nats_backend,
+    "jetstream": jetstream_backend,
 }
