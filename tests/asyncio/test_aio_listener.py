@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -87,3 +88,32 @@ async def test_send_nowait_after_close_raises(listener_server: tether.Server) ->
         await ws.close()
         with pytest.raises(tether.ConnectionClosed):
             ws.send_nowait("late")
+
+
+async def test_cancelled_recv_of_a_fragmented_message_loses_nothing() -> None:
+    release = asyncio.Event()
+
+    async def slow_fragments(ws: tether.ServerConnection) -> None:
+        async def pieces() -> AsyncIterator[str]:
+            yield "first "
+            yield "middle "  # "first " goes out once the next piece is known
+            await release.wait()  # the client's recv() is cancelled meanwhile
+            yield "last"
+
+        await ws.send(pieces())
+        await ws.wait_closed()
+
+    async with (
+        tether.serve(
+            slow_fragments, "127.0.0.1", 0, compression=None, stream_fragments=True
+        ) as server,
+        tether.connect(url(server), compression=None, stream_fragments=True) as ws,
+    ):
+        receiving = asyncio.ensure_future(ws.recv())
+        while not ws._recv_parts:  # the first fragment was taken
+            await asyncio.sleep(0)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        release.set()
+        assert await asyncio.wait_for(ws.recv(), 5) == "first middle last"

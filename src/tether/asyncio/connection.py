@@ -95,6 +95,7 @@ class Connection(asyncio.Protocol):
         "_pings",
         "_queue",
         "_reading_paused",
+        "_recv_parts",
         "_recv_waiter",
         "_writing_paused",
         "close_timeout",
@@ -153,6 +154,7 @@ class Connection(asyncio.Protocol):
         self._closed_waiter: asyncio.Future[None] = self.loop.create_future()
         self.latency = 0.0
         self._listener: Listener | None = None
+        self._recv_parts: list[Any] = []
 
     # ------------------------------------------------------------ properties
 
@@ -577,7 +579,10 @@ class Connection(asyncio.Protocol):
         if self._reading_paused:
             self._maybe_resume_reading()
         if isinstance(item, Fragment):
-            parts = [item.data]
+            # Kept on the connection, not in this frame: if this recv() is
+            # cancelled halfway, the next one carries on with the same message.
+            parts = self._recv_parts
+            parts.append(item.data)
             fragment = item
             while not fragment.fin:
                 while not queue:
@@ -589,6 +594,7 @@ class Connection(asyncio.Protocol):
                 if self._reading_paused:
                     # A message may have more fragments than max_queue.
                     self._maybe_resume_reading()
+            self._recv_parts = []
             if self._reading_paused:
                 self._maybe_resume_reading()
             return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
