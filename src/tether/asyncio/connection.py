@@ -597,7 +597,7 @@ class Connection(asyncio.Protocol):
             self._recv_parts = []
             if self._reading_paused:
                 self._maybe_resume_reading()
-            return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+            return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
         return item
 
     async def recv_streaming(self) -> AsyncIterator[Data]:
