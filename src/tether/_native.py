@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from tether import _mask
+from tether import _mask, _utf8
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 FrameBatchParser = Callable[[bytes | bytearray, int, bool, int, list[object]], int]
@@ -20,6 +20,8 @@ apply_mask: MaskFunction = _mask.apply_mask
 # Parses a run of whole simple frames in one call; its pure-Python twin is
 # the fast path inside Connection._parse, used when this is None.
 parse_simple_frames: FrameBatchParser | None = None
+# Incremental fail-fast UTF-8 validation: feed(data, final=False) -> bool.
+Utf8Validator: type[_utf8.Utf8Validator] = _utf8.Utf8Validator
 USING_SPEEDUPS = False
 
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
@@ -32,4 +34,5 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
     else:
         apply_mask = _speedups.apply_mask
         parse_simple_frames = _speedups.parse_simple_frames
+        Utf8Validator = _speedups.Utf8Validator  # type: ignore[assignment]
         USING_SPEEDUPS = True

@@ -511,15 +511,15 @@ def test_truncated_character_at_end_of_fragmented_message(side: Side) -> None:
     assert_failed(conn, 1007)
 
 
-# (bytes, how many of them must arrive before the failure). CPython's incremental
-# decoder holds back a truncated surrogate (b"\xed\xa0") instead of rejecting it,
-# so that case fails one byte later, on the third byte.
+# (bytes, how many of them must arrive before the failure). A truncated
+# surrogate (b"\xed\xa0") fails on its second byte: the partial-frame check uses
+# a fail-fast validator, not CPython's decoder, which would hold it back.
 FAIL_FAST_CASES = [
     (b"\xff", 1),
     (b"\xc0", 1),
     (b"\xf4\x90", 2),
     (b"\xe2\x82A", 3),
-    (b"\xed\xa0\x80", 3),
+    (b"\xed\xa0\x80", 2),
 ]
 
 

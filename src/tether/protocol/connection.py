@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from tether import _native
 from tether._native import apply_mask
+from tether._utf8 import Utf8Validator
 from tether.protocol.events import CloseReceived, Event, Fragment, Ping, Pong
 from tether.protocol.exceptions import InvalidState, PayloadTooBig, ProtocolError
 from tether.protocol.extensions.base import Extension
@@ -120,7 +121,7 @@ class Connection:
         self._msg_compressed = False
         # Fail-fast UTF-8 check of a text frame still arriving (Autobahn 6.4.*).
         self._partial_checked = 0
-        self._partial_decoder: codecs.IncrementalDecoder | None = None
+        self._partial_decoder: Utf8Validator | None = None
 
         # Message being sent: None when between messages.
         self._sending: int | None = None
@@ -364,14 +365,16 @@ class Connection:
             key = bytes(buf[pos + head - 4 : pos + head])
             shift = self._partial_checked % 4
             chunk = apply_mask(chunk, key[shift:] + key[:shift])
-        if self._partial_decoder is None:
-            self._partial_decoder = _Utf8Decoder()
+        validator = self._partial_decoder
+        if validator is None:
+            # Fail-fast validator (unlike codecs' decoder, it rejects a cut-off
+            # surrogate such as b"\xed\xa0" at once), primed with the bytes of
+            # a character the previous fragment left unfinished.
+            validator = self._partial_decoder = _native.Utf8Validator()
             if self._msg_decoder is not None:
-                self._partial_decoder.setstate(self._msg_decoder.getstate())
-        try:
-            self._partial_decoder.decode(chunk)
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"invalid UTF-8 in text frame: {exc.reason}", 1007) from None
+                validator.feed(self._msg_decoder.getstate()[0])
+        if not validator.feed(chunk):
+            raise ProtocolError("invalid UTF-8 in text frame", 1007)
         self._partial_checked += len(chunk)
 
     def _data_frame(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> None:
