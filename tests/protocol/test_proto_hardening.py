@@ -91,3 +91,17 @@ def test_deferred_failure_without_messages_fails_at_once() -> None:
     conn.receive_data(serialize_frame(Opcode.TEXT, b"\xff", mask=b"abcd"))
     assert conn.pending_failure is None
     assert conn.failure is not None and conn.failure.code == 1007
+
+
+def test_cut_off_surrogate_at_a_fragment_end_fails_at_once() -> None:
+    from tether.protocol.frames import Opcode, serialize_frame
+
+    conn = Connection(Side.SERVER)
+    conn.receive_data(serialize_frame(Opcode.TEXT, b"ok\xed\xa0", fin=False, mask=b"abcd"))
+    assert conn.failure is not None and conn.failure.code == 1007
+    # A valid three-byte character cut at the same place is fine.
+    conn = Connection(Side.SERVER)
+    conn.receive_data(serialize_frame(Opcode.TEXT, b"ok\xed\x9f", fin=False, mask=b"abcd"))
+    conn.receive_data(serialize_frame(Opcode.CONT, b"\xbf", mask=b"abcd"))
+    assert conn.failure is None
+    assert conn.events_received() == ["ok\ud7ff"]

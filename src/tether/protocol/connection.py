@@ -415,6 +415,12 @@ class Connection:
                 data = self._msg_decoder.decode(payload, fin)
             except UnicodeDecodeError as exc:
                 raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", 1007) from None
+            if not fin:
+                # CPython's decoder holds back a cut-off surrogate (ED A0..BF)
+                # as if it could still complete; no continuation makes it valid.
+                held = self._msg_decoder.getstate()[0]
+                if len(held) >= 2 and held[0] == 0xED and held[1] >= 0xA0:
+                    raise ProtocolError("invalid UTF-8 in text message: surrogate", 1007)
         if self.stream_fragments:
             self._events.append(Fragment(data, fin))
         else:
