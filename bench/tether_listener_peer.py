@@ -7,8 +7,9 @@ answered from the transport callback with ``send_nowait`` / ``broadcast``.
 
 from __future__ import annotations
 
-import asyncio
 import sys
+
+from tether_peer import run  # same settings and loop choice
 
 import tether
 from tether.asyncio.connection import Connection, Data
@@ -34,24 +35,5 @@ class Fanout(tether.Listener):
         CLIENTS.discard(ws)
 
 
-async def main() -> None:
-    async with tether.serve(
-        Echo if MODE == "echo" else Fanout,
-        "127.0.0.1",
-        PORT,
-        max_size=None,
-        compression=None,
-        ping_interval=None,
-        write_limit=2**20,
-    ):
-        print("ready", flush=True)
-        await asyncio.Future()
-
-
 if __name__ == "__main__":
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run(Echo if MODE == "echo" else Fanout)

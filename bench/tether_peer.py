@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import tether
 
@@ -30,8 +31,8 @@ async def fanout(ws: tether.ServerConnection) -> None:
         CLIENTS.discard(ws)
 
 
-async def main() -> None:
-    handler = echo if MODE == "echo" else fanout
+async def serve_until_killed(handler: Any) -> None:
+    """Serve ``handler`` with the harness's settings; print "ready" once listening."""
     async with tether.serve(
         handler,
         "127.0.0.1",
@@ -45,10 +46,15 @@ async def main() -> None:
         await asyncio.Future()
 
 
-if __name__ == "__main__":
+def run(handler: Any) -> None:
+    """Run on uvloop when it is installed (``tether[speed]``), else on asyncio."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main())
+        asyncio.run(serve_until_killed(handler))
     else:
-        uvloop.run(main())
+        uvloop.run(serve_until_killed(handler))
+
+
+if __name__ == "__main__":
+    run(echo if MODE == "echo" else fanout)
