@@ -11,10 +11,11 @@ import logging
 import os
 from collections.abc import Callable
 
-from tether import _mask, _utf8
+from tether import _frame_out, _mask, _receiver, _utf8
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 FrameBatchParser = Callable[[bytes | bytearray, int, bool, int, list[object]], int]
+FrameFunction = Callable[[int, bytes], bytes]
 
 apply_mask: MaskFunction = _mask.apply_mask
 # Parses a run of whole simple frames in one call; its pure-Python twin is
@@ -22,6 +23,10 @@ apply_mask: MaskFunction = _mask.apply_mask
 parse_simple_frames: FrameBatchParser | None = None
 # Incremental fail-fast UTF-8 validation: feed(data, final=False) -> bool.
 Utf8Validator: type[_utf8.Utf8Validator] = _utf8.Utf8Validator
+# A whole unmasked frame (a server's), header and payload in one bytes object.
+frame_unmasked: FrameFunction = _frame_out.frame_unmasked
+# A connection's fast read path (asyncio BufferedProtocol side); see tether._receiver.
+Receiver: type[_receiver.Receiver] = _receiver.Receiver
 USING_SPEEDUPS = False
 
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
@@ -35,4 +40,6 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
         apply_mask = _speedups.apply_mask
         parse_simple_frames = _speedups.parse_simple_frames
         Utf8Validator = _speedups.Utf8Validator  # type: ignore[assignment]
+        Receiver = _speedups.Receiver  # type: ignore[assignment]
+        frame_unmasked = _speedups.frame_unmasked
         USING_SPEEDUPS = True

@@ -1,10 +1,12 @@
 """Type stubs for the optional C extension ``tether._speedups``.
 
-Pure-Python twins: :mod:`tether._mask` (masking) and :mod:`tether._utf8`
-(UTF-8 validation).
+Pure-Python twins: :mod:`tether._mask` (masking), :mod:`tether._utf8`
+(UTF-8 validation), :mod:`tether._receiver` (the fast read path) and
+:mod:`tether._frame_out` (server frames).
 """
 
-from typing import Final, final
+from collections.abc import Callable
+from typing import Any, Final, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -44,3 +46,34 @@ def parse_simple_frames(
     buf: ReadableBuffer, pos: int, expect_mask: bool, limit: int, events: list[object], /
 ) -> int:
     """Append the messages of the whole simple frames at ``buf[pos:]``; return the new pos."""
+
+def frame_unmasked(opcode: int, data: bytes, /) -> bytes:
+    """One whole unmasked frame (FIN, no RSV), header and payload in one bytes object."""
+
+@final
+class Receiver:
+    """A connection's fast read path for an asyncio BufferedProtocol (see tether._receiver)."""
+
+    fast: bool
+    def __init__(self, expect_mask: bool = True, limit: int = 0) -> None: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def delivered(self) -> int: ...
+    def get_buffer(self, sizehint: int = -1, /) -> memoryview: ...
+    def feed(
+        self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any, /
+    ) -> int: ...
+    def take(self, nbytes: int = 0, /) -> bytes: ...
+    def bind(
+        self,
+        conn: Any,
+        core: Any,
+        expect_mask: bool,
+        limit: int,
+        slow: Callable[[bytes, bool], object],
+        on_error: Callable[[Exception], object],
+        /,
+    ) -> None: ...
+    def enable(self, deliver: Callable[[Any, Any], object], /) -> None: ...
+    def buffer_updated(self, nbytes: int, /) -> None: ...

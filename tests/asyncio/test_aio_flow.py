@@ -39,6 +39,8 @@ def on_reading_paused(conn: tether.Connection) -> asyncio.Event:
             paused.set()
 
     conn._deliver = deliver  # type: ignore[method-assign]
+    # Whole simple frames reach _deliver through the fast read path's callback.
+    conn._rx.enable(lambda _conn, message: deliver(message))
     return paused
 
 
@@ -68,6 +70,7 @@ async def test_bounded_incoming_queue_pushes_back_on_the_sender(start_server) ->
             max_seen = max(max_seen, len(ws._queue))
 
         ws._deliver = deliver
+        ws._rx.enable(lambda _conn, message: deliver(message))
         server_side.set_result(ws)
         await release.wait()  # does not read until released
         async for message in ws:
@@ -80,14 +83,14 @@ async def test_bounded_incoming_queue_pushes_back_on_the_sender(start_server) ->
         server_ws = await asyncio.wait_for(server_side, GUARD)
         server_paused = on_reading_paused(server_ws)
         bytes_read = 0
-        original_data_received = server_ws.data_received
+        original_buffer_updated = server_ws.buffer_updated
 
-        def data_received(data: bytes) -> None:
+        def buffer_updated(nbytes: int) -> None:
             nonlocal bytes_read
-            bytes_read += len(data)
-            original_data_received(data)
+            bytes_read += nbytes
+            original_buffer_updated(nbytes)
 
-        server_ws.data_received = data_received  # type: ignore[method-assign]
+        server_ws.buffer_updated = buffer_updated  # type: ignore[method-assign]
         client_paused = on_pause_writing(ws)
         payload = b"\xab" * size
         sent = 0

@@ -39,11 +39,19 @@ def broadcast(
         opcode = Opcode.BINARY
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}")
-    plain: bytes | None = None
+    plain = frame_header(opcode, len(payload)) + payload
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0
+    open_ = State.OPEN
     for conn in connections:
         proto = conn.protocol
+        if conn._fast_tx and proto.state is open_ and proto._sending is None:
+            # The common case first: an open server connection, no extension.
+            if conn._writing_paused:
+                skipped += 1
+            else:
+                conn.transport.write(plain)  # type: ignore[union-attr]
+            continue
         transport = conn.transport
         if proto.state is not State.OPEN or transport is None or proto._sending is not None:
             continue
@@ -67,8 +75,6 @@ def broadcast(
                 frame = shared[key] = _encode_shared(proto.extensions, opcode, payload, compress)
             transport.write(frame)
             continue
-        if plain is None:
-            plain = frame_header(opcode, len(payload)) + payload
         transport.write(plain)
     if skipped:
         logger.warning("broadcast skipped %d slow connection(s)", skipped)

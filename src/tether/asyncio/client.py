@@ -50,6 +50,7 @@ class ClientConnection(Connection):
                 elif not self._handshake.done():
                     self._handshake.set_result(None)
                     self._start_keepalive()
+                    self._enable_fast_paths()
             else:
                 self._handle_events([event])
         if proto.handshake_exc is not None and not self._handshake.done():

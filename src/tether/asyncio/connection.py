@@ -1,10 +1,14 @@
 """The asyncio connection shared by server and client: reading, writing, closing, keepalive.
 
-One :class:`asyncio.Protocol` per socket, no reader task: the transport calls
-:meth:`Connection.data_received`, the sans-I/O core turns bytes into messages,
-and messages go to whoever awaits :meth:`Connection.recv` (or into a bounded
-queue; when it is full the transport stops reading, so a slow consumer pushes
-back on its peer through TCP instead of growing memory).
+One :class:`asyncio.BufferedProtocol` per socket, no reader task: the
+transport reads into memory from :meth:`Connection.get_buffer` and calls
+:meth:`Connection.buffer_updated`. Whole simple frames (unfragmented text or
+binary) become messages right there, in native code when it is built (see
+:mod:`tether._receiver`); everything else goes to the sans-I/O core through
+:meth:`Connection.data_received`. Messages go to whoever awaits
+:meth:`Connection.recv` (or into a bounded queue; when it is full the
+transport stops reading, so a slow consumer pushes back on its peer through
+TCP instead of growing memory), or to a :class:`Listener`'s ``on_message``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from tether import _native
 from tether.protocol.connection import Connection as CoreConnection
-from tether.protocol.connection import State
+from tether.protocol.connection import Side, State
 from tether.protocol.events import CloseReceived, Fragment, Pong
 from tether.protocol.exceptions import (
     ConnectionClosed,
@@ -37,6 +42,21 @@ logger = logging.getLogger("tether")
 
 Data = str | bytes
 _MESSAGE_TYPES = frozenset({str, bytes})
+_OPEN = State.OPEN
+_frame_unmasked = _native.frame_unmasked
+# Above this, header and payload go out as a gathered write: no copy of the payload.
+_ONE_WRITE = 65536
+
+
+def _frame_small(message: object) -> bytes | None:
+    """A server's whole frame for a str or bytes message below _ONE_WRITE, else None."""
+    if type(message) is bytes:
+        return _frame_unmasked(2, message) if len(message) < _ONE_WRITE else None
+    if type(message) is str and len(message) < _ONE_WRITE // 4:  # UTF-8: <= 4 bytes each
+        return _frame_unmasked(1, message.encode())
+    return None
+
+
 # A clean close, as websockets counts it: 1005 is a Close frame without a code,
 # which is what a browser's ws.close() sends.
 _OK_CODES = (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS)
@@ -75,11 +95,13 @@ class ConcurrencyError(RuntimeError):
     """Two coroutines called recv (or streamed a send) on one connection at once."""
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """An open WebSocket connection (base of server and client connections)."""
 
     # Slots keep an idle connection small (thousands of them per process);
     # subclasses add a __dict__, so users can still attach their own attributes.
+    # get_buffer and buffer_updated, the BufferedProtocol callbacks, are slots
+    # holding the Receiver's own (native) methods: no Python frame per read.
     __slots__ = (
         "_backlog",
         "_busy",
@@ -87,6 +109,8 @@ class Connection(asyncio.Protocol):
         "_closed_waiter",
         "_drain_waiters",
         "_dropping",
+        "_fast_rx",
+        "_fast_tx",
         "_half_closed",
         "_keepalive_handle",
         "_listener",
@@ -97,8 +121,12 @@ class Connection(asyncio.Protocol):
         "_reading_paused",
         "_recv_parts",
         "_recv_waiter",
+        "_rx",
+        "_rx_deliver",
         "_writing_paused",
+        "buffer_updated",
         "close_timeout",
+        "get_buffer",
         "latency",
         "loop",
         "max_queue",
@@ -155,6 +183,16 @@ class Connection(asyncio.Protocol):
         self.latency = 0.0
         self._listener: Listener | None = None
         self._recv_parts: list[Any] = []
+        # The read side; whole simple frames skip the core once the
+        # connection is open (_enable_fast_receive). Transports look the
+        # callbacks up when they are created, before connection_made.
+        rx = self._rx = _native.Receiver()
+        self.get_buffer = rx.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = rx.buffer_updated  # type: ignore[method-assign]
+        self._rx_deliver: Callable[[Any, Any], object] | None = None
+        self._fast_rx = False
+        # A whole message below 64 KiB is one native call and one write (see send).
+        self._fast_tx = False
 
     # ------------------------------------------------------------ properties
 
@@ -210,9 +248,48 @@ class Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(high, low)
         # Messages that arrive just before a protocol error reach the
         # application before the connection fails (see _fail_pending).
-        self.protocol.defer_failure = True
+        proto = self.protocol
+        proto.defer_failure = True
+        limit = proto.max_size if proto.max_size is not None else 1 << 62
+        if proto.max_frame_size is not None:
+            limit = min(limit, proto.max_frame_size)
+        # Per read, buffer_updated (the Receiver's) delivers whole simple
+        # frames itself while ``fast`` holds; anything else (a control frame,
+        # a fragment, an error ...) goes to _receive, exactly as it arrived.
+        self._rx.bind(
+            self, proto, proto.side is Side.SERVER, limit, self._receive, self._fast_receive_failed
+        )
+
+    def _enable_fast_paths(self) -> None:
+        """Once open: let whole simple messages bypass the core both ways."""
+        proto = self.protocol
+        if proto.extensions or proto.frame_observer is not None:
+            # Compression needs the core (and its worker thread: _busy); so
+            # does tracing.
+            return
+        # Clients mask every frame with a fresh key: the core frames those.
+        self._fast_tx = proto.side is Side.SERVER
+        if proto.stream_fragments:
+            return
+        listener = self._listener
+        self._rx_deliver = listener.on_message if listener is not None else type(self)._deliver
+        self._fast_rx = True
+        self._rx.enable(self._rx_deliver)
+        self._update_fast_receive()
+
+    def _update_fast_receive(self) -> None:
+        # The core must be between frames: nothing buffered, no message half-read.
+        proto = self.protocol
+        self._rx.fast = self._fast_rx and not proto._buf and proto._msg_text is None
+
+    def _fast_receive_failed(self, exc: Exception) -> None:
+        self._listener_failed(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._receive(data, False)
+
+    def _receive(self, data: bytes, after_messages: bool) -> None:
+        """Bytes for the core; ``after_messages``: the fast path just delivered some."""
         proto = self.protocol
         if proto.state is State.CONNECTING:
             self._handshake_data(data)
@@ -221,8 +298,10 @@ class Connection(asyncio.Protocol):
             self._receive_in_worker(data)
             return
         self._set_parse_budget()
-        proto.receive_data(data)
+        proto.receive_data(data, after_messages=after_messages)
         self._after_receive()
+        if self._fast_rx:
+            self._update_fast_receive()
 
     def _set_parse_budget(self) -> None:
         # Parse no more messages than the queue has room for: compressed ones
@@ -292,6 +371,9 @@ class Connection(asyncio.Protocol):
                     self._listener_failed()
             else:
                 self._handle_events(events)
+        elif proto.pending_failure is not None:
+            # Messages delivered by the fast path came first (see _handle_events).
+            self.loop.call_soon(self._fail_pending)
         out = proto.data_to_send()
         if out:
             self._write_out(out)
@@ -462,8 +544,8 @@ class Connection(asyncio.Protocol):
         except Exception:
             self._listener_failed()
 
-    def _listener_failed(self) -> None:
-        logger.exception("listener callback failed")
+    def _listener_failed(self, exc: BaseException | None = None) -> None:
+        logger.error("listener callback failed", exc_info=exc or True)
         if self.protocol.state is State.OPEN:
             self.fail(CloseCode.INTERNAL_ERROR, "")
 
@@ -626,8 +708,15 @@ class Connection(asyncio.Protocol):
 
     async def __anext__(self) -> Data:
         queue = self._queue
-        if queue and type(queue[0]) is not Fragment:
-            # Fast path: a whole message is already waiting.
+        if not queue:
+            # Wait here rather than in recv(): one coroutine less per message.
+            try:
+                while not queue:
+                    await self._wait_message()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+        if type(queue[0]) is not Fragment:
+            # A whole message (the usual case; fragments are joined by recv).
             item = queue.popleft()
             if self._reading_paused:
                 self._maybe_resume_reading()
@@ -651,11 +740,11 @@ class Connection(asyncio.Protocol):
         message. Waits while the write buffer is above the high-water mark.
         """
         proto = self.protocol
-        if type(message) is bytes and self._busy is None and self.transport is not None:
+        if self._fast_tx and proto.state is _OPEN and proto._sending is None:
             # Fast path: a server frame with no extension is just header + payload.
-            frame = proto.frame_simple(Opcode.BINARY, message)
+            frame = _frame_small(message)
             if frame is not None:
-                self.transport.write(frame)
+                self.transport.write(frame)  # type: ignore[union-attr]
                 if self._writing_paused:
                     await self._drain()
                 return
@@ -698,10 +787,10 @@ class Connection(asyncio.Protocol):
         :attr:`buffered_amount` to apply backpressure yourself.
         """
         proto = self.protocol
-        if type(message) is bytes and self._busy is None:
-            frame = proto.frame_simple(Opcode.BINARY, message)
-            if frame is not None and self.transport is not None:
-                self.transport.write(frame)
+        if self._fast_tx and proto.state is _OPEN and proto._sending is None:
+            frame = _frame_small(message)
+            if frame is not None:
+                self.transport.write(frame)  # type: ignore[union-attr]
                 return
         if proto.state is not State.OPEN or self._busy is not None:
             if proto.state is State.OPEN:

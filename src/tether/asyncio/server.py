@@ -199,6 +199,7 @@ class ServerConnection(Connection):
                 self._call_listener(self._listener.on_open)
             elif not in_task:
                 self._handler_task = self.server._track(self._run_handler())
+            self._enable_fast_paths()
             # Frames pipelined behind the request were parsed by send_response.
             self._after_receive()
         elif proto.handshake_exc is not None and response.status_code >= 400:

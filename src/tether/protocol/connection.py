@@ -151,12 +151,14 @@ class Connection:
 
     # ------------------------------------------------------------------ input
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes, *, after_messages: bool = False) -> None:
         """Feed bytes read from the network. Never raises.
 
         With ``max_messages`` set, parsing stops after that many messages and
         ``parse_paused`` turns true: the rest stays buffered until
         ``receive_data(b"")`` is called again (when the application caught up).
+        ``after_messages`` tells that the I/O layer delivered messages from
+        the same read itself, just before these bytes (see ``defer_failure``).
         """
         if self._discard_input or (not data and not self.parse_paused):
             return
@@ -174,8 +176,9 @@ class Connection:
                 if consumed < len(data):
                     self._buf += data[consumed:]
         except ProtocolError as exc:
-            if self.defer_failure and any(
-                type(event) in (str, bytes, Fragment) for event in self._events
+            if self.defer_failure and (
+                after_messages
+                or any(type(event) in (str, bytes, Fragment) for event in self._events)
             ):
                 self.pending_failure = exc
                 self._discard_input = True

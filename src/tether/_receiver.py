@@ -1,0 +1,230 @@
+"""Pure-Python twin of the native ``_speedups.Receiver``: a connection's fast read path.
+
+An asyncio ``BufferedProtocol`` asks :meth:`Receiver.get_buffer` for memory
+to read into, then calls :meth:`Receiver.feed`, which turns each whole
+*simple* frame (an unfragmented TEXT or BINARY frame: first byte 0x81 or
+0x82, masked exactly when expected, within the size limit) into a message
+and hands it to a callback at once. Anything else stops ``feed`` with
+:data:`SLOW`; :meth:`Receiver.take` then returns every held byte, exactly as
+it arrived, for the full parser in :mod:`tether.protocol.connection`.
+
+A text frame that has only partly arrived is left to the full parser too:
+it checks UTF-8 as the bytes come and fails fast (Autobahn 6.4.*).
+
+Reads land in one buffer shared by the thread's connections; only the bytes
+of a frame cut by the end of a read are copied into the connection, so an
+idle connection holds no buffer. The native twin also reads a large binary
+frame straight into the bytes object that becomes the message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tether._mask import apply_mask
+
+OK = 0  # every whole simple frame was delivered; at most an incomplete one is held
+SLOW = 1  # what is held needs the full parser: call take()
+
+_SHARED_SIZE = 256 * 1024
+_local = threading.local()
+
+
+def _shared_buffer() -> memoryview:
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None:
+        view = _local.view = memoryview(bytearray(_SHARED_SIZE))
+    return view
+
+
+class Receiver:
+    """See the module docstring; the API matches ``tether._speedups.Receiver``."""
+
+    __slots__ = (
+        "_busy",
+        "_conn",
+        "_core",
+        "_deliver",
+        "_held",
+        "_limit",
+        "_mask_bit",
+        "_on_error",
+        "_reading_shared",
+        "_slow",
+        "delivered",
+        "fast",
+    )
+
+    def __init__(self, expect_mask: bool = True, limit: int = 0) -> None:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        self._mask_bit = 0x80 if expect_mask else 0
+        self._limit = limit
+        self._held = bytearray()
+        self._reading_shared = False
+        self._busy = False
+        self.delivered = 0
+        self.fast = False
+        self._conn: Any = None
+        self._core: Any = None
+        self._deliver: Callable[[Any, Any], object] | None = None
+        self._slow: Callable[[bytes, bool], object] | None = None
+        self._on_error: Callable[[Exception], object] | None = None
+
+    def bind(
+        self,
+        conn: Any,
+        core: Any,
+        expect_mask: bool,
+        limit: int,
+        slow: Callable[[bytes, bool], object],
+        on_error: Callable[[Exception], object],
+    ) -> None:
+        """Attach to a connection for :meth:`buffer_updated`; see the native twin."""
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        self._mask_bit = 0x80 if expect_mask else 0
+        self._limit = limit
+        self._conn = conn
+        self._core = core
+        self._slow = slow
+        self._on_error = on_error
+
+    def enable(self, deliver: Callable[[Any, Any], object]) -> None:
+        """Deliver whole simple frames with ``deliver(conn, message)`` (while ``fast``)."""
+        self._deliver = deliver
+        self.fast = True
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """The BufferedProtocol callback: feed(), then the rest to ``slow``."""
+        slow = self._slow
+        if slow is None:
+            raise RuntimeError("Receiver.bind() was not called")
+        deliver = self._deliver
+        if self.fast and deliver is not None and not self._core._discard_input:
+            try:
+                if self.feed(nbytes, deliver, self._conn, self._core) == OK:
+                    return
+            except Exception as exc:
+                if self._on_error is None:
+                    raise
+                self._on_error(exc)
+                return
+            slow(self.take(), self.delivered > 0)
+        else:
+            slow(self.take(nbytes), False)
+
+    @property
+    def pending(self) -> int:
+        return len(self._held)
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        self._check_idle()
+        self._reading_shared = True
+        return _shared_buffer()
+
+    def _check_idle(self) -> None:
+        if self._busy:
+            raise RuntimeError("Receiver used from inside its own feed() callback")
+
+    def _commit(self, nbytes: int) -> memoryview | None:
+        """Account for ``nbytes`` read; the bytes when they are still in the shared buffer."""
+        if nbytes < 0:
+            raise ValueError("nbytes must be >= 0")
+        if not self._reading_shared:
+            if nbytes:
+                raise ValueError("nbytes is larger than the buffer handed out")
+            return None
+        if nbytes > _SHARED_SIZE:
+            raise ValueError("nbytes is larger than the buffer handed out")
+        self._reading_shared = False
+        data = _shared_buffer()[:nbytes]
+        if self._held:
+            self._held += data
+            return None
+        return data
+
+    def take(self, nbytes: int = 0) -> bytes:
+        self._check_idle()
+        data = self._commit(nbytes)
+        if data is not None:
+            return bytes(data)
+        held = bytes(self._held)
+        self._held = bytearray()
+        return held
+
+    def feed(self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any) -> int:
+        self._check_idle()
+        data = self._commit(nbytes)
+        buf: memoryview | bytearray = self._held if data is None else data
+        self.delivered = 0
+        self._busy = True
+        pos = 0
+        n = len(buf)
+        mask_bit = self._mask_bit
+        limit = self._limit
+        status = OK
+        try:
+            while pos < n:
+                b0 = buf[pos]
+                if b0 != 0x81 and b0 != 0x82:
+                    status = SLOW
+                    break
+                if n - pos < 2:
+                    break
+                b1 = buf[pos + 1]
+                if b1 & 0x80 != mask_bit:
+                    status = SLOW
+                    break
+                length = b1 & 0x7F
+                head = 2
+                if length == 126:
+                    if n - pos < 4:
+                        break
+                    length = (buf[pos + 2] << 8) | buf[pos + 3]
+                    head = 4
+                elif length == 127:
+                    if n - pos < 10:
+                        break
+                    length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                    head = 10
+                if length > limit:
+                    status = SLOW  # the full parser reports 1009 (or 1002)
+                    break
+                if mask_bit:
+                    head += 4
+                    if n - pos < head:
+                        break
+                end = pos + head + length
+                if end > n:
+                    # Incomplete: the full parser checks text as it arrives.
+                    status = SLOW if b0 == 0x81 else OK
+                    break
+                start = pos + head
+                if mask_bit:
+                    payload = apply_mask(buf[start:end], bytes(buf[start - 4 : start]))
+                else:
+                    payload = bytes(buf[start:end])
+                message: bytes | str = payload
+                if b0 == 0x81:
+                    try:
+                        message = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        status = SLOW  # the full parser fails with 1007
+                        break
+                pos = end
+                self.delivered += 1
+                deliver(conn, message)
+                if pos < n and core._discard_input:
+                    status = SLOW  # the callback failed or closed the connection
+                    break
+        finally:
+            self._busy = False
+            # Keep what was not delivered, even when a callback raised.
+            if data is None:
+                del self._held[:pos]
+            elif pos < n:
+                self._held += data[pos:]
+        return status
