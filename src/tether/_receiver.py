@@ -47,13 +47,11 @@ class Receiver:
         "_conn",
         "_core",
         "_deliver",
+        "_delivered",
         "_held",
         "_limit",
         "_mask_bit",
-        "_on_error",
         "_reading_shared",
-        "_slow",
-        "delivered",
         "fast",
     )
 
@@ -65,32 +63,24 @@ class Receiver:
         self._held = bytearray()
         self._reading_shared = False
         self._busy = False
-        self.delivered = 0
+        self._delivered = 0
         self.fast = False
         self._conn: Any = None
         self._core: Any = None
         self._deliver: Callable[[Any, Any], object] | None = None
-        self._slow: Callable[[bytes, bool], object] | None = None
-        self._on_error: Callable[[Exception], object] | None = None
 
-    def bind(
-        self,
-        conn: Any,
-        core: Any,
-        expect_mask: bool,
-        limit: int,
-        slow: Callable[[bytes, bool], object],
-        on_error: Callable[[Exception], object],
-    ) -> None:
-        """Attach to a connection for :meth:`buffer_updated`; see the native twin."""
+    def bind(self, conn: Any, core: Any, expect_mask: bool, limit: int) -> None:
+        """Attach to a connection for :meth:`buffer_updated`.
+
+        ``conn`` has the methods ``_receive(data, after_messages)`` and
+        ``_fast_receive_failed(exc)``; ``core`` is its sans-I/O connection.
+        """
         if limit < 0:
             raise ValueError("limit must be >= 0")
         self._mask_bit = 0x80 if expect_mask else 0
         self._limit = limit
         self._conn = conn
         self._core = core
-        self._slow = slow
-        self._on_error = on_error
 
     def enable(self, deliver: Callable[[Any, Any], object]) -> None:
         """Deliver whole simple frames with ``deliver(conn, message)`` (while ``fast``)."""
@@ -98,23 +88,26 @@ class Receiver:
         self.fast = True
 
     def buffer_updated(self, nbytes: int) -> None:
-        """The BufferedProtocol callback: feed(), then the rest to ``slow``."""
-        slow = self._slow
-        if slow is None:
+        """The BufferedProtocol callback: feed(), then the rest to ``conn._receive``."""
+        conn = self._conn
+        if conn is None:
             raise RuntimeError("Receiver.bind() was not called")
         deliver = self._deliver
         if self.fast and deliver is not None and not self._core._discard_input:
             try:
-                if self.feed(nbytes, deliver, self._conn, self._core) == OK:
+                if self.feed(nbytes, deliver, conn, self._core) == OK:
                     return
             except Exception as exc:
-                if self._on_error is None:
-                    raise
-                self._on_error(exc)
+                conn._fast_receive_failed(exc)
                 return
-            slow(self.take(), self.delivered > 0)
+            conn._receive(self.take(), self._delivered > 0)
         else:
-            slow(self.take(nbytes), False)
+            conn._receive(self.take(nbytes), False)
+
+    @property
+    def delivered(self) -> int:
+        """Messages the last feed() passed on."""
+        return self._delivered
 
     @property
     def pending(self) -> int:
@@ -129,8 +122,12 @@ class Receiver:
         if self._busy:
             raise RuntimeError("Receiver used from inside its own feed() callback")
 
-    def _commit(self, nbytes: int) -> memoryview | None:
-        """Account for ``nbytes`` read; the bytes when they are still in the shared buffer."""
+    def _commit(self, nbytes: int) -> bytes | None:
+        """Account for ``nbytes`` read; the bytes, unless they joined what is held.
+
+        A copy out of the shared buffer: a callback may (in theory) make
+        another connection read into it while these bytes are parsed.
+        """
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
         if not self._reading_shared:
@@ -140,17 +137,17 @@ class Receiver:
         if nbytes > _SHARED_SIZE:
             raise ValueError("nbytes is larger than the buffer handed out")
         self._reading_shared = False
-        data = _shared_buffer()[:nbytes]
+        view = _shared_buffer()[:nbytes]
         if self._held:
-            self._held += data
+            self._held += view
             return None
-        return data
+        return bytes(view)
 
     def take(self, nbytes: int = 0) -> bytes:
         self._check_idle()
         data = self._commit(nbytes)
         if data is not None:
-            return bytes(data)
+            return data
         held = bytes(self._held)
         self._held = bytearray()
         return held
@@ -158,8 +155,8 @@ class Receiver:
     def feed(self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any) -> int:
         self._check_idle()
         data = self._commit(nbytes)
-        buf: memoryview | bytearray = self._held if data is None else data
-        self.delivered = 0
+        buf: bytes | bytearray = self._held if data is None else data
+        self._delivered = 0
         self._busy = True
         pos = 0
         n = len(buf)
@@ -215,7 +212,7 @@ class Receiver:
                         status = SLOW  # the full parser fails with 1007
                         break
                 pos = end
-                self.delivered += 1
+                self._delivered += 1
                 deliver(conn, message)
                 if pos < n and core._discard_input:
                     status = SLOW  # the callback failed or closed the connection

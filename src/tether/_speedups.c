@@ -1108,6 +1108,8 @@ enum { RX_OK = 0, RX_SLOW = 1 };
 static _Thread_local unsigned char *rx_shared = NULL;
 static _Thread_local int rx_shared_busy = 0;
 static PyObject *rx_discard_name = NULL;  /* "_discard_input" */
+static PyObject *rx_receive_name = NULL;  /* "_receive" */
+static PyObject *rx_failed_name = NULL;   /* "_fast_receive_failed" */
 
 typedef struct {
     PyObject_HEAD
@@ -1116,6 +1118,7 @@ typedef struct {
     Py_ssize_t limit;          /* largest payload a simple frame may have */
     int mask_bit;              /* 0x80 when frames must be masked (server) */
     int reading_shared;        /* the last get_buffer() handed out the shared buffer */
+    int handed_out;            /* a buffer was handed out and not accounted for yet */
     int busy;                  /* inside feed(): no re-entry */
     PyObject *direct;          /* payload (bytes) of a large binary frame being read */
     Py_ssize_t direct_fill;
@@ -1124,11 +1127,10 @@ typedef struct {
     Py_ssize_t delivered;      /* messages passed on by the last feed() */
     /* For buffer_updated(), set by bind() and enable(): */
     char fast;                 /* feed() may run: the connection is open, the core idle */
-    PyObject *conn;            /* first argument of every callback */
+    PyObject *conn;            /* deliver's first argument; has _receive and
+                                  _fast_receive_failed (see buffer_updated) */
     PyObject *core;            /* the sans-I/O connection; its _discard_input is checked */
     PyObject *deliver;         /* deliver(conn, message) */
-    PyObject *slow;            /* slow(data, after_messages): the full parser's way */
-    PyObject *on_error;        /* on_error(exc): deliver raised an Exception */
 } ReceiverObject;
 
 /* Header of a simple frame at p[0:n]: its length, 0 when incomplete, -1 when
@@ -1422,6 +1424,7 @@ receiver_get_buffer(ReceiverObject *self, PyObject *const *args,
         return NULL;
     }
     self->reading_shared = 0;
+    self->handed_out = 1;
     if (self->direct != NULL) {
         return PyMemoryView_FromMemory(
             PyBytes_AS_STRING(self->direct) + self->direct_fill,
@@ -1458,6 +1461,13 @@ rx_commit(ReceiverObject *self, Py_ssize_t nbytes, int *from_shared)
         PyErr_SetString(PyExc_ValueError, "nbytes must be >= 0");
         return -1;
     }
+    if (!self->handed_out) {
+        if (nbytes > 0) {
+            goto too_many;
+        }
+        return 0;
+    }
+    self->handed_out = 0;
     if (self->direct != NULL) {
         if (nbytes > PyBytes_GET_SIZE(self->direct) - self->direct_fill) {
             goto too_many;
@@ -1595,80 +1605,76 @@ PyDoc_STRVAR(receiver_buffer_updated_doc,
 "buffer_updated($self, nbytes, /)\n"
 "--\n"
 "\n"
-"The BufferedProtocol callback, bound by the connection: feed() while\n"
+"The BufferedProtocol callback, once bound to a connection: feed() while\n"
 "``fast`` holds and the core is not discarding input, then hand what is\n"
-"left to ``slow(data, after_messages)``; an Exception from ``deliver``\n"
-"goes to ``on_error(exc)``.  See bind().");
+"left to ``conn._receive(data, after_messages)``; an Exception from\n"
+"``deliver`` goes to ``conn._fast_receive_failed(exc)``.  See bind().");
 
 static PyObject *
 receiver_buffer_updated(ReceiverObject *self, PyObject *arg)
 {
     Py_ssize_t nbytes = PyLong_AsSsize_t(arg);
-    PyObject *data, *result;
-    int after_messages = 0;
+    PyObject *conn, *data = NULL, *result = NULL;
+    int fast, after_messages = 0;
 
     if (nbytes == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (self->slow == NULL) {
+    if (self->conn == NULL || self->core == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Receiver.bind() was not called");
         return NULL;
     }
-    int fast = self->fast && self->deliver != NULL;
+    /* The callbacks may drop the last references to us and to the
+     * connection (and bind() may replace them): hold our own. */
+    Py_INCREF(self);
+    conn = self->conn;
+    Py_INCREF(conn);
+    fast = self->fast && self->deliver != NULL;
     if (fast) {
         PyObject *flag = PyObject_GetAttr(self->core, rx_discard_name);
         if (flag == NULL) {
-            return NULL;
+            goto done;
         }
         fast = PyObject_Not(flag);
         Py_DECREF(flag);
         if (fast < 0) {
-            return NULL;
+            goto done;
         }
     }
     if (fast) {
-        /* The callbacks may drop the connection's last references to us. */
-        Py_INCREF(self);
-        PyObject *deliver = self->deliver, *conn = self->conn, *core = self->core;
+        PyObject *deliver = self->deliver, *core = self->core;
         Py_INCREF(deliver);
-        Py_INCREF(conn);
         Py_INCREF(core);
         int status = rx_feed(self, nbytes, deliver, conn, core);
         Py_DECREF(deliver);
-        Py_DECREF(conn);
         Py_DECREF(core);
         if (status == RX_OK) {
-            Py_DECREF(self);
-            Py_RETURN_NONE;
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
         }
         if (status < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception) || self->on_error == NULL) {
-                Py_DECREF(self);
-                return NULL;
+            if (PyErr_ExceptionMatches(PyExc_Exception)) {
+                PyObject *exc = rx_fetch_exception();
+                result = PyObject_CallMethodOneArg(conn, rx_failed_name, exc);
+                Py_DECREF(exc);
             }
-            PyObject *exc = rx_fetch_exception();
-            result = PyObject_CallOneArg(self->on_error, exc);
-            Py_DECREF(exc);
-            Py_DECREF(self);
-            if (result == NULL) {
-                return NULL;
-            }
-            Py_DECREF(result);
-            Py_RETURN_NONE;
+            goto done;
         }
         after_messages = self->delivered > 0;
         data = rx_take(self, 0);
-        Py_DECREF(self);
     }
     else {
         data = rx_take(self, nbytes);
     }
-    if (data == NULL) {
-        return NULL;
+    if (data != NULL) {
+        result = PyObject_CallMethodObjArgs(
+            conn, rx_receive_name, data, after_messages ? Py_True : Py_False, NULL);
     }
-    PyObject *args[2] = {data, after_messages ? Py_True : Py_False};
-    result = PyObject_Vectorcall(self->slow, args, 2, NULL);
-    Py_DECREF(data);
+done:
+    Py_XDECREF(data);
+    Py_DECREF(conn);
+    Py_DECREF(self);
     if (result == NULL) {
         return NULL;
     }
@@ -1677,20 +1683,20 @@ receiver_buffer_updated(ReceiverObject *self, PyObject *arg)
 }
 
 PyDoc_STRVAR(receiver_bind_doc,
-"bind($self, conn, core, expect_mask, limit, slow, on_error, /)\n"
+"bind($self, conn, core, expect_mask, limit, /)\n"
 "--\n"
 "\n"
-"Attach to a connection for buffer_updated(): ``core`` is its sans-I/O\n"
-"connection, ``expect_mask`` true on a server, ``limit`` the largest\n"
-"payload for the fast path; ``slow`` and ``on_error`` as in\n"
-"buffer_updated().  Set ``fast`` and call enable() once the connection is\n"
-"open.");
+"Attach to a connection for buffer_updated(): ``conn`` has the methods\n"
+"``_receive(data, after_messages)`` and ``_fast_receive_failed(exc)``,\n"
+"``core`` is its sans-I/O connection, ``expect_mask`` true on a server,\n"
+"``limit`` the largest payload for the fast path.  Call enable() once the\n"
+"connection is open.");
 
 static PyObject *
 receiver_bind(ReceiverObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "bind() takes exactly 6 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "bind() takes exactly 4 arguments");
         return NULL;
     }
     int expect_mask = PyObject_IsTrue(args[2]);
@@ -1711,10 +1717,6 @@ receiver_bind(ReceiverObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(self->conn, args[0]);
     Py_INCREF(args[1]);
     Py_XSETREF(self->core, args[1]);
-    Py_INCREF(args[4]);
-    Py_XSETREF(self->slow, args[4]);
-    Py_INCREF(args[5]);
-    Py_XSETREF(self->on_error, args[5]);
     Py_RETURN_NONE;
 }
 
@@ -1740,8 +1742,6 @@ receiver_traverse(ReceiverObject *self, visitproc visit, void *arg)
     Py_VISIT(self->conn);
     Py_VISIT(self->core);
     Py_VISIT(self->deliver);
-    Py_VISIT(self->slow);
-    Py_VISIT(self->on_error);
     return 0;
 }
 
@@ -1751,8 +1751,6 @@ receiver_clear(ReceiverObject *self)
     Py_CLEAR(self->conn);
     Py_CLEAR(self->core);
     Py_CLEAR(self->deliver);
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->on_error);
     return 0;
 }
 
@@ -2004,7 +2002,9 @@ PyInit__speedups(void)
         return NULL;
     }
     rx_discard_name = PyUnicode_InternFromString("_discard_input");
-    if (rx_discard_name == NULL) {
+    rx_receive_name = PyUnicode_InternFromString("_receive");
+    rx_failed_name = PyUnicode_InternFromString("_fast_receive_failed");
+    if (rx_discard_name == NULL || rx_receive_name == NULL || rx_failed_name == NULL) {
         return NULL;
     }
     module = PyModule_Create(&speedups_module);

@@ -43,6 +43,9 @@ logger = logging.getLogger("tether")
 Data = str | bytes
 _MESSAGE_TYPES = frozenset({str, bytes})
 _OPEN = State.OPEN
+# The queue of a connection that never received a message (see Connection.__init__).
+# An empty tuple: no memory of its own, and appending to it would fail loudly.
+_NO_MESSAGES = cast("collections.deque[Any]", ())
 _frame_unmasked = _native.frame_unmasked
 # Above this, header and payload go out as a gathered write: no copy of the payload.
 _ONE_WRITE = 65536
@@ -164,7 +167,10 @@ class Connection(asyncio.BufferedProtocol):
         self.request: Request | None = None
         self.response: Response | None = None
 
-        self._queue: collections.deque[Data | Fragment] = collections.deque()
+        # Created with the first message: an empty deque costs 600 bytes, and
+        # most connections of a big server are idle. Code that waits for a
+        # message re-reads self._queue afterwards.
+        self._queue: collections.deque[Data | Fragment] = _NO_MESSAGES
         self._recv_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._dropping = False
@@ -256,9 +262,7 @@ class Connection(asyncio.BufferedProtocol):
         # Per read, buffer_updated (the Receiver's) delivers whole simple
         # frames itself while ``fast`` holds; anything else (a control frame,
         # a fragment, an error ...) goes to _receive, exactly as it arrived.
-        self._rx.bind(
-            self, proto, proto.side is Side.SERVER, limit, self._receive, self._fast_receive_failed
-        )
+        self._rx.bind(self, proto, proto.side is Side.SERVER, limit)
 
     def _enable_fast_paths(self) -> None:
         """Once open: let whole simple messages bypass the core both ways."""
@@ -580,7 +584,10 @@ class Connection(asyncio.BufferedProtocol):
             self._dropping = True
             logger.debug("dropping a message received while closing with a full queue")
             return
-        self._queue.append(message)
+        queue = self._queue
+        if queue is _NO_MESSAGES:
+            queue = self._queue = collections.deque()
+        queue.append(message)
         waiter = self._recv_waiter
         if waiter is not None:
             self._recv_waiter = None  # don't keep a done future per idle connection
@@ -654,9 +661,9 @@ class Connection(asyncio.BufferedProtocol):
         Raises :class:`ConnectionClosedOK` or :class:`ConnectionClosedError`
         once the connection is closed and every received message was read.
         """
-        queue = self._queue
-        while not queue:
+        while not self._queue:
             await self._wait_message()
+        queue = self._queue
         item = queue.popleft()
         if self._reading_paused:
             self._maybe_resume_reading()
@@ -688,11 +695,10 @@ class Connection(asyncio.BufferedProtocol):
         Fragments arrive separately only on connections opened with
         ``stream_fragments=True``; otherwise the whole message is one piece.
         """
-        queue = self._queue
         while True:
-            while not queue:
+            while not self._queue:
                 await self._wait_message()
-            item = queue.popleft()
+            item = self._queue.popleft()
             if self._reading_paused:
                 self._maybe_resume_reading()
             if type(item) is Fragment:
@@ -711,10 +717,11 @@ class Connection(asyncio.BufferedProtocol):
         if not queue:
             # Wait here rather than in recv(): one coroutine less per message.
             try:
-                while not queue:
+                while not self._queue:
                     await self._wait_message()
             except ConnectionClosedOK:
                 raise StopAsyncIteration from None
+            queue = self._queue
         if type(queue[0]) is not Fragment:
             # A whole message (the usual case; fragments are joined by recv).
             item = queue.popleft()

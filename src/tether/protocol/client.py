@@ -67,6 +67,21 @@ def parse_uri(uri: str) -> WebSocketURI:
 class ClientProtocol(Connection):
     """A client connection: sends the upgrade request, checks the answer, then speaks WebSocket."""
 
+    __slots__ = (
+        "_head",
+        "additional_headers",
+        "extension_factories",
+        "handshake_exc",
+        "key",
+        "origin",
+        "request",
+        "requested_subprotocols",
+        "response",
+        "subprotocol",
+        "uri",
+        "user_agent",
+    )
+
     def __init__(
         self,
         uri: WebSocketURI,

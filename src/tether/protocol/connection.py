@@ -87,6 +87,42 @@ _MASKS = _MaskPool()
 class Connection:
     """State shared by both sides once the handshake is done (or before it, see subclasses)."""
 
+    # Slots: one of these per connection, thousands per process.
+    __slots__ = (
+        "_buf",
+        "_discard_input",
+        "_events",
+        "_is_client",
+        "_msg_compressed",
+        "_msg_decoder",
+        "_msg_parts",
+        "_msg_size",
+        "_msg_text",
+        "_out",
+        "_partial_checked",
+        "_partial_decoder",
+        "_pending_pong",
+        "_sending",
+        "close_rcvd",
+        "close_rcvd_then_sent",
+        "close_sent",
+        "close_transport",
+        "defer_failure",
+        "defer_pongs",
+        "eof_received",
+        "extensions",
+        "failure",
+        "frame_observer",
+        "max_frame_size",
+        "max_messages",
+        "max_size",
+        "parse_paused",
+        "pending_failure",
+        "side",
+        "state",
+        "stream_fragments",
+    )
+
     def __init__(
         self,
         side: Side,

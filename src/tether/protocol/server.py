@@ -35,6 +35,20 @@ SubprotocolSelector = Callable[[Sequence[str], Sequence[str]], str | None]
 class ServerProtocol(Connection):
     """A server connection: parses the upgrade request, then speaks WebSocket."""
 
+    __slots__ = (
+        "_accepted_extensions",
+        "_head",
+        "_pending",
+        "available_subprotocols",
+        "extension_factories",
+        "handshake_exc",
+        "origins",
+        "request",
+        "response",
+        "select_subprotocol",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         *,
