@@ -336,12 +336,19 @@ class RecordingConn:
     def __init__(self) -> None:
         self.slow: list[tuple[bytes, bool]] = []
         self.errors: list[Exception] = []
+        self.corks: list[str] = []
 
     def _receive(self, data: bytes, after_messages: bool) -> None:
         self.slow.append((data, after_messages))
 
     def _fast_receive_failed(self, exc: Exception) -> None:
         self.errors.append(exc)
+
+    def _cork(self) -> None:
+        self.corks.append("cork")
+
+    def _uncork(self) -> None:
+        self.corks.append("uncork")
 
 
 class Bound:
@@ -527,3 +534,37 @@ def test_other_receiver_read_from_inside_deliver(impl: Any) -> None:
     assert feed_once(a, encode(a_msgs, True), deliver) == OK
     assert a_sink.messages == a_msgs
     assert b_sink.messages == b_msgs
+
+
+def test_buffer_updated_corks_from_the_second_message(impl: Any) -> None:
+    """One message per read: never corked. Several: cork before the second, uncork at the end."""
+    b = Bound(impl)
+    b.read(frame(0x2, b"one", True))
+    assert b.conn.corks == []
+    b.read(frame(0x2, b"a", True) + frame(0x2, b"b", True) + frame(0x2, b"c", True))
+    assert b.conn.corks == ["cork", "uncork"]
+    assert b.sink.messages == [b"one", b"a", b"b", b"c"]
+
+    order: list[str] = []
+    b = Bound(impl)
+    b.conn._cork = lambda: order.append("cork")  # type: ignore[method-assign]
+    b.conn._uncork = lambda: order.append("uncork")  # type: ignore[method-assign]
+
+    def deliver(conn: object, message: object) -> None:
+        order.append(f"msg {message!r}")
+        if message == b"b":
+            raise ValueError("boom")
+
+    b.rx.enable(deliver)
+    b.read(frame(0x2, b"a", True) + frame(0x2, b"b", True) + frame(0x2, b"c", True))
+    # The error still uncorks (held frames must leave) and reaches the connection.
+    assert order == ["msg b'a'", "cork", "msg b'b'", "uncork"]
+    assert [str(e) for e in b.errors] == ["boom"]
+
+
+def test_feed_never_corks(impl: Any) -> None:
+    """feed() itself is for callers without _cork/_uncork (only buffer_updated corks)."""
+    rx = impl(True, 1000)
+    sink = Sink()
+    assert feed_once(rx, frame(0x2, b"a", True) + frame(0x2, b"b", True), sink) == OK
+    assert sink.messages == [b"a", b"b"]

@@ -72,8 +72,9 @@ class Receiver:
     def bind(self, conn: Any, core: Any, expect_mask: bool, limit: int) -> None:
         """Attach to a connection for :meth:`buffer_updated`.
 
-        ``conn`` has the methods ``_receive(data, after_messages)`` and
-        ``_fast_receive_failed(exc)``; ``core`` is its sans-I/O connection.
+        ``conn`` has the methods ``_receive(data, after_messages)``,
+        ``_fast_receive_failed(exc)``, ``_cork()`` and ``_uncork()``; ``core``
+        is its sans-I/O connection.
         """
         if limit < 0:
             raise ValueError("limit must be >= 0")
@@ -95,7 +96,7 @@ class Receiver:
         deliver = self._deliver
         if self.fast and deliver is not None and not self._core._discard_input:
             try:
-                if self.feed(nbytes, deliver, conn, self._core) == OK:
+                if self._feed(nbytes, deliver, conn, self._core, True) == OK:
                     return
             except Exception as exc:
                 conn._fast_receive_failed(exc)
@@ -153,6 +154,14 @@ class Receiver:
         return held
 
     def feed(self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any) -> int:
+        return self._feed(nbytes, deliver, conn, core, False)
+
+    def _feed(
+        self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any, cork: bool
+    ) -> int:
+        # With ``cork``: conn._cork() before a read's second message, so that
+        # what the callbacks write leaves in one system call per socket, and
+        # conn._uncork() at the end. A single message goes out at once.
         self._check_idle()
         data = self._commit(nbytes)
         buf: bytes | bytearray = self._held if data is None else data
@@ -163,6 +172,7 @@ class Receiver:
         mask_bit = self._mask_bit
         limit = self._limit
         status = OK
+        corked = False
         try:
             while pos < n:
                 b0 = buf[pos]
@@ -212,6 +222,9 @@ class Receiver:
                         status = SLOW  # the full parser fails with 1007
                         break
                 pos = end
+                if cork and self._delivered == 1:
+                    conn._cork()
+                    corked = True
                 self._delivered += 1
                 deliver(conn, message)
                 if pos < n and core._discard_input:
@@ -224,4 +237,6 @@ class Receiver:
                 del self._held[:pos]
             elif pos < n:
                 self._held += data[pos:]
+            if corked:
+                conn._uncork()
         return status

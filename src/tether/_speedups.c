@@ -1110,6 +1110,8 @@ static _Thread_local int rx_shared_busy = 0;
 static PyObject *rx_discard_name = NULL;  /* "_discard_input" */
 static PyObject *rx_receive_name = NULL;  /* "_receive" */
 static PyObject *rx_failed_name = NULL;   /* "_fast_receive_failed" */
+static PyObject *rx_cork_name = NULL;     /* "_cork" */
+static PyObject *rx_uncork_name = NULL;   /* "_uncork" */
 
 typedef struct {
     PyObject_HEAD
@@ -1315,7 +1317,8 @@ rx_deliver(ReceiverObject *self, PyObject *deliver, PyObject *conn,
  * before its callback runs.  RX_OK, RX_SLOW or -1 (exception set). */
 static int
 rx_parse(ReceiverObject *self, const unsigned char *p, Py_ssize_t n,
-         Py_ssize_t *pos, PyObject *deliver, PyObject *conn, PyObject *core)
+         Py_ssize_t *pos, PyObject *deliver, PyObject *conn, PyObject *core,
+         int *corked)
 {
     while (*pos < n) {
         Py_ssize_t at = *pos, length = 0;
@@ -1339,6 +1342,19 @@ rx_parse(ReceiverObject *self, const unsigned char *p, Py_ssize_t n,
             return -1;
         }
         *pos = at + head + length;
+        if (self->delivered == 1 && *corked == 0) {
+            /* A second message from the same read: let the connection hold
+             * back what the callbacks write until the read is done, so
+             * several answers to a socket leave in one system call.  A
+             * single message (a round trip) goes out at once. */
+            PyObject *r = PyObject_CallMethodNoArgs(conn, rx_cork_name);
+            if (r == NULL) {
+                Py_DECREF(message);
+                return -1;
+            }
+            Py_DECREF(r);
+            *corked = 1;
+        }
         if (rx_deliver(self, deliver, conn, message) < 0) {
             return -1;
         }
@@ -1504,13 +1520,17 @@ PyDoc_STRVAR(receiver_feed_doc,
 "(see take()).  ``delivered`` counts the messages passed on.  An exception\n"
 "from ``deliver`` propagates; the bytes after that message stay pending.");
 
-/* Account for nbytes read, then deliver; RX_OK, RX_SLOW or -1. */
+/* Account for nbytes read, then deliver; RX_OK, RX_SLOW or -1.  With
+ * ``cork``, conn._cork() is called before a read's second message and
+ * conn._uncork() at the end. */
 static int
 rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
-        PyObject *conn, PyObject *core)
+        PyObject *conn, PyObject *core, int cork)
 {
     Py_ssize_t pos = 0;
     int from_shared, status = RX_OK;
+    /* -1: never cork; 0: not corked yet; 1: corked */
+    int corked = cork ? 0 : -1;
 
     if (rx_check_idle(self) < 0 || rx_commit(self, nbytes, &from_shared) < 0) {
         return -1;
@@ -1538,7 +1558,8 @@ rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
         /* No other connection may read into the shared buffer while its
          * bytes are being parsed (a callback could, in theory, cause one). */
         rx_shared_busy = 1;
-        status = rx_parse(self, rx_shared, nbytes, &pos, deliver, conn, core);
+        status = rx_parse(self, rx_shared, nbytes, &pos, deliver, conn, core,
+                          &corked);
         if (rx_keep(self, rx_shared + pos, nbytes - pos, status) < 0) {
             status = -1;
         }
@@ -1546,7 +1567,8 @@ rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
     }
     else {
         status = rx_parse(self, self->buf + self->start,
-                          self->end - self->start, &pos, deliver, conn, core);
+                          self->end - self->start, &pos, deliver, conn, core,
+                          &corked);
         self->start += pos;
         if (self->start == self->end) {
             rx_release_own(self);
@@ -1558,6 +1580,21 @@ rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
         }
     }
     self->busy = 0;
+    if (corked == 1) {
+        /* Flush what was held back, keeping any exception raised above. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *r = PyObject_CallMethodNoArgs(conn, rx_uncork_name);
+        if (r == NULL) {
+            if (type != NULL) {
+                PyErr_WriteUnraisable(conn);  /* the first error wins */
+                PyErr_Restore(type, value, tb);
+            }
+            return -1;
+        }
+        Py_DECREF(r);
+        PyErr_Restore(type, value, tb);
+    }
     return status;
 }
 
@@ -1575,7 +1612,7 @@ receiver_feed(ReceiverObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (nbytes == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    status = rx_feed(self, nbytes, args[1], args[2], args[3]);
+    status = rx_feed(self, nbytes, args[1], args[2], args[3], 0);
     if (status < 0) {
         return NULL;
     }
@@ -1645,7 +1682,7 @@ receiver_buffer_updated(ReceiverObject *self, PyObject *arg)
         PyObject *deliver = self->deliver, *core = self->core;
         Py_INCREF(deliver);
         Py_INCREF(core);
-        int status = rx_feed(self, nbytes, deliver, conn, core);
+        int status = rx_feed(self, nbytes, deliver, conn, core, 1);
         Py_DECREF(deliver);
         Py_DECREF(core);
         if (status == RX_OK) {
@@ -1687,7 +1724,9 @@ PyDoc_STRVAR(receiver_bind_doc,
 "--\n"
 "\n"
 "Attach to a connection for buffer_updated(): ``conn`` has the methods\n"
-"``_receive(data, after_messages)`` and ``_fast_receive_failed(exc)``,\n"
+"``_receive(data, after_messages)``, ``_fast_receive_failed(exc)``,\n"
+"``_cork()`` and ``_uncork()`` (around the messages of a read, from the\n"
+"second on: what is written meanwhile may leave in one system call),\n"
 "``core`` is its sans-I/O connection, ``expect_mask`` true on a server,\n"
 "``limit`` the largest payload for the fast path.  Call enable() once the\n"
 "connection is open.");
@@ -2004,7 +2043,10 @@ PyInit__speedups(void)
     rx_discard_name = PyUnicode_InternFromString("_discard_input");
     rx_receive_name = PyUnicode_InternFromString("_receive");
     rx_failed_name = PyUnicode_InternFromString("_fast_receive_failed");
-    if (rx_discard_name == NULL || rx_receive_name == NULL || rx_failed_name == NULL) {
+    rx_cork_name = PyUnicode_InternFromString("_cork");
+    rx_uncork_name = PyUnicode_InternFromString("_uncork");
+    if (rx_discard_name == NULL || rx_receive_name == NULL || rx_failed_name == NULL
+        || rx_cork_name == NULL || rx_uncork_name == NULL) {
         return NULL;
     }
     module = PyModule_Create(&speedups_module);

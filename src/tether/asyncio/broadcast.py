@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from tether.asyncio.connection import Connection, Data
+from tether.asyncio.connection import Connection, Data, _cork_state
 from tether.protocol.connection import State
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import Frame, Opcode, frame_header
@@ -43,12 +43,15 @@ def broadcast(
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0
     open_ = State.OPEN
+    corked = _cork_state.active  # called while a read's messages are delivered
     for conn in connections:
         proto = conn.protocol
         if conn._fast_tx and proto.state is open_ and proto._sending is None:
             # The common case first: an open server connection, no extension.
             if conn._writing_paused:
                 skipped += 1
+            elif corked:
+                conn._hold(plain)
             else:
                 conn.transport.write(plain)  # type: ignore[union-attr]
             continue

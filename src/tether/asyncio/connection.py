@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -43,6 +44,22 @@ logger = logging.getLogger("tether")
 Data = str | bytes
 _MESSAGE_TYPES = frozenset({str, bytes})
 _OPEN = State.OPEN
+
+
+# Frames a connection holds while corked before it writes them anyway.
+_MAX_HELD_FRAMES = 64
+
+
+class _Cork(threading.local):
+    """Per thread (each event loop has its own): whether writes are held, and by whom."""
+
+    active = False
+
+    def __init__(self) -> None:
+        self.held: list[Connection] = []
+
+
+_cork_state = _Cork()
 # The queue of a connection that never received a message (see Connection.__init__).
 # An empty tuple: no memory of its own, and appending to it would fail loudly.
 _NO_MESSAGES = cast("collections.deque[Any]", ())
@@ -115,6 +132,7 @@ class Connection(asyncio.BufferedProtocol):
         "_fast_rx",
         "_fast_tx",
         "_half_closed",
+        "_held_frames",
         "_keepalive_handle",
         "_listener",
         "_lost",
@@ -199,6 +217,8 @@ class Connection(asyncio.BufferedProtocol):
         self._fast_rx = False
         # A whole message below 64 KiB is one native call and one write (see send).
         self._fast_tx = False
+        # Frames held back while a read's messages are delivered (see _cork).
+        self._held_frames: list[bytes] | None = None
 
     # ------------------------------------------------------------ properties
 
@@ -242,7 +262,8 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def buffered_amount(self) -> int:
         """Bytes written but not yet handed to the kernel (like the browser's)."""
-        return self.transport.get_write_buffer_size() if self.transport else 0
+        held = sum(map(len, self._held_frames)) if self._held_frames else 0
+        return held + (self.transport.get_write_buffer_size() if self.transport else 0)
 
     # ----------------------------------------------------- transport callbacks
 
@@ -285,6 +306,45 @@ class Connection(asyncio.BufferedProtocol):
         # The core must be between frames: nothing buffered, no message half-read.
         proto = self.protocol
         self._rx.fast = self._fast_rx and not proto._buf and proto._msg_text is None
+
+    # Corking. When one read holds several messages, each answer (an echo, a
+    # broadcast) would be one system call per message and socket. From a
+    # read's second message on, the Receiver corks: fast-path frames written
+    # meanwhile are held per connection, and leave in one write per socket
+    # when the read is done (microseconds later). A lone message, as in a
+    # request/response exchange, is never held. Any other write of a
+    # connection flushes its held frames first, so order is kept.
+
+    def _cork(self) -> None:
+        _cork_state.active = True
+
+    def _uncork(self) -> None:
+        cork = _cork_state
+        cork.active = False
+        held, cork.held = cork.held, []
+        for conn in held:
+            conn._flush_held()
+
+    def _hold(self, frame: bytes) -> None:
+        held = self._held_frames
+        if held is None:
+            self._held_frames = [frame]
+            _cork_state.held.append(self)
+        else:
+            held.append(frame)
+            if len(held) >= _MAX_HELD_FRAMES:
+                # A long burst: bound the delay and the memory held.
+                self._flush_held()
+
+    def _flush_held(self) -> None:
+        frames = self._held_frames
+        if frames is None:
+            return
+        self._held_frames = None
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._half_closed:
+            return
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _fast_receive_failed(self, exc: Exception) -> None:
         self._listener_failed(exc)
@@ -484,6 +544,8 @@ class Connection(asyncio.BufferedProtocol):
                 fut.set_result(None)
 
     def _write_out(self, out: list[bytes]) -> None:
+        if self._held_frames is not None:
+            self._flush_held()
         transport = self.transport
         if transport is None or transport.is_closing() or self._half_closed:
             return
@@ -504,6 +566,8 @@ class Connection(asyncio.BufferedProtocol):
             self._close_transport()
 
     def _close_transport(self) -> None:
+        if self._held_frames is not None:
+            self._flush_held()
         transport = self.transport
         if transport is not None and not transport.is_closing() and not self._half_closed:
             if transport.can_write_eof():
@@ -724,6 +788,11 @@ class Connection(asyncio.BufferedProtocol):
             queue = self._queue
         if type(queue[0]) is not Fragment:
             # A whole message (the usual case; fragments are joined by recv).
+            if len(queue) > 1 and not _cork_state.active:
+                # More are waiting: the handler answers them all before it
+                # waits again; hold its writes until then (see _cork).
+                _cork_state.active = True
+                self.loop.call_soon(self._uncork)
             item = queue.popleft()
             if self._reading_paused:
                 self._maybe_resume_reading()
@@ -751,7 +820,10 @@ class Connection(asyncio.BufferedProtocol):
             # Fast path: a server frame with no extension is just header + payload.
             frame = _frame_small(message)
             if frame is not None:
-                self.transport.write(frame)  # type: ignore[union-attr]
+                if _cork_state.active:
+                    self._hold(frame)
+                else:
+                    self.transport.write(frame)  # type: ignore[union-attr]
                 if self._writing_paused:
                     await self._drain()
                 return
@@ -797,7 +869,10 @@ class Connection(asyncio.BufferedProtocol):
         if self._fast_tx and proto.state is _OPEN and proto._sending is None:
             frame = _frame_small(message)
             if frame is not None:
-                self.transport.write(frame)  # type: ignore[union-attr]
+                if _cork_state.active:
+                    self._hold(frame)
+                else:
+                    self.transport.write(frame)  # type: ignore[union-attr]
                 return
         if proto.state is not State.OPEN or self._busy is not None:
             if proto.state is State.OPEN:

@@ -1,0 +1,166 @@
+"""Corking: answers to the messages of one read leave in one write per socket, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+import tether
+from tether.asyncio.connection import Connection, Data
+from tether.protocol.events import Fragment
+from tether.protocol.frames import serialize_frame
+
+GUARD = 10.0
+KEY = base64.b64encode(os.urandom(16))
+
+
+def count_writes(ws: Connection) -> list[bytes]:
+    """Record every transport.write of ``ws`` (the selector transport allows the patch)."""
+    writes: list[bytes] = []
+    transport: Any = ws.transport
+    original = transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(bytes(data))
+        original(data)
+
+    transport.write = write
+    return writes
+
+
+class RawClient:
+    """A client that writes several frames in one TCP write (tether's client never does)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def send_all(self, *messages: bytes | str) -> None:
+        chunk = b"".join(
+            serialize_frame(
+                1 if isinstance(m, str) else 2,
+                m.encode() if isinstance(m, str) else m,
+                mask=os.urandom(4),
+            )
+            for m in messages
+        )
+        self.writer.write(chunk)
+
+    async def recv_frame(self) -> tuple[int, bytes]:
+        head = await self.reader.readexactly(2)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        return head[0] & 0x0F, await self.reader.readexactly(length)
+
+
+@pytest.fixture
+async def raw_client() -> AsyncIterator[Callable[[tether.Server], Any]]:
+    clients: list[RawClient] = []
+
+    async def connect(server: tether.Server) -> RawClient:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+        assert head.startswith(b"HTTP/1.1 101")
+        client = RawClient(reader, writer)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.writer.close()
+
+
+class Echo(tether.Listener):
+    opened: asyncio.Future[list[bytes]]
+
+    def on_open(self, ws: Connection) -> None:
+        Echo.opened.set_result(count_writes(ws))
+
+    def on_message(self, ws: Connection, message: Data | Fragment) -> None:
+        if message == "bye":
+            ws.send_nowait("last")
+            ws.close_nowait(4000, "done")  # a core write: held frames go first
+            return
+        ws.send_nowait(message)  # type: ignore[arg-type]
+
+
+async def test_listener_answers_one_read_in_one_write(raw_client: Any) -> None:
+    Echo.opened = asyncio.get_running_loop().create_future()
+    async with tether.serve(Echo, "127.0.0.1", 0, compression=None) as server:
+        client = await raw_client(server)
+        writes = await asyncio.wait_for(Echo.opened, GUARD)
+        writes.clear()  # the 101 response
+        client.send_all("one")  # alone in its read: written at once
+        assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, b"one")
+        assert len(writes) == 1
+        messages = [f"m{i}" for i in range(20)] + [b"\x00" * 300]
+        client.send_all(*messages)
+        for m in messages:
+            expected = (1, m.encode()) if isinstance(m, str) else (2, m)
+            assert await asyncio.wait_for(client.recv_frame(), GUARD) == expected
+        # The first answer leaves at once, the rest of the read together (a
+        # slow scheduler may split the 21 frames over more reads, never 21).
+        assert 2 <= len(writes) <= 4, len(writes)
+        client.send_all("x", "y", "bye")
+        assert [await asyncio.wait_for(client.recv_frame(), GUARD) for _ in range(4)] == [
+            (1, b"x"),
+            (1, b"y"),
+            (1, b"last"),
+            (8, (4000).to_bytes(2, "big") + b"done"),
+        ]
+        client.writer.close()
+
+
+async def test_async_for_answers_queued_messages_in_one_write(raw_client: Any) -> None:
+    opened: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+
+    async def echo(ws: tether.ServerConnection) -> None:
+        opened.set_result(count_writes(ws))
+        async for message in ws:
+            await ws.send(message)
+
+    async with tether.serve(echo, "127.0.0.1", 0, compression=None) as server:
+        client = await raw_client(server)
+        writes = await asyncio.wait_for(opened, GUARD)
+        messages = [b"%d" % i for i in range(30)]
+        client.send_all(*messages)
+        writes.clear()  # the 101 response
+        for m in messages:
+            assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
+        assert len(writes) <= 4, len(writes)
+        client.writer.close()
+
+
+async def test_broadcast_while_corked_keeps_order_per_socket(raw_client: Any) -> None:
+    clients: list[Connection] = []
+    both_open = asyncio.Event()
+
+    class Fanout(tether.Listener):
+        def on_open(self, ws: Connection) -> None:
+            clients.append(ws)
+            if len(clients) == 2:
+                both_open.set()
+
+        def on_message(self, ws: Connection, message: Data | Fragment) -> None:
+            tether.broadcast(clients, message)  # type: ignore[arg-type]
+
+    async with tether.serve(Fanout, "127.0.0.1", 0, compression=None) as server:
+        publisher = await raw_client(server)
+        subscriber = await raw_client(server)
+        await asyncio.wait_for(both_open.wait(), GUARD)
+        messages = [b"p%d" % i for i in range(50)]
+        publisher.send_all(*messages)
+        for client in (publisher, subscriber):
+            for m in messages:
+                assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
+            client.writer.close()
