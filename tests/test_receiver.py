@@ -302,8 +302,10 @@ def test_deliver_error_propagates_and_keeps_the_rest(impl: Any) -> None:
     seen.clear()
     assert rx.buffer_updated(write_into(rx, wire)) is None
     assert conn.errors == [boom]
-    assert (seen, conn.slow) == (["one", b"two"], [])
-    assert rx.take() == rest
+    # The rest of the read still reaches the core (which drops it if the
+    # failure failed the connection).
+    assert (seen, conn.slow) == (["one", b"two"], [(rest, True)])
+    assert rx.take() == b""
 
 
 @pytest.mark.parametrize("op", ["take", "get_buffer", "feed"])
@@ -568,3 +570,37 @@ def test_feed_never_corks(impl: Any) -> None:
     sink = Sink()
     assert feed_once(rx, frame(0x2, b"a", True) + frame(0x2, b"b", True), sink) == OK
     assert sink.messages == [b"a", b"b"]
+
+
+def test_deliver_error_then_the_rest_goes_to_the_core(impl: Any) -> None:
+    """After a failed callback, the read's remaining bytes still reach _receive (a Close, say)."""
+    b = Bound(impl)
+
+    def deliver(conn: object, message: object) -> None:
+        raise ValueError("boom")
+
+    b.rx.enable(deliver)
+    close = frame(0x8, b"\x03\xe8", True)
+    b.read(frame(0x1, b"a", True) + close)
+    assert [str(e) for e in b.errors] == ["boom"]
+    assert b.slow == [(close, True)]
+    assert b.rx.pending == 0
+
+
+def test_announced_length_alone_allocates_little(impl: Any) -> None:
+    """A large frame's buffer follows the bytes that came, not the length announced."""
+    if impl is not getattr(native, "Receiver", None):
+        pytest.skip("the pure twin keeps what arrived in a bytearray")
+    rx = impl(True, 1 << 30)
+    sent = 100 * 1024
+    wire = frame(0x2, bytes(5 << 20), True)
+    head = len(wire) - (5 << 20)
+    sink = Sink()
+    fed = 0
+    while fed < head + sent:
+        n = write_into(rx, wire[fed : head + sent])
+        assert rx.feed(n, sink, CONN, new_core()) == OK
+        fed += n
+    room = len(rx.get_buffer(-1))
+    assert room <= 3 * sent + 64 * 1024  # at most 4x what came, plus 64 KiB
+    assert rx.take() == wire[:fed]

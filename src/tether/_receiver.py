@@ -100,7 +100,11 @@ class Receiver:
                     return
             except Exception as exc:
                 conn._fast_receive_failed(exc)
-                return
+                if not self._held:
+                    return
+                # The rest of the read still counts (say a Close, while the
+                # connection was closing anyway): the core takes it, or drops
+                # it if the failure failed the connection.
             conn._receive(self.take(), self._delivered > 0)
         else:
             conn._receive(self.take(nbytes), False)

@@ -1088,25 +1088,36 @@ parse_simple_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
  * UTF-8 must be checked as it comes) stops feed() with RX_SLOW and is handed,
  * byte for byte as it was on the wire, to the full parser with take().
  *
- * Memory: an idle connection holds nothing.  Reads land in a buffer shared
- * by all connections of the thread; only the bytes of a frame cut by the end
- * of a read are copied into the connection's own buffer.  A large binary
- * frame is read straight into the bytes object that becomes the message
- * (no copy after the kernel's), once enough of it has arrived that its
- * announced length cannot be a cheap way to make us allocate: at most
- * RX_DIRECT_RATIO times what the peer really sent, plus RX_DIRECT_SLACK.
+ * Memory: an idle connection holds nothing but the bytes it was sent.
+ * Reads land in a buffer shared by all connections of the thread; only the
+ * bytes of a frame cut by the end of a read are kept by the connection, in
+ * a buffer of their size (up to RX_SMALL of them are copied back to the
+ * front of the shared buffer for the next read).  A large binary frame is
+ * read straight into the bytes object that becomes the message (no copy
+ * after the kernel's).  That object grows as the frame arrives, to at most
+ * RX_DIRECT_RATIO times what the peer really sent plus RX_DIRECT_SLACK: an
+ * announced length alone never makes us allocate.
  */
 
 #define RX_SHARED_SIZE (256 * 1024)
 #define RX_MIN_READ (64 * 1024)
+#define RX_SMALL 4096
 #define RX_DIRECT_MIN (64 * 1024)
-#define RX_DIRECT_RATIO 16
+#define RX_DIRECT_RATIO 4
 #define RX_DIRECT_SLACK (64 * 1024)
 
 enum { RX_OK = 0, RX_SLOW = 1 };
 
-static _Thread_local unsigned char *rx_shared = NULL;
-static _Thread_local int rx_shared_busy = 0;
+#if defined(_MSC_VER)
+#define RX_THREAD_LOCAL __declspec(thread)
+#else
+#define RX_THREAD_LOCAL _Thread_local
+#endif
+
+/* The thread's shared read buffer; freed with the thread's state (see
+ * rx_shared_get). */
+static RX_THREAD_LOCAL unsigned char *rx_shared = NULL;
+static RX_THREAD_LOCAL int rx_shared_busy = 0;
 static PyObject *rx_discard_name = NULL;  /* "_discard_input" */
 static PyObject *rx_receive_name = NULL;  /* "_receive" */
 static PyObject *rx_failed_name = NULL;   /* "_fast_receive_failed" */
@@ -1120,10 +1131,13 @@ typedef struct {
     Py_ssize_t limit;          /* largest payload a simple frame may have */
     int mask_bit;              /* 0x80 when frames must be masked (server) */
     int reading_shared;        /* the last get_buffer() handed out the shared buffer */
+    Py_ssize_t shared_prefix;  /* ... after copying this many held bytes to its front */
     int handed_out;            /* a buffer was handed out and not accounted for yet */
     int busy;                  /* inside feed(): no re-entry */
-    PyObject *direct;          /* payload (bytes) of a large binary frame being read */
+    PyObject *direct;          /* payload (bytes) of a large binary frame being read;
+                                  grows up to direct_len */
     Py_ssize_t direct_fill;
+    Py_ssize_t direct_len;
     unsigned char direct_head[14];
     Py_ssize_t direct_head_len;
     Py_ssize_t delivered;      /* messages passed on by the last feed() */
@@ -1222,8 +1236,19 @@ rx_release_own(ReceiverObject *self)
     self->cap = self->start = self->end = 0;
 }
 
-/* Start reading the incomplete frame at p[0:n] straight into its message,
- * when it is a large binary frame and enough of it is here.  1 if so. */
+/* Room for a direct frame that has ``fill`` payload bytes so far. */
+static Py_ssize_t
+rx_direct_cap(Py_ssize_t length, Py_ssize_t fill)
+{
+    if (fill > (PY_SSIZE_T_MAX - RX_DIRECT_SLACK) / RX_DIRECT_RATIO) {
+        return length;
+    }
+    Py_ssize_t cap = RX_DIRECT_RATIO * fill + RX_DIRECT_SLACK;
+    return cap < length ? cap : length;
+}
+
+/* Start reading the incomplete frame at p[0:n] straight into its message
+ * when it is a large binary frame.  1 if so. */
 static int
 rx_maybe_direct(ReceiverObject *self, const unsigned char *p, Py_ssize_t n)
 {
@@ -1236,10 +1261,7 @@ rx_maybe_direct(ReceiverObject *self, const unsigned char *p, Py_ssize_t n)
     if (head <= 0 || length < RX_DIRECT_MIN || n - head >= length) {
         return 0;
     }
-    if ((length - RX_DIRECT_SLACK) / RX_DIRECT_RATIO > n - head) {
-        return 0;  /* announced much more than it sent so far */
-    }
-    PyObject *direct = PyBytes_FromStringAndSize(NULL, length);
+    PyObject *direct = PyBytes_FromStringAndSize(NULL, rx_direct_cap(length, n - head));
     if (direct == NULL) {
         PyErr_Clear();  /* keep buffering; the full parser copes or fails */
         return 0;
@@ -1249,7 +1271,32 @@ rx_maybe_direct(ReceiverObject *self, const unsigned char *p, Py_ssize_t n)
     self->direct_head_len = head;
     self->direct = direct;
     self->direct_fill = n - head;
+    self->direct_len = length;
     return 1;
+}
+
+/* After parsing the own buffer: keep a small remainder in a buffer of its
+ * size, not in one sized for reading. */
+static void
+rx_shrink(ReceiverObject *self)
+{
+    Py_ssize_t pending = self->end - self->start;
+
+    if (pending == 0) {
+        rx_release_own(self);
+        return;
+    }
+    if (pending > RX_SMALL || self->cap <= RX_SMALL) {
+        return;
+    }
+    memmove(self->buf, self->buf + self->start, (size_t)pending);
+    unsigned char *buf = PyMem_Realloc(self->buf, (size_t)pending);
+    if (buf != NULL) {  /* else keep the larger one */
+        self->buf = buf;
+        self->cap = pending;
+    }
+    self->start = 0;
+    self->end = pending;
 }
 
 /* Keep p[0:n], the unparsed end of a read of the shared buffer. */
@@ -1262,7 +1309,7 @@ rx_keep(ReceiverObject *self, const unsigned char *p, Py_ssize_t n, int status)
     if (status == RX_OK && rx_maybe_direct(self, p, n)) {
         return 0;
     }
-    if (rx_reserve(self, n < 4096 ? 4096 : n) < 0) {
+    if (rx_reserve(self, n) < 0) {
         return -1;
     }
     memcpy(self->buf + self->end, p, (size_t)n);
@@ -1428,6 +1475,50 @@ PyDoc_STRVAR(receiver_get_buffer_doc,
 "Return a writable memoryview for the transport to read into; valid until\n"
 "the next feed() or take().");
 
+static void
+rx_shared_free(PyObject *capsule)
+{
+    unsigned char *buf = PyCapsule_GetPointer(capsule, "tether.rx_shared");
+    if (rx_shared == buf) {
+        /* Cleared from its own thread (which may get a new thread state
+         * later, e.g. through PyGILState_Ensure): allocate afresh then. */
+        rx_shared = NULL;
+    }
+    PyMem_RawFree(buf);
+}
+
+/* The thread's shared read buffer, allocated on first use.  A capsule in
+ * the thread state's dict frees it when the thread's state is cleared. */
+static unsigned char *
+rx_shared_get(void)
+{
+    if (rx_shared != NULL) {
+        return rx_shared;
+    }
+    PyObject *dict = PyThreadState_GetDict();
+    if (dict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no thread state dict");
+        return NULL;
+    }
+    unsigned char *buf = PyMem_RawMalloc(RX_SHARED_SIZE);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(buf, "tether.rx_shared", rx_shared_free);
+    if (capsule == NULL) {
+        PyMem_RawFree(buf);
+        return NULL;
+    }
+    int rc = PyDict_SetItemString(dict, "tether.rx_shared", capsule);
+    Py_DECREF(capsule);
+    if (rc < 0) {
+        return NULL;  /* the capsule freed the buffer */
+    }
+    rx_shared = buf;
+    return buf;
+}
+
 static PyObject *
 receiver_get_buffer(ReceiverObject *self, PyObject *const *args,
                     Py_ssize_t nargs)
@@ -1440,28 +1531,44 @@ receiver_get_buffer(ReceiverObject *self, PyObject *const *args,
         return NULL;
     }
     self->reading_shared = 0;
+    self->shared_prefix = 0;
     self->handed_out = 1;
     if (self->direct != NULL) {
+        Py_ssize_t size = PyBytes_GET_SIZE(self->direct);
+        if (self->direct_fill == size && size < self->direct_len) {
+            /* Grow with what arrived (see rx_direct_cap); a private bytes
+             * object may be resized. */
+            Py_ssize_t cap = rx_direct_cap(self->direct_len, self->direct_fill);
+            if (_PyBytes_Resize(&self->direct, cap) < 0) {
+                self->direct = NULL;  /* freed by _PyBytes_Resize */
+                self->handed_out = 0;
+                return NULL;
+            }
+            size = cap;
+        }
         return PyMemoryView_FromMemory(
             PyBytes_AS_STRING(self->direct) + self->direct_fill,
-            PyBytes_GET_SIZE(self->direct) - self->direct_fill, PyBUF_WRITE);
+            size - self->direct_fill, PyBUF_WRITE);
     }
     Py_ssize_t pending = self->end - self->start;
-    if (pending == 0 && !rx_shared_busy) {
-        if (rx_shared == NULL) {
-            /* One per thread, kept for the thread's life (like a loop's). */
-            rx_shared = PyMem_RawMalloc(RX_SHARED_SIZE);
-            if (rx_shared == NULL) {
-                return PyErr_NoMemory();
-            }
+    if (pending <= RX_SMALL && !rx_shared_busy) {
+        unsigned char *shared = rx_shared_get();
+        if (shared == NULL) {
+            self->handed_out = 0;
+            return NULL;
         }
+        /* A few held bytes (a cut header, a small frame's start) go to the
+         * front of the shared buffer; they stay held too until the read. */
+        memcpy(shared, self->buf + self->start, (size_t)pending);
         self->reading_shared = 1;
-        return PyMemoryView_FromMemory((char *)rx_shared, RX_SHARED_SIZE,
-                                       PyBUF_WRITE);
+        self->shared_prefix = pending;
+        return PyMemoryView_FromMemory((char *)shared + pending,
+                                       RX_SHARED_SIZE - pending, PyBUF_WRITE);
     }
     /* Grow geometrically with what arrived: a large frame still costs only
      * about one copy, and memory follows bytes that really came. */
     if (rx_reserve(self, pending > RX_MIN_READ ? pending : RX_MIN_READ) < 0) {
+        self->handed_out = 0;
         return NULL;
     }
     return PyMemoryView_FromMemory((char *)self->buf + self->end,
@@ -1491,11 +1598,13 @@ rx_commit(ReceiverObject *self, Py_ssize_t nbytes, int *from_shared)
         self->direct_fill += nbytes;
     }
     else if (self->reading_shared) {
-        if (nbytes > RX_SHARED_SIZE) {
+        if (nbytes > RX_SHARED_SIZE - self->shared_prefix) {
             goto too_many;
         }
         self->reading_shared = 0;
         *from_shared = 1;
+        /* The held bytes are the shared buffer's first shared_prefix now. */
+        rx_release_own(self);
     }
     else {
         if (nbytes > self->cap - self->end) {
@@ -1539,7 +1648,7 @@ rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
     self->busy = 1;
     if (self->direct != NULL) {
         PyObject *message = self->direct;
-        if (self->direct_fill < PyBytes_GET_SIZE(message)) {
+        if (self->direct_fill < self->direct_len) {
             self->busy = 0;
             return RX_OK;
         }
@@ -1557,10 +1666,10 @@ rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
     else if (from_shared) {
         /* No other connection may read into the shared buffer while its
          * bytes are being parsed (a callback could, in theory, cause one). */
+        Py_ssize_t n = self->shared_prefix + nbytes;
         rx_shared_busy = 1;
-        status = rx_parse(self, rx_shared, nbytes, &pos, deliver, conn, core,
-                          &corked);
-        if (rx_keep(self, rx_shared + pos, nbytes - pos, status) < 0) {
+        status = rx_parse(self, rx_shared, n, &pos, deliver, conn, core, &corked);
+        if (rx_keep(self, rx_shared + pos, n - pos, status) < 0) {
             status = -1;
         }
         rx_shared_busy = 0;
@@ -1570,14 +1679,12 @@ rx_feed(ReceiverObject *self, Py_ssize_t nbytes, PyObject *deliver,
                           self->end - self->start, &pos, deliver, conn, core,
                           &corked);
         self->start += pos;
-        if (self->start == self->end) {
+        if (status == RX_OK && self->start < self->end
+            && rx_maybe_direct(self, self->buf + self->start,
+                               self->end - self->start)) {
             rx_release_own(self);
         }
-        else if (status == RX_OK
-                 && rx_maybe_direct(self, self->buf + self->start,
-                                    self->end - self->start)) {
-            rx_release_own(self);
-        }
+        rx_shrink(self);
     }
     self->busy = 0;
     if (corked == 1) {
@@ -1691,12 +1798,19 @@ receiver_buffer_updated(ReceiverObject *self, PyObject *arg)
             goto done;
         }
         if (status < 0) {
-            if (PyErr_ExceptionMatches(PyExc_Exception)) {
-                PyObject *exc = rx_fetch_exception();
-                result = PyObject_CallMethodOneArg(conn, rx_failed_name, exc);
-                Py_DECREF(exc);
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                goto done;
             }
-            goto done;
+            PyObject *exc = rx_fetch_exception();
+            result = PyObject_CallMethodOneArg(conn, rx_failed_name, exc);
+            Py_DECREF(exc);
+            if (result == NULL || (self->end == self->start && self->direct == NULL)) {
+                goto done;
+            }
+            /* The rest of the read still counts (say a Close, while the
+             * connection was closing anyway): the core takes it, or drops
+             * it if the failure failed the connection. */
+            Py_CLEAR(result);
         }
         after_messages = self->delivered > 0;
         data = rx_take(self, 0);
@@ -1810,7 +1924,8 @@ rx_take(ReceiverObject *self, Py_ssize_t nbytes)
         return NULL;
     }
     if (from_shared) {
-        return PyBytes_FromStringAndSize((const char *)rx_shared, nbytes);
+        return PyBytes_FromStringAndSize((const char *)rx_shared,
+                                         self->shared_prefix + nbytes);
     }
     if (self->direct != NULL) {
         Py_ssize_t head = self->direct_head_len;

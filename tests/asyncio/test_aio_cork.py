@@ -164,3 +164,31 @@ async def test_broadcast_while_corked_keeps_order_per_socket(raw_client: Any) ->
             for m in messages:
                 assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
             client.writer.close()
+
+
+async def test_a_cork_left_by_a_stopped_loop_holds_nothing(raw_client: Any) -> None:
+    """A loop that stopped before its uncork ran must not leave writes held in the next."""
+    from tether.asyncio import connection
+
+    dead = asyncio.new_event_loop()
+    dead.close()
+    connection._cork_state.loop = dead
+    try:
+        opened: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+
+        async def echo(ws: tether.ServerConnection) -> None:
+            opened.set_result(count_writes(ws))
+            async for message in ws:
+                await ws.send(message)
+
+        async with tether.serve(echo, "127.0.0.1", 0, compression=None) as server:
+            client = await raw_client(server)
+            await asyncio.wait_for(opened, GUARD)
+            client.send_all("a")
+            assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, b"a")
+            client.send_all("b", "c", "d")
+            for m in (b"b", b"c", b"d"):
+                assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, m)
+            client.writer.close()
+    finally:
+        connection._cork_state.loop = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -43,7 +44,9 @@ def broadcast(
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0
     open_ = State.OPEN
-    corked = _cork_state.active  # called while a read's messages are delivered
+    # Called while a read's messages are delivered: hold the frames (see _cork).
+    cork_loop = _cork_state.loop
+    corked = cork_loop is not None and cork_loop is asyncio._get_running_loop()
     for conn in connections:
         proto = conn.protocol
         if conn._fast_tx and proto.state is open_ and proto._sending is None:

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -53,7 +54,9 @@ _MAX_HELD_FRAMES = 64
 class _Cork(threading.local):
     """Per thread (each event loop has its own): whether writes are held, and by whom."""
 
-    active = False
+    # The loop whose writes are held, or None. A loop, not a flag: a loop
+    # that stopped before its uncork ran must not leave the next one corked.
+    loop: asyncio.AbstractEventLoop | None = None
 
     def __init__(self) -> None:
         self.held: list[Connection] = []
@@ -277,9 +280,10 @@ class Connection(asyncio.BufferedProtocol):
         # application before the connection fails (see _fail_pending).
         proto = self.protocol
         proto.defer_failure = True
-        limit = proto.max_size if proto.max_size is not None else 1 << 62
+        limit = proto.max_size if proto.max_size is not None else sys.maxsize
         if proto.max_frame_size is not None:
             limit = min(limit, proto.max_frame_size)
+        limit = min(limit, sys.maxsize)  # a C Py_ssize_t
         # Per read, buffer_updated (the Receiver's) delivers whole simple
         # frames itself while ``fast`` holds; anything else (a control frame,
         # a fragment, an error ...) goes to _receive, exactly as it arrived.
@@ -316,14 +320,17 @@ class Connection(asyncio.BufferedProtocol):
     # connection flushes its held frames first, so order is kept.
 
     def _cork(self) -> None:
-        _cork_state.active = True
+        _cork_state.loop = self.loop
 
     def _uncork(self) -> None:
         cork = _cork_state
-        cork.active = False
+        cork.loop = None
         held, cork.held = cork.held, []
         for conn in held:
-            conn._flush_held()
+            try:
+                conn._flush_held()
+            except Exception:  # a transport's bug must not keep the others' frames held
+                logger.exception("error while writing held frames")
 
     def _hold(self, frame: bytes) -> None:
         held = self._held_frames
@@ -788,10 +795,10 @@ class Connection(asyncio.BufferedProtocol):
             queue = self._queue
         if type(queue[0]) is not Fragment:
             # A whole message (the usual case; fragments are joined by recv).
-            if len(queue) > 1 and not _cork_state.active:
+            if len(queue) > 1 and _cork_state.loop is not self.loop:
                 # More are waiting: the handler answers them all before it
                 # waits again; hold its writes until then (see _cork).
-                _cork_state.active = True
+                _cork_state.loop = self.loop
                 self.loop.call_soon(self._uncork)
             item = queue.popleft()
             if self._reading_paused:
@@ -820,7 +827,7 @@ class Connection(asyncio.BufferedProtocol):
             # Fast path: a server frame with no extension is just header + payload.
             frame = _frame_small(message)
             if frame is not None:
-                if _cork_state.active:
+                if _cork_state.loop is self.loop:
                     self._hold(frame)
                 else:
                     self.transport.write(frame)  # type: ignore[union-attr]
@@ -869,7 +876,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._fast_tx and proto.state is _OPEN and proto._sending is None:
             frame = _frame_small(message)
             if frame is not None:
-                if _cork_state.active:
+                if _cork_state.loop is self.loop:
                     self._hold(frame)
                 else:
                     self.transport.write(frame)  # type: ignore[union-attr]
