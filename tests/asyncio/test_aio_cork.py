@@ -55,6 +55,8 @@ class RawClient:
         length = head[1] & 0x7F
         if length == 126:
             length = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await self.reader.readexactly(8), "big")
         return head[0] & 0x0F, await self.reader.readexactly(length)
 
 
@@ -192,3 +194,34 @@ async def test_a_cork_left_by_a_stopped_loop_holds_nothing(raw_client: Any) -> N
             client.writer.close()
     finally:
         connection._cork_state.loop = None
+
+
+async def test_a_large_broadcast_after_held_frames_keeps_order(raw_client: Any) -> None:
+    """Large frames are not held; held small ones still go out before them."""
+    from tether.asyncio import connection
+
+    clients: list[Connection] = []
+    opened = asyncio.Event()
+
+    class Subscriber(tether.Listener):
+        def on_open(self, ws: Connection) -> None:
+            clients.append(ws)
+            opened.set()
+
+    async with tether.serve(Subscriber, "127.0.0.1", 0, compression=None) as server:
+        client = await raw_client(server)
+        await asyncio.wait_for(opened.wait(), GUARD)
+        big = os.urandom(100 * 1024)
+        # As while a read's second message is delivered (see Connection._cork):
+        connection._cork_state.loop = asyncio.get_running_loop()
+        try:
+            tether.broadcast(clients, b"s1")
+            assert clients[0]._held_frames is not None  # held
+            tether.broadcast(clients, big)  # written now, after s1
+            tether.broadcast(clients, b"s2")
+        finally:
+            clients[0]._uncork()
+        assert connection._cork_state.loop is None
+        for m in (b"s1", big, b"s2"):
+            assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
+        client.writer.close()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from tether.asyncio.connection import Connection, Data, _cork_state
+from tether.asyncio.connection import _ONE_WRITE, Connection, Data, _cork_state
 from tether.protocol.connection import State
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import Frame, Opcode, frame_header
@@ -44,9 +44,15 @@ def broadcast(
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0
     open_ = State.OPEN
-    # Called while a read's messages are delivered: hold the frames (see _cork).
+    # Called while a read's messages are delivered: hold small frames (see
+    # _cork). A large one gains little from sharing a system call, and every
+    # socket's write buffer keeps a reference to the same bytes instead.
     cork_loop = _cork_state.loop
-    corked = cork_loop is not None and cork_loop is asyncio._get_running_loop()
+    corked = (
+        cork_loop is not None
+        and len(plain) < _ONE_WRITE
+        and cork_loop is asyncio._get_running_loop()
+    )
     for conn in connections:
         proto = conn.protocol
         if conn._fast_tx and proto.state is open_ and proto._sending is None:
@@ -56,6 +62,8 @@ def broadcast(
             elif corked:
                 conn._hold(plain)
             else:
+                if conn._held_frames is not None:
+                    conn._flush_held()  # a large message after small held ones
                 conn.transport.write(plain)  # type: ignore[union-attr]
             continue
         transport = conn.transport

@@ -351,7 +351,11 @@ class Connection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._half_closed:
             return
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if len(frames) == 1:
+            transport.write(frames[0])
+        else:
+            # Held frames are each below _ONE_WRITE, at most _MAX_HELD_FRAMES.
+            transport.write(b"".join(frames))
 
     def _fast_receive_failed(self, exc: Exception) -> None:
         self._listener_failed(exc)
@@ -830,6 +834,8 @@ class Connection(asyncio.BufferedProtocol):
                 if _cork_state.loop is self.loop:
                     self._hold(frame)
                 else:
+                    if self._held_frames is not None:
+                        self._flush_held()
                     self.transport.write(frame)  # type: ignore[union-attr]
                 if self._writing_paused:
                     await self._drain()
@@ -879,6 +885,8 @@ class Connection(asyncio.BufferedProtocol):
                 if _cork_state.loop is self.loop:
                     self._hold(frame)
                 else:
+                    if self._held_frames is not None:
+                        self._flush_held()
                     self.transport.write(frame)  # type: ignore[union-attr]
                 return
         if proto.state is not State.OPEN or self._busy is not None:
