@@ -430,6 +430,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def _handle_received(self) -> None:
         proto = self.protocol
+        out = proto.data_to_send()
+        if out:
+            # Pongs (and a Close) the parse produced answer frames that came
+            # before the messages: they leave before anything those trigger.
+            self._write_out(out)
         events = proto.events_received()
         if events:
             listener = self._listener
