@@ -225,3 +225,25 @@ async def test_a_large_broadcast_after_held_frames_keeps_order(raw_client: Any) 
         for m in (b"s1", big, b"s2"):
             assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
         client.writer.close()
+
+
+async def test_a_message_before_a_protocol_error_is_answered_first(raw_client: Any) -> None:
+    """The same read holds a message and then a bad frame: the handler answers, then 1002.
+
+    The fast path delivers the message; the core then finds the error and
+    defers the failure by one loop iteration (``after_messages``), so the
+    ``async for`` handler, woken first, still sends its answer.
+    """
+
+    async def echo(ws: tether.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with tether.serve(echo, "127.0.0.1", 0, compression=None) as server:
+        client = await raw_client(server)
+        reserved = serialize_frame(3, b"", mask=os.urandom(4))  # opcode 3 is reserved
+        client.writer.write(serialize_frame(1, b"hello", mask=os.urandom(4)) + reserved)
+        assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, b"hello")
+        opcode, payload = await asyncio.wait_for(client.recv_frame(), GUARD)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1002)
+        client.writer.close()
