@@ -654,17 +654,16 @@ class Connection(asyncio.BufferedProtocol):
         self._flush()
 
     def _deliver(self, message: Data | Fragment) -> None:
-        if self._dropping or (
-            self.max_queue is not None
-            and len(self._queue) >= self.max_queue
-            and self.protocol.state is not State.OPEN
-        ):
+        # Called once per message: each attribute is read once.
+        queue = self._queue
+        max_queue = self.max_queue
+        full = max_queue is not None and len(queue) >= max_queue
+        if self._dropping or (full and self.protocol.state is not _OPEN):
             # Closing: reading goes on to reach the peer's Close; keep memory bounded
             # (and once one piece is dropped, drop the rest: no half messages).
             self._dropping = True
             logger.debug("dropping a message received while closing with a full queue")
             return
-        queue = self._queue
         if queue is _NO_MESSAGES:
             queue = self._queue = collections.deque()
         queue.append(message)
@@ -674,9 +673,9 @@ class Connection(asyncio.BufferedProtocol):
             if not waiter.done():
                 waiter.set_result(None)
         if (
-            self.max_queue is not None
+            max_queue is not None
+            and len(queue) >= max_queue
             and not self._reading_paused
-            and len(self._queue) >= self.max_queue
             and self.transport is not None
         ):
             self._reading_paused = True
