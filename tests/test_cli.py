@@ -286,14 +286,14 @@ async def test_subprotocol_is_negotiated(start_server: StartServer) -> None:
     assert chosen == ["superchat"]
 
 
-async def test_refused_upgrade_shows_http_status(start_server: StartServer) -> None:
+async def test_refused_upgrade_shows_http_status_and_why(start_server: StartServer) -> None:
     def refuse(ws: tether.ServerConnection, request: tether.Request) -> tether.Response:
         return ws.respond(403, "go away")
 
     srv = await start_server(process_request=refuse)
     code, lines, err = await run_cli("connect", srv.url)
     assert (code, lines) == (1, [])
-    assert err == "tether: server rejected upgrade: HTTP 403 Forbidden\n"
+    assert err == "tether: server rejected upgrade: HTTP 403 Forbidden: go away\n"
 
 
 async def test_connection_refused() -> None:

@@ -356,7 +356,10 @@ def _open_error(exc: Exception, address: str, timeout: float | None) -> str:
     """The one-line explanation of why the connection did not open."""
     if isinstance(exc, InvalidStatus):
         response = exc.response
-        return f"server rejected upgrade: HTTP {response.status_code} {response.reason_phrase}"
+        text = f"server rejected upgrade: HTTP {response.status_code} {response.reason_phrase}"
+        # The body usually says why ("token expired"): its first line, shortened.
+        why = response.body.decode("utf-8", "replace").strip().splitlines()
+        return f"{text}: {why[0][:200]}" if why else text
     if isinstance(exc, InvalidHandshake):
         return f"handshake failed: {exc}"
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):

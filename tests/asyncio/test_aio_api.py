@@ -313,6 +313,7 @@ async def test_process_request_health_check_and_401(start_server, raw_client) ->
         await connect(srv.url)
     assert info.value.response.status_code == 401
     assert info.value.response.headers["WWW-Authenticate"] == "Bearer"
+    assert info.value.response.body == b"unauthorized\n"  # the refusal says why
 
     async with connect(srv.url, additional_headers={"Authorization": "Bearer good"}) as ws:
         await ws.send("in")
@@ -333,6 +334,7 @@ async def test_async_process_request(start_server) -> None:
     with pytest.raises(InvalidStatus) as info:
         await connect(srv.url_for("/missing"))
     assert info.value.response.status_code == 404
+    assert info.value.response.body == b"no such room\n"
     async with connect(srv.url_for("/ok")) as ws:
         await ws.send(b"bin")
         assert await ws.recv() == b"bin"

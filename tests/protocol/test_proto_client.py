@@ -30,6 +30,7 @@ from tether.protocol import (
     WebSocketURI,
     parse_uri,
 )
+from tether.protocol.client import MAX_REFUSAL_BODY
 from tether.protocol.extensions.base import ClientExtensionFactory, Extension
 from tether.protocol.handshake import accept_key
 from tether.protocol.headers import ExtensionParams
@@ -248,6 +249,45 @@ def test_non_101_is_invalid_status(status: str) -> None:
     (event,) = client.events_received()
     assert isinstance(event, ResponseReceived)
     assert_failed(client, InvalidStatus, status[:3])
+
+
+def refusal(body: bytes, length: int | None = None) -> bytes:
+    headers = b"" if length is None else b"Content-Length: %d\r\n" % length
+    return b"HTTP/1.1 401 Unauthorized\r\n" + headers + b"\r\n" + body
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_refusal_body_is_kept_in_pieces(chunk: int) -> None:
+    client = started_client()
+    data = refusal(b"token expired\n", 14) + b"ignored after the body"
+    for i in range(0, len(data), chunk):
+        client.receive_data(data[i : i + chunk])
+    assert isinstance(client.handshake_exc, InvalidStatus)
+    assert client.handshake_exc.response.body == b"token expired\n"
+    assert [type(e) for e in client.events_received()] == [ResponseReceived]
+    assert_failed(client, InvalidStatus, "401")
+
+
+def test_refusal_body_cut_by_eof_keeps_what_came() -> None:
+    client = started_client()
+    client.receive_data(refusal(b"tok", 14))
+    assert client.handshake_exc is None  # still reading the body
+    client.receive_eof()
+    assert isinstance(client.handshake_exc, InvalidStatus)
+    assert client.handshake_exc.response.body == b"tok"
+    assert client.state is State.CLOSED
+
+
+def test_refusal_without_length_or_with_a_huge_one() -> None:
+    client = started_client()
+    client.receive_data(refusal(b"no length: not waited for"))
+    assert isinstance(client.handshake_exc, InvalidStatus)
+    assert client.handshake_exc.response.body == b""
+    client = started_client()
+    big = MAX_REFUSAL_BODY + 10
+    client.receive_data(refusal(b"x" * big, big))
+    assert isinstance(client.handshake_exc, InvalidStatus)
+    assert client.handshake_exc.response.body == b"x" * MAX_REFUSAL_BODY  # bounded
 
 
 def test_wrong_accept() -> None:

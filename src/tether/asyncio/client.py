@@ -61,8 +61,11 @@ class ClientConnection(Connection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._handshake.done():
+            # A refusal whose body was still arriving ends here, with its body.
+            self.protocol.receive_eof()
             self._handshake.set_exception(
-                InvalidHandshake(f"connection closed during handshake: {exc or 'EOF'}")
+                self.protocol.handshake_exc
+                or InvalidHandshake(f"connection closed during handshake: {exc or 'EOF'}")
             )
         super().connection_lost(exc)
 

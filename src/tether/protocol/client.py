@@ -64,10 +64,15 @@ def parse_uri(uri: str) -> WebSocketURI:
     return WebSocketURI(secure, parts.hostname, port, path)
 
 
+# The most of a refused upgrade's body kept for InvalidStatus.response.body.
+MAX_REFUSAL_BODY = 64 * 1024
+
+
 class ClientProtocol(Connection):
     """A client connection: sends the upgrade request, checks the answer, then speaks WebSocket."""
 
     __slots__ = (
+        "_body_wanted",
         "_head",
         "additional_headers",
         "extension_factories",
@@ -110,6 +115,8 @@ class ClientProtocol(Connection):
         self.user_agent = user_agent
         self.key = generate_key()
         self._head = HeadParser()
+        # Bytes still expected of a refused upgrade's body (see _refused).
+        self._body_wanted = 0
         self.request: Request | None = None
         self.response: Response | None = None
         self.subprotocol: str | None = None
@@ -141,6 +148,9 @@ class ClientProtocol(Connection):
         self._out.append(line + request.headers.serialize() + b"\r\n")
 
     def _receive_handshake(self, data: bytes) -> None:
+        if self._body_wanted:
+            self._read_body(data)
+            return
         try:
             rest = self._head.feed(data)
         except HeadError as exc:
@@ -156,6 +166,9 @@ class ClientProtocol(Connection):
             return
         response = Response(int(status_text), phrase, self._head.headers)
         self.response = response
+        if response.status_code != 101:
+            self._refused(response, rest)
+            return
         try:
             self._check_response(response)
         except InvalidHandshake as exc:
@@ -166,6 +179,43 @@ class ClientProtocol(Connection):
         self._events.append(ResponseReceived(response))
         if rest:
             self.receive_data(rest)
+
+    def _refused(self, response: Response, rest: bytes) -> None:
+        """The server answered with an HTTP error: keep its body, for the error.
+
+        A refusal usually says why in its body ("token expired"); it is read
+        up to ``Content-Length`` (at most MAX_REFUSAL_BODY bytes; the rest is
+        not waited for), then the handshake fails with InvalidStatus.
+        """
+        values = response.headers.get_all("Content-Length")
+        length = int(values[0]) if len(values) == 1 and values[0].isdigit() else 0
+        self._body_wanted = max(0, min(length, MAX_REFUSAL_BODY))
+        if self._body_wanted:
+            self._read_body(rest)
+        else:
+            self._finish_refusal(b"")
+
+    def _read_body(self, data: bytes) -> None:
+        assert self.response is not None
+        body = self.response.body + data
+        if len(body) >= self._body_wanted:
+            self._finish_refusal(body[: self._body_wanted])
+        else:
+            self.response.body = body
+
+    def _finish_refusal(self, body: bytes) -> None:
+        assert self.response is not None
+        self._body_wanted = 0
+        self.response.body = body
+        self._handshake_failed(InvalidStatus(self.response))
+        self._events.append(ResponseReceived(self.response))
+
+    def receive_eof(self) -> None:
+        if self._body_wanted:
+            # The server closed before the whole body came: keep what did.
+            assert self.response is not None
+            self._finish_refusal(self.response.body)
+        super().receive_eof()
 
     def _handshake_failed(self, exc: InvalidHandshake) -> None:
         self.handshake_exc = exc
