@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +24,7 @@ import tether
 from tether.cli_connect import escape_text, format_frame, format_message
 from tether.protocol.frames import Opcode
 from tether.protocol.handshake import accept_key
-from tether_testing import Running
+from tether_testing import Running, closed_port
 
 GUARD = 10.0
 StartServer = Callable[..., Awaitable[Running]]
@@ -127,12 +126,6 @@ async def run_cli(*args: str, stdin: bytes = b"") -> tuple[int, list[str], str]:
         return await proc.finish(stdin)
     finally:
         proc.kill()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------- tether echo

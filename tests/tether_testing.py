@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -265,3 +266,10 @@ async def raw_client() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
     for client in clients:
         client.close()
     await asyncio.sleep(0)  # let the transports run connection_lost before the loop closes
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

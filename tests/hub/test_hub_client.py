@@ -10,6 +10,7 @@ from hub_support import GUARD, Recorder, config, kill_sockets, token
 
 from tether.hub import Client, ClientState, HubClientError, HubServer, StreamPosition
 from tether.hub.client import PresenceEvent
+from tether_testing import closed_port
 
 StartHub = Callable[..., Awaitable[HubServer]]
 
@@ -66,6 +67,26 @@ async def test_refused_token_stops(start_hub: StartHub) -> None:
     assert caught.value.code == 101
     assert client.state is ClientState.CLOSED
     await client.close()
+
+
+async def test_refused_upgrade_stops_with_the_reason(start_hub: StartHub) -> None:
+    """A 403 (here: a foreign Origin) is final: connect() raises instead of retrying forever."""
+    hub = await start_hub()
+    client = make_client(hub, Recorder(), origin="https://evil.example")
+    with pytest.raises(ConnectionError) as caught:
+        await asyncio.wait_for(client.connect(), GUARD)
+    assert "HTTP 403" in str(caught.value)
+    assert client.state is ClientState.CLOSED
+    await client.close()
+
+
+async def test_connect_timeout_gives_up_and_closes() -> None:
+    client = Client(f"ws://127.0.0.1:{closed_port()}/", min_backoff=0.01, max_backoff=0.05)
+    with pytest.raises(ConnectionError) as caught:
+        await asyncio.wait_for(client.connect(timeout=0.3), GUARD)
+    assert "within 0.3 s" in str(caught.value)
+    assert "last error" in str(caught.value)  # e.g. connection refused
+    assert client.state is ClientState.CLOSED
 
 
 async def test_forbidden_subscribe_raises(start_hub: StartHub) -> None:

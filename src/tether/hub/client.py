@@ -29,9 +29,12 @@ from tether.asyncio.client import ClientConnection, connect
 from tether.hub.errors import ErrorCode, HubCloseCode, should_reconnect
 from tether.hub.model import JSON, ClientInfo, StreamPosition
 from tether.hub.wire import SUBPROTOCOL, dumps, loads
-from tether.protocol.exceptions import ConnectionClosed, InvalidHandshake
+from tether.protocol.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 logger = logging.getLogger("tether.hub.client")
+
+# Refusals of the upgrade that may go away by themselves: retried.
+_RETRY_STATUSES = frozenset({408, 429})
 
 
 class ClientState(enum.Enum):
@@ -192,11 +195,14 @@ class Client:
     def on_state(self, callback: Callable[[StateEvent], Any]) -> None:
         self._state_callbacks.append(callback)
 
-    async def connect(self) -> None:
+    async def connect(self, timeout: float | None = None) -> None:
         """Start connecting (and reconnecting); return once connected the first time.
 
         Raises :class:`HubClientError` or :class:`ConnectionError` if the hub
-        refuses for good before that.
+        refuses for good before that (an upgrade refused with a 4xx status
+        other than 408/429, a rejected token ...). Otherwise it retries with
+        backoff; with ``timeout`` (seconds), it gives up after that long:
+        the client is closed and :class:`ConnectionError` says the last error.
         """
         if self._run_task is None:
             loop = asyncio.get_running_loop()
@@ -204,7 +210,13 @@ class Client:
             self._dispatcher = loop.create_task(self._dispatch())
             self._run_task = loop.create_task(self._run())
         assert self._first is not None
-        await asyncio.shield(self._first)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first), timeout)
+        except TimeoutError:
+            last = self.close_reason
+            await self.close()
+            detail = f": last error: {last}" if last else ""
+            raise ConnectionError(f"not connected to the hub within {timeout} s{detail}") from None
 
     async def close(self) -> None:
         """Disconnect for good; pending publishes fail with ConnectionError."""
@@ -354,6 +366,8 @@ class Client:
             if self.token is None and self.get_token is not None:
                 self.token = await self.get_token()
             ws = await connect(self.url, subprotocols=[SUBPROTOCOL], **self.connect_options)
+        except InvalidStatus as exc:
+            return self._refused(exc)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             return 1006, str(exc)
         self._ws = ws
@@ -378,6 +392,20 @@ class Client:
         if self._disconnect_push is not None:
             code, reason = self._disconnect_push
         return code, reason
+
+    def _refused(self, exc: InvalidStatus) -> tuple[int, str]:
+        """The upgrade got an HTTP error: retry when that can help, else stop."""
+        response = exc.response
+        why = response.body.decode("utf-8", "replace").strip().splitlines()
+        reason = f"{exc}: {why[0][:200]}" if why else str(exc)
+        status = response.status_code
+        if status == 401 and self.get_token is not None:
+            self.token = None  # a token in a cookie or subprotocol may have expired
+        elif 400 <= status < 500 and status not in _RETRY_STATUSES:
+            # A forbidden origin, a bad token, no such path: asking again
+            # cannot help.
+            self._stop(ConnectionError(f"hub refused the connection: {reason}"))
+        return 1006, reason
 
     async def _handshake(self) -> None:
         self._disconnect_push = None
