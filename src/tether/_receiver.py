@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from tether._lengths import payload_length
 from tether._mask import apply_mask
 
 OK = 0  # every whole simple frame was delivered; at most an incomplete one is held
@@ -185,22 +186,13 @@ class Receiver:
                     break
                 if n - pos < 2:
                     break
-                b1 = buf[pos + 1]
-                if b1 & 0x80 != mask_bit:
+                if buf[pos + 1] & 0x80 != mask_bit:
                     status = SLOW
                     break
-                length = b1 & 0x7F
-                head = 2
-                if length == 126:
-                    if n - pos < 4:
-                        break
-                    length = (buf[pos + 2] << 8) | buf[pos + 3]
-                    head = 4
-                elif length == 127:
-                    if n - pos < 10:
-                        break
-                    length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                    head = 10
+                sizes = payload_length(buf, pos, n)
+                if sizes is None:
+                    break
+                length, head = sizes
                 if length > limit:
                     status = SLOW  # the full parser reports 1009 (or 1002)
                     break

@@ -41,7 +41,13 @@ def test_no_io_imports_statically(path: Path) -> None:
     for name in imported:
         if name.startswith("tether."):
             assert name.startswith(
-                ("tether.protocol", "tether._native", "tether._mask", "tether._utf8")
+                (
+                    "tether.protocol",
+                    "tether._native",
+                    "tether._mask",
+                    "tether._utf8",
+                    "tether._lengths",
+                )
             ), name
 
 

@@ -343,6 +343,15 @@ class Connection(asyncio.BufferedProtocol):
                 # A long burst: bound the delay and the memory held.
                 self._flush_held()
 
+    def _write_small(self, frame: bytes) -> None:
+        """Write a fast-path frame now, or hold it while corked (see _cork)."""
+        if _cork_state.loop is self.loop:
+            self._hold(frame)
+            return
+        if self._held_frames is not None:
+            self._flush_held()
+        self.transport.write(frame)  # type: ignore[union-attr]
+
     def _flush_held(self) -> None:
         frames = self._held_frames
         if frames is None:
@@ -835,12 +844,7 @@ class Connection(asyncio.BufferedProtocol):
             # Fast path: a server frame with no extension is just header + payload.
             frame = _frame_small(message)
             if frame is not None:
-                if _cork_state.loop is self.loop:
-                    self._hold(frame)
-                else:
-                    if self._held_frames is not None:
-                        self._flush_held()
-                    self.transport.write(frame)  # type: ignore[union-attr]
+                self._write_small(frame)
                 if self._writing_paused:
                     await self._drain()
                 return
@@ -886,12 +890,7 @@ class Connection(asyncio.BufferedProtocol):
         if self._fast_tx and proto.state is _OPEN and proto._sending is None:
             frame = _frame_small(message)
             if frame is not None:
-                if _cork_state.loop is self.loop:
-                    self._hold(frame)
-                else:
-                    if self._held_frames is not None:
-                        self._flush_held()
-                    self.transport.write(frame)  # type: ignore[union-attr]
+                self._write_small(frame)
                 return
         if proto.state is not State.OPEN or self._busy is not None:
             if proto.state is State.OPEN:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 
 from tether import _native
+from tether._lengths import payload_length
 from tether._native import apply_mask
 from tether._utf8 import Utf8Validator
 from tether.protocol.events import CloseReceived, Event, Fragment, Ping, Pong
@@ -269,20 +270,11 @@ class Connection:
                 if n - pos < 2:
                     break
             b0 = buf[pos]
-            b1 = buf[pos + 1]
-            length = b1 & 0x7F
-            head = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                head = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            masked = b1 & 0x80
+            sizes = payload_length(buf, pos, n)
+            if sizes is None:
+                break
+            length, head = sizes
+            masked = buf[pos + 1] & 0x80
             if masked:
                 head += 4
             fast = (
