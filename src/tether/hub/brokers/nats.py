@@ -126,6 +126,20 @@ class NatsBroker(BackplaneBroker):
             self._subs[channel] = await nc.subscribe(
                 self.subject(channel), cb=self._callback(channel)
             )
+        await self._round_trip(nc)
+
+    async def _round_trip(self, nc: NatsClient) -> None:
+        """Return once the server has everything this client sent before the call.
+
+        nats-py's flush() writes its PING straight to the socket, while
+        earlier publishes and subscriptions may still wait in its pending
+        buffer for the flusher task: the PONG could then come back before
+        the server saw them, and a publish would count as confirmed (or a
+        subscription as active) too early. So the buffer goes out first.
+        """
+        push_pending = getattr(nc, "_flush_pending", None)  # private in nats-py 2.x
+        if push_pending is not None:
+            await push_pending(force_flush=True)
         await nc.flush(timeout=max(1, round(self.timeout)))
 
     def _callback(self, channel: str) -> Any:
@@ -167,7 +181,7 @@ class NatsBroker(BackplaneBroker):
         if not self._up or nc is None:
             return
         try:
-            await nc.flush(timeout=max(1, round(self.timeout)))
+            await self._round_trip(nc)
         except Exception as exc:
             raise BrokerUnavailable(f"nats sync failed: {exc}") from exc
         # Everything sent before the PONG is queued in the subscriptions; each
@@ -183,7 +197,7 @@ class NatsBroker(BackplaneBroker):
             self._subs[channel] = await nc.subscribe(
                 self.subject(channel), cb=self._callback(channel)
             )
-            await nc.flush(timeout=max(1, round(self.timeout)))
+            await self._round_trip(nc)
         except Exception as exc:
             raise BrokerUnavailable(f"nats subscribe failed: {exc}") from exc
 
@@ -218,7 +232,7 @@ class NatsBroker(BackplaneBroker):
         if self._flush is flush:
             self._flush = None
         try:
-            await nc.flush(timeout=max(1, round(self.timeout)))
+            await self._round_trip(nc)
         except Exception as exc:
             if not flush.done():
                 flush.set_exception(BrokerUnavailable(f"nats publish not confirmed: {exc}"))
