@@ -31,6 +31,13 @@ class NullTransport:
     def write(self, data: bytes) -> None:
         self.written += len(data)
 
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.written += len(chunk)
+
+    def can_write_eof(self) -> bool:
+        return False
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
 

@@ -4,11 +4,11 @@
 protocol core lives in :mod:`tether.protocol`.
 """
 
-from tether.asyncio.broadcast import broadcast
-from tether.asyncio.client import ClientConnection, connect
-from tether.asyncio.connection import ConcurrencyError, Connection
-from tether.asyncio.listener import Listener
-from tether.asyncio.server import Server, ServerConnection, serve
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tether.protocol.exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -25,7 +25,42 @@ from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request, Response
 from tether.protocol.headers import Headers
 
+if TYPE_CHECKING:
+    from tether.asyncio.broadcast import broadcast
+    from tether.asyncio.client import ClientConnection, connect
+    from tether.asyncio.connection import ConcurrencyError, Connection
+    from tether.asyncio.listener import Listener
+    from tether.asyncio.server import Server, ServerConnection, serve
+
 __version__ = "0.1.0"
+
+# The asyncio layer is imported on first use, so that ``import tether.protocol``
+# (the sans-I/O core, usable under any I/O framework) does not load asyncio.
+_LAZY = {
+    "broadcast": "tether.asyncio.broadcast",
+    "ClientConnection": "tether.asyncio.client",
+    "connect": "tether.asyncio.client",
+    "ConcurrencyError": "tether.asyncio.connection",
+    "Connection": "tether.asyncio.connection",
+    "Listener": "tether.asyncio.listener",
+    "Server": "tether.asyncio.server",
+    "ServerConnection": "tether.asyncio.server",
+    "serve": "tether.asyncio.server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tether' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ClientConnection",

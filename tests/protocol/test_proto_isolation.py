@@ -51,22 +51,36 @@ def test_no_io_imports_statically(path: Path) -> None:
             ), name
 
 
-# Importing ``tether`` itself runs tether/__init__.py, which imports the asyncio
-# layer; the core is checked without it by installing a bare package object for
-# ``tether`` first, so only the core and the modules it imports get loaded.
+# ``tether/__init__.py`` loads the asyncio layer only when one of its names is
+# first used, so importing the core, through the real package, loads no I/O.
 _PROBE = """
-import importlib, importlib.util, json, pkgutil, sys, types
-
-spec = importlib.util.find_spec("tether")
-package = types.ModuleType("tether")
-package.__path__ = list(spec.submodule_search_locations)
-sys.modules["tether"] = package
+import importlib, json, pkgutil, sys
 
 import tether.protocol
 names = [m.name for m in pkgutil.walk_packages(tether.protocol.__path__, "tether.protocol.")]
 for name in names:
     importlib.import_module(name)
+import tether
+from tether import CloseCode, ProtocolError  # the core's names stay eager
 print(json.dumps({"imported": names, "modules": sorted(sys.modules)}))
+"""
+
+_LAZY_PROBE = """
+import sys
+import tether
+assert "tether.asyncio" not in sys.modules
+from tether import serve, Listener
+assert "tether.asyncio.server" in sys.modules
+assert tether.connect.__module__ == "tether.asyncio.client"
+assert {"serve", "connect", "broadcast"} <= set(dir(tether))
+assert set(tether.__all__) <= set(dir(tether))
+try:
+    tether.no_such_name
+except AttributeError as exc:
+    assert "no_such_name" in str(exc)
+else:
+    raise AssertionError("no AttributeError")
+print("ok")
 """
 
 
@@ -112,6 +126,12 @@ for chunk in server.data_to_send():
     client.receive_data(chunk)
 print("ok")
 """
+
+
+def test_asyncio_layer_loads_on_first_use() -> None:
+    result = _run(_LAZY_PROBE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 def test_pure_python_masking_round_trip() -> None:
