@@ -84,34 +84,10 @@ def _frame_small(message: object) -> bytes | None:
 # which is what a browser's ws.close() sends.
 _OK_CODES = (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS)
 
-# DEFLATE's best case is a 258-byte match coded in 2 bits: 1032 bytes out per
-# byte in, so a 16 KiB compressed frame may inflate to 16 MiB.
-_MAX_INFLATE_RATIO = 1032
 # Inflating costs much less per byte than deflating (about 4 ms per MiB of a
-# bomb's zeros, far less for ordinary data), so the event loop may inflate up
-# to this many times ``offload_threshold`` (4 MiB by default) itself.
+# bomb's zeros, far less for ordinary data), so one read may inflate up to
+# this many times ``offload_threshold`` (4 MiB by default) on the event loop.
 _INLINE_INFLATE_FACTOR = 16
-
-
-def _first_frame_end(head: bytes | bytearray) -> int | None:
-    """Where the frame at the start of ``head`` ends, or None if its header is incomplete."""
-    if len(head) < 2:
-        return None
-    length = head[1] & 0x7F
-    size = 2
-    if length == 126:
-        if len(head) < 4:
-            return None
-        length = int.from_bytes(head[2:4], "big")
-        size = 4
-    elif length == 127:
-        if len(head) < 10:
-            return None
-        length = int.from_bytes(head[2:10], "big")
-        size = 10
-    if head[1] & 0x80:
-        size += 4
-    return size + length
 
 
 class ConcurrencyError(RuntimeError):
@@ -378,7 +354,9 @@ class Connection(asyncio.BufferedProtocol):
         if proto.state is State.CONNECTING:
             self._handshake_data(data)
             return
-        if self._busy is not None or (proto.extensions and self._inflates_much(data)):
+        if self._busy is not None or (
+            proto.extensions and len(proto._buf) + len(data) >= self.offload_threshold
+        ):
             self._receive_in_worker(data)
             return
         self._set_parse_budget()
@@ -390,48 +368,35 @@ class Connection(asyncio.BufferedProtocol):
     def _set_parse_budget(self) -> None:
         # Parse no more messages than the queue has room for: compressed ones
         # may each inflate to max_size.
+        proto = self.protocol
         if self.max_queue is not None:
-            self.protocol.max_messages = max(self.max_queue - len(self._queue), 1)
+            proto.max_messages = max(self.max_queue - len(self._queue), 1)
+        # On the event loop, inflate a bounded amount per read; a frame that
+        # could go past it is tried within what is left, and if it needs more
+        # it waits for a worker thread (see _after_receive).
+        proto.inflate_budget = self.offload_threshold * _INLINE_INFLATE_FACTOR
 
     def _handshake_data(self, data: bytes) -> None:
         """Bytes of the opening handshake; each side implements it."""
         raise NotImplementedError
 
-    def _inflates_much(self, data: bytes) -> bool:
-        """Whether parsing ``data`` may cost too much for the event loop.
-
-        What compressed bytes inflate to is unknown until they are inflated,
-        but bounded: by DEFLATE's best ratio, and for a single frame by what is
-        left of ``max_size``. Many frames in one read are judged by the ratio.
-        """
-        proto = self.protocol
-        buf = proto._buf
-        n = len(buf) + len(data)
-        if n >= self.offload_threshold:
-            return True
-        budget = self.offload_threshold * _INLINE_INFLATE_FACTOR
-        if n * _MAX_INFLATE_RATIO < budget:
-            return False
-        # The core's buffer always starts at a frame boundary.
-        end = _first_frame_end(buf[:10] + data[:10] if buf else data[:10])
-        if end is None or end > n:
-            return False  # no whole frame yet: nothing to inflate
-        if end < n:
-            return True  # several frames: assume the worst ratio
-        if not (buf or data)[0] & 0x40 and not proto._msg_compressed:
-            return False  # one uncompressed frame
-        max_size = proto.max_size
-        return max_size is None or max_size - proto._msg_size >= budget
-
     def _after_receive(self) -> None:
         self._handle_received()
         proto = self.protocol
-        while (
-            proto.parse_paused
-            and not self._reading_paused
-            and not self._lost
-            and self._busy is None
-        ):
+        while True:
+            if proto.inflate_deferred:
+                # A frame would inflate past this read's budget: a worker
+                # thread takes it and what follows.
+                proto.inflate_deferred = False
+                self._receive_in_worker(b"")
+                return
+            if not (
+                proto.parse_paused
+                and not self._reading_paused
+                and not self._lost
+                and self._busy is None
+            ):
+                return
             # The parse budget stopped early but there is room: go on.
             self._set_parse_budget()
             proto.receive_data(b"")
@@ -496,6 +461,7 @@ class Connection(asyncio.BufferedProtocol):
                 chunk = b"".join(self._backlog)
                 self._backlog.clear()
                 self._set_parse_budget()
+                proto.inflate_budget = None  # off the event loop: inflate it all
                 await self.loop.run_in_executor(None, proto.receive_data, chunk)
                 self._handle_received()
         finally:

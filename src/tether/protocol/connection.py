@@ -22,7 +22,7 @@ from tether._lengths import payload_length
 from tether._native import apply_mask
 from tether._utf8 import Utf8Validator
 from tether.protocol.events import CloseReceived, Event, Fragment, Ping, Pong
-from tether.protocol.exceptions import InvalidState, PayloadTooBig, ProtocolError
+from tether.protocol.exceptions import InflateDeferred, InvalidState, PayloadTooBig, ProtocolError
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import (
     MAX_CONTROL_PAYLOAD,
@@ -99,6 +99,7 @@ class Connection:
         "_msg_parts",
         "_msg_size",
         "_msg_text",
+        "_observed_deferred",
         "_out",
         "_partial_checked",
         "_partial_decoder",
@@ -114,6 +115,8 @@ class Connection:
         "extensions",
         "failure",
         "frame_observer",
+        "inflate_budget",
+        "inflate_deferred",
         "max_frame_size",
         "max_messages",
         "max_size",
@@ -147,6 +150,11 @@ class Connection:
         # expand (e.g. inflate); see receive_data.
         self.max_messages: int | None = None
         self.parse_paused = False
+        # Bytes that extensions may still expand (inflate) into during this
+        # receive_data call; see receive_data.
+        self.inflate_budget: int | None = None
+        self.inflate_deferred = False
+        self._observed_deferred = False
         self._out: list[bytes] = []
         self._events: list[Event] = []
 
@@ -196,6 +204,15 @@ class Connection:
         ``receive_data(b"")`` is called again (when the application caught up).
         ``after_messages`` tells that the I/O layer delivered messages from
         the same read itself, just before these bytes (see ``defer_failure``).
+
+        With ``inflate_budget`` set, compressed frames inflate to at most that
+        many bytes in all during this call (the budget goes down as they do).
+        The first frame that could go past it, by DEFLATE's best ratio, is
+        tried within what is left; if it needs more, parsing stops before it
+        with ``parse_paused`` and ``inflate_deferred`` true, and it stays
+        buffered, as if never seen, for a later ``receive_data(b"")`` (say in
+        a worker thread, with no budget). An I/O layer uses this to bound the
+        time one read can take on its event loop.
         """
         if self._discard_input or (not data and not self.parse_paused):
             return
@@ -269,6 +286,7 @@ class Connection:
                     self._partial_decoder = None
                 if n - pos < 2:
                     break
+            frame_start = pos
             b0 = buf[pos]
             sizes = payload_length(buf, pos, n)
             if sizes is None:
@@ -305,7 +323,9 @@ class Connection:
             else:
                 payload = bytes(buf[start:end])
             pos = end
-            if self.frame_observer is not None:
+            if self._observed_deferred:
+                self._observed_deferred = False  # seen before it was deferred
+            elif self.frame_observer is not None:
                 self.frame_observer(
                     "<", b0 & 0x0F, bool(b0 & 0x80), (b0 >> 4) & 7, length, bool(masked), payload
                 )
@@ -327,7 +347,15 @@ class Connection:
             if opcode >= 8:
                 self._control_frame(opcode, payload)
             else:
-                self._data_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload)
+                try:
+                    self._data_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload)
+                except InflateDeferred:
+                    # Past inflate_budget: the frame waits, whole, for a later call.
+                    pos = frame_start
+                    self.parse_paused = True
+                    self.inflate_deferred = True
+                    self._observed_deferred = self.frame_observer is not None
+                    break
         return pos
 
     def _check_header(self, b0: int, mask_ok: bool, length: int) -> None:
@@ -410,12 +438,25 @@ class Connection:
 
     def _data_frame(self, opcode: int, fin: bool, rsv1: bool, payload: bytes) -> None:
         if self.extensions:
+            was_compressed = self._msg_compressed
             if opcode:
                 self._msg_compressed = rsv1
             remaining = None if self.max_size is None else self.max_size - self._msg_size
             frame = Frame(opcode, payload, fin, rsv1)
-            for ext in reversed(self.extensions):
-                frame = ext.decode(frame, max_size=remaining)
+            budget = self.inflate_budget
+            if budget is not None and self._msg_compressed and len(self.extensions) == 1:
+                # One extension (permessage-deflate): bound what it inflates.
+                try:
+                    frame = self.extensions[0].decode(
+                        frame, max_size=remaining, max_output=max(budget, 0)
+                    )
+                except InflateDeferred:
+                    self._msg_compressed = was_compressed
+                    raise
+                self.inflate_budget = budget - len(frame.data)
+            else:
+                for ext in reversed(self.extensions):
+                    frame = ext.decode(frame, max_size=remaining)
             payload = frame.data
             if fin:
                 self._msg_compressed = False

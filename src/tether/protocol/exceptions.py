@@ -28,6 +28,15 @@ class PayloadTooBig(ProtocolError):
         super().__init__(reason, 1009)
 
 
+class InflateDeferred(Exception):
+    """An extension would expand a frame past the caller's ``max_output``.
+
+    Not an error: the extension left its state as it was before the frame,
+    so the same frame can be decoded again later, without the bound (by an
+    I/O layer, in a worker thread). Never escapes ``Connection.receive_data``.
+    """
+
+
 class InvalidHandshake(WebSocketError):
     """The opening handshake failed."""
 

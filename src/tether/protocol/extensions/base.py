@@ -19,7 +19,9 @@ class Extension(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+    def decode(
+        self, frame: Frame, *, max_size: int | None = None, max_output: int | None = None
+    ) -> Frame:
         """Transform an incoming data frame (TEXT, BINARY or CONT).
 
         ``max_size`` is how many payload bytes the rest of the current message
@@ -27,6 +29,13 @@ class Extension(abc.ABC):
         raise :class:`~tether.protocol.exceptions.PayloadTooBig` as soon as it
         would exceed it, never expand first and check after. Malformed input
         raises :class:`~tether.protocol.exceptions.ProtocolError`.
+
+        ``max_output`` bounds the work of this one call: an implementation
+        that would produce more than that many bytes may put its state back
+        as it was and raise
+        :class:`~tether.protocol.exceptions.InflateDeferred`, for the caller
+        to decode the same frame again later without the bound. Others may
+        ignore it.
         """
 
     @abc.abstractmethod

@@ -58,7 +58,12 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tether.protocol.exceptions import NegotiationError, PayloadTooBig, ProtocolError
+from tether.protocol.exceptions import (
+    InflateDeferred,
+    NegotiationError,
+    PayloadTooBig,
+    ProtocolError,
+)
 from tether.protocol.extensions.base import (
     ClientExtensionFactory,
     Extension,
@@ -106,6 +111,19 @@ def _check_settings(compress_threshold: int, mem_level: int, level: int) -> None
         raise ValueError(f"mem_level must be between 1 and 9, got {mem_level}")
     if not -1 <= level <= 9:
         raise ValueError(f"level must be between -1 and 9, got {level}")
+
+
+# DEFLATE's best case is a 258-byte match coded in 2 bits: 1032 bytes out per
+# byte in, so 16 KiB of compressed data may inflate to 16 MiB.
+MAX_INFLATE_RATIO = 1032
+
+
+def _may_inflate_past(size: int, max_size: int | None, max_output: int) -> bool:
+    """Whether ``size`` compressed bytes could inflate to more than ``max_output``."""
+    worst = size * MAX_INFLATE_RATIO
+    if max_size is not None:
+        worst = min(worst, max(max_size, 0) + 1)
+    return worst > max_output
 
 
 class PerMessageDeflate(Extension):
@@ -194,7 +212,10 @@ class PerMessageDeflate(Extension):
             compress_threshold=self.compress_threshold,
         )
 
-    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+    def decode(
+        self, frame: Frame, *, max_size: int | None = None, max_output: int | None = None
+    ) -> Frame:
+        was_decoding = self._decoding
         if frame.opcode == Opcode.CONT:
             # RFC 7692 §6.1: "An endpoint MUST NOT set the 'Per-Message
             # Compressed' bit of control frames and non-first fragments of a
@@ -214,6 +235,7 @@ class PerMessageDeflate(Extension):
             return frame
 
         decoder = self._decoder
+        fresh = decoder is None
         if decoder is None:
             decoder = self._decoder = zlib.decompressobj(-self.remote_max_window_bits)
         try:
@@ -228,7 +250,18 @@ class PerMessageDeflate(Extension):
                 # the tail end of the payload of the message", then inflate.
                 # The copy is cheap next to inflating.
                 payload = frame.data + _EMPTY_BLOCK_TAIL if frame.fin else frame.data
-                data = self._inflate(decoder, payload, max_size)
+                bound = None
+                if max_output is not None and _may_inflate_past(len(payload), max_size, max_output):
+                    bound = max_output
+                # Try within the bound; past it, put everything back (from a
+                # copy of the decompressor's state, taken only for a try).
+                snapshot = decoder.copy() if bound is not None and not fresh else None
+                inflated = self._inflate(decoder, payload, max_size, bound)
+                if inflated is None:
+                    self._decoder = snapshot
+                    self._decoding = was_decoding
+                    raise InflateDeferred
+                data = inflated
         except zlib.error as exc:
             self._reset_decoder()
             raise ProtocolError("invalid compressed data") from exc
@@ -246,8 +279,11 @@ class PerMessageDeflate(Extension):
         return Frame(frame.opcode, data, frame.fin, False, frame.rsv2, frame.rsv3)
 
     @staticmethod
-    def _inflate(decoder: _Decompress, data: bytes, max_size: int | None) -> bytes:
-        if max_size is None:
+    def _inflate(
+        decoder: _Decompress, data: bytes, max_size: int | None, max_output: int | None = None
+    ) -> bytes | None:
+        """The inflated ``data``; None if it would be longer than ``max_output``."""
+        if max_size is None and max_output is None:
             return decoder.decompress(data)
         # Ask zlib for one byte more than the budget: if it delivers that byte,
         # the message is too big, and zlib stopped there instead of expanding
@@ -255,10 +291,15 @@ class PerMessageDeflate(Extension):
         # stopped because the input ran out (or the stream ended) and nothing
         # stays behind in unconsumed_tail. (max_length=0 would mean
         # "unlimited", hence the + 1 and the clamp.)
-        budget = max(max_size, 0)
-        data = decoder.decompress(data, budget + 1)
-        if len(data) > budget:
-            raise PayloadTooBig(f"message exceeds the size limit after decompression ({budget=})")
+        budget = None if max_size is None else max(max_size, 0)
+        cap = min(x for x in (budget, max_output) if x is not None)
+        data = decoder.decompress(data, cap + 1)
+        if len(data) > cap:
+            if budget is not None and len(data) > budget:
+                raise PayloadTooBig(
+                    f"message exceeds the size limit after decompression ({budget=})"
+                )
+            return None  # only past max_output
         return data
 
     def _reset_decoder(self) -> None:
