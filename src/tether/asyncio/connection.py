@@ -856,7 +856,13 @@ class Connection(asyncio.BufferedProtocol):
         if self._fast_tx and proto.state is _OPEN and proto._sending is None:
             frame = _frame_small(message)
             if frame is not None:
-                self._write_small(frame)
+                # _write_small, inlined: this is the Listener's hot path.
+                if _cork_state.loop is self.loop:
+                    self._hold(frame)
+                    return
+                if self._held_frames is not None:
+                    self._flush_held()
+                self.transport.write(frame)  # type: ignore[union-attr]
                 return
         if proto.state is not State.OPEN or self._busy is not None:
             if proto.state is State.OPEN:
