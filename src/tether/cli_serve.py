@@ -38,6 +38,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--api-key", help="key for the HTTP API (env TETHER_API_KEY)")
+    p.add_argument(
+        "--metrics-key",
+        help="require 'Authorization: Bearer KEY' on /metrics (env TETHER_METRICS_KEY)",
+    )
     p.add_argument("--jwt-secret", help="HS256 secret for client tokens (env TETHER_JWT_SECRET)")
     p.add_argument(
         "--jwt-public-key",
@@ -122,6 +126,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
         raise UsageError(str(exc)) from None
     if args.api_key:
         config.api_key = args.api_key
+    if args.metrics_key:
+        config.metrics_key = args.metrics_key
     if args.jwt_secret:
         config.jwt_secret = args.jwt_secret
     if args.allow_anonymous:
@@ -181,7 +187,8 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
         f"  websocket : {ws_url}",
         f"  HTTP API  : {url}api/publish"
         + ("  (Authorization: apikey KEY)" if config.api_key else "  (off: no API key)"),
-        f"  metrics   : {url}metrics",
+        f"  metrics   : {url}metrics"
+        + ("  (Authorization: Bearer KEY)" if config.metrics_key else ""),
     ]
     if p.backends:
         lines.append(f"  backends  : {p.backends}")

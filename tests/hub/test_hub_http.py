@@ -257,3 +257,25 @@ async def test_broadcast_is_capped(start_hub: StartHub) -> None:
     )
     assert status == 400
     assert body["error"]["code"] == 106  # type: ignore[index]
+
+
+async def test_metrics_key(start_hub: StartHub) -> None:
+    """With metrics_key, /metrics answers only its Bearer token; /healthz stays open."""
+    hub = await start_hub(config=config(metrics_key="scrape-me"))
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "apikey scrape-me"},  # another scheme
+        api_headers(),  # the API key is not the metrics key
+    ):
+        status, answer, body = await http(hub.port, "GET", "/metrics", headers=headers)
+        assert status == 401, headers
+        assert answer["www-authenticate"] == 'Bearer realm="metrics"'
+        assert "metrics key" in json.loads(body)["error"]["message"]
+        assert b"tether_connections" not in body
+    status, _, body = await http(
+        hub.port, "GET", "/metrics", headers={"Authorization": "Bearer scrape-me"}
+    )
+    assert status == 200 and b"tether_connections " in body
+    status, _, _ = await http(hub.port, "GET", "/healthz")
+    assert status == 200

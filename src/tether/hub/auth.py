@@ -127,9 +127,18 @@ def cookie(headers: Headers, name: str) -> str | None:
 
 def api_key_matches(authorization: str | None, api_key: str | None) -> bool:
     """``Authorization: apikey KEY``, compared in constant time."""
-    if not api_key or authorization is None:
+    return _credentials_match(authorization, "apikey", api_key)
+
+
+def bearer_matches(authorization: str | None, key: str | None) -> bool:
+    """``Authorization: Bearer KEY`` (what Prometheus sends), compared in constant time."""
+    return _credentials_match(authorization, "bearer", key)
+
+
+def _credentials_match(authorization: str | None, scheme: str, key: str | None) -> bool:
+    if not key or authorization is None:
         return False
-    scheme, _, given = authorization.strip().partition(" ")
-    if scheme.lower() != "apikey":
+    given_scheme, _, given = authorization.strip().partition(" ")
+    if given_scheme.lower() != scheme:
         return False
-    return hmac.compare_digest(given.strip().encode(), api_key.encode())
+    return hmac.compare_digest(given.strip().encode(), key.encode())

@@ -74,6 +74,9 @@ class HubConfig:
     """RS256 public key (PEM text); tokens signed with its private key are accepted."""
     api_key: str | None = None
     """Key for the HTTP API (``Authorization: apikey KEY``); the API is off without one."""
+    metrics_key: str | None = None
+    """With it, ``/metrics`` answers only ``Authorization: Bearer KEY`` (Prometheus'
+    ``authorization`` scrape setting); without it, ``/metrics`` is open."""
     origins: list[str] | None = None
     """Allowed browser origins; ``None`` allows only same-origin pages, ``["*"]`` any."""
     cookie_name: str = "tether_token"
@@ -196,6 +199,7 @@ _SCALARS: dict[str, object] = {
     "jwt_secret": "",
     "jwt_public_key": "",
     "api_key": "",
+    "metrics_key": "",
     "cookie_name": "",
     "strict_namespaces": False,
     "ping_interval": 0.0,
@@ -213,6 +217,7 @@ _SCALARS: dict[str, object] = {
 # Environment variables and the option each one sets (values parsed like flags).
 ENVIRONMENT = {
     "TETHER_API_KEY": "api_key",
+    "TETHER_METRICS_KEY": "metrics_key",
     "TETHER_JWT_SECRET": "jwt_secret",
     "TETHER_JWT_PUBLIC_KEY_FILE": "jwt_public_key_file",
     "TETHER_ALLOW_ANONYMOUS": "allow_anonymous",

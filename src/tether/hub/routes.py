@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from tether.asyncio.server import RequestBodyError, ServerConnection
 from tether.hub import metrics as metrics_module
-from tether.hub.auth import api_key_matches
+from tether.hub.auth import api_key_matches, bearer_matches
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.errors import ErrorCode, HubError
 from tether.hub.model import JSON
@@ -122,6 +122,14 @@ class HttpRoutes:
                 return json_response(503, body)
             return json_response(200, {"status": "ok", "node": self.node.id})
         if path == "/metrics":
+            if self.config.metrics_key and not bearer_matches(
+                request.headers.get("Authorization"), self.config.metrics_key
+            ):
+                response = error_response(
+                    401, "missing or wrong metrics key (Authorization: Bearer KEY)"
+                )
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+                return response
             text = self._render_metrics()
             return _content(200, text.encode(), metrics_module.CONTENT_TYPE)
         if path in STATIC_FILES:

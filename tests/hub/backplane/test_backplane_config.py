@@ -65,3 +65,18 @@ def test_bad_urls_are_usage_errors() -> None:
         cli_serve.plan(parse("--broker", "kafka://x"), environ={})
     with pytest.raises(cli_serve.UsageError, match="presence cannot be NATS"):
         cli_serve.plan(parse("--presence", NATS), environ={})
+
+
+def test_metrics_key_from_flag_environment_and_file(tmp_path: Path) -> None:
+    """--metrics-key, TETHER_METRICS_KEY and the file's metrics_key; the banner says so."""
+    flag = cli_serve.plan(parse("--metrics-key", "k1"), environ={})
+    assert flag.config.metrics_key == "k1"
+    assert "(Authorization: Bearer KEY)" in cli_serve.banner(flag, "http://h:1/", "ws://h:1/x")
+    env = cli_serve.plan(parse(), environ={"TETHER_METRICS_KEY": "k2"})
+    assert env.config.metrics_key == "k2"
+    path = tmp_path / "hub.toml"
+    path.write_text('metrics_key = "k3"\n')
+    assert cli_serve.plan(parse("--config", str(path)), environ={}).config.metrics_key == "k3"
+    default = cli_serve.plan(parse(), environ={})
+    assert not default.config.metrics_key
+    assert "Bearer" not in cli_serve.banner(default, "http://h:1/", "ws://h:1/x")
