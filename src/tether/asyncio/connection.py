@@ -397,8 +397,11 @@ class Connection(asyncio.BufferedProtocol):
                 and self._busy is None
             ):
                 return
-            # The parse budget stopped early but there is room: go on.
+            # The parse budget stopped early but there is room: go on, with
+            # what is left of this read's inflate budget (not a fresh one).
+            left = proto.inflate_budget
             self._set_parse_budget()
+            proto.inflate_budget = left
             proto.receive_data(b"")
             self._handle_received()
 
@@ -463,7 +466,14 @@ class Connection(asyncio.BufferedProtocol):
                 self._set_parse_budget()
                 proto.inflate_budget = None  # off the event loop: inflate it all
                 await self.loop.run_in_executor(None, proto.receive_data, chunk)
-                self._handle_received()
+                # The worker is done with the core: a Listener answering these
+                # messages from on_message (send_nowait) may use it now.
+                busy, self._busy = self._busy, None
+                try:
+                    self._handle_received()
+                finally:
+                    if self._busy is None:
+                        self._busy = busy
         finally:
             busy, self._busy = self._busy, None
             if busy is not None and not busy.done():
