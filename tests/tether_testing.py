@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import socket
 import struct
@@ -273,3 +274,24 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def answer_upgrade(reader: asyncio.StreamReader, extra_headers: bytes = b"") -> bytes:
+    """A hand-written server's side of the opening handshake: read the request, return a 101.
+
+    ``extra_headers``: more header lines, each ending with CRLF (say an
+    extension the server accepts). Computes Sec-WebSocket-Accept itself
+    (RFC 6455 §4.2.2), independently of tether. The caller writes the answer,
+    with whatever should arrive in the same read.
+    """
+    head = await reader.readuntil(b"\r\n\r\n")
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra_headers + b"\r\n"
+    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 
 import pytest
 
 from tether import ConnectionClosedError, connect
 from tether.protocol.frames import Opcode
+from tether_testing import answer_upgrade
 
 GUARD = 10.0
 MARGIN = 1.5  # slack for a loaded machine on top of the configured timeouts
@@ -71,19 +70,7 @@ async def test_client_keepalive_times_out_on_a_deaf_server() -> None:
     done = asyncio.Event()
 
     async def deaf_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(await answer_upgrade(reader))
         try:
             while True:
                 b0, b1 = await reader.readexactly(2)
@@ -225,19 +212,7 @@ async def test_client_close_timeout_when_server_never_answers_close() -> None:
     got_close = asyncio.Event()
 
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(await answer_upgrade(reader))
         b0, _ = await reader.readexactly(2)
         if b0 & 0x0F == Opcode.CLOSE:
             got_close.set()

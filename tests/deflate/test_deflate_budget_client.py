@@ -8,8 +8,6 @@ write; the large ones move to the worker and every message arrives intact.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 
 import pytest
 from deflate_support import GUARD, MiB
@@ -17,8 +15,7 @@ from deflate_support import GUARD, MiB
 import tether
 from tether.protocol import Connection, Side
 from tether.protocol.extensions.permessage_deflate import PerMessageDeflate
-
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from tether_testing import answer_upgrade
 
 
 def server_frames() -> tuple[list[bytes | str], bytes]:
@@ -39,20 +36,8 @@ async def test_frames_in_the_same_read_as_the_101(max_queue: int) -> None:
     messages, data = server_frames()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key")
-        )
-        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: "
-            + accept
-            + b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
-            + data
-        )
+        extension = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        writer.write(await answer_upgrade(reader, extension) + data)  # one write
         await writer.drain()
         await reader.readexactly(2)  # the client's Close in answer to ours
         writer.close()
