@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -123,7 +124,9 @@ async def test_listener_answers_one_read_in_one_write(raw_client: Any) -> None:
         client.writer.close()
 
 
-async def test_async_for_answers_queued_messages_in_one_write(raw_client: Any) -> None:
+@contextlib.asynccontextmanager
+async def counted_echo(raw_client: Any) -> AsyncIterator[tuple[RawClient, list[bytes]]]:
+    """An ``async for`` echo server, a raw client of it, and the server side's writes."""
     opened: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
 
     async def echo(ws: tether.ServerConnection) -> None:
@@ -134,13 +137,18 @@ async def test_async_for_answers_queued_messages_in_one_write(raw_client: Any) -
     async with tether.serve(echo, "127.0.0.1", 0, compression=None) as server:
         client = await raw_client(server)
         writes = await asyncio.wait_for(opened, GUARD)
+        yield client, writes
+        client.writer.close()
+
+
+async def test_async_for_answers_queued_messages_in_one_write(raw_client: Any) -> None:
+    async with counted_echo(raw_client) as (client, writes):
         messages = [b"%d" % i for i in range(30)]
         client.send_all(*messages)
         writes.clear()  # the 101 response
         for m in messages:
             assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
         assert len(writes) <= 4, len(writes)
-        client.writer.close()
 
 
 async def test_broadcast_while_corked_keeps_order_per_socket(raw_client: Any) -> None:
@@ -176,22 +184,12 @@ async def test_a_cork_left_by_a_stopped_loop_holds_nothing(raw_client: Any) -> N
     dead.close()
     connection._cork_state.loop = dead
     try:
-        opened: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
-
-        async def echo(ws: tether.ServerConnection) -> None:
-            opened.set_result(count_writes(ws))
-            async for message in ws:
-                await ws.send(message)
-
-        async with tether.serve(echo, "127.0.0.1", 0, compression=None) as server:
-            client = await raw_client(server)
-            await asyncio.wait_for(opened, GUARD)
+        async with counted_echo(raw_client) as (client, _):
             client.send_all("a")
             assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, b"a")
             client.send_all("b", "c", "d")
             for m in (b"b", b"c", b"d"):
                 assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, m)
-            client.writer.close()
     finally:
         connection._cork_state.loop = None
 
