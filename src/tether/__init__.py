@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tether._version import __version__ as __version__
 from tether.protocol.exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from tether.asyncio.connection import ConcurrencyError, Connection
     from tether.asyncio.listener import Listener
     from tether.asyncio.server import Server, ServerConnection, serve
-
-__version__ = "0.1.0"
 
 # The asyncio layer is imported on first use, so that ``import tether.protocol``
 # (the sans-I/O core, usable under any I/O framework) does not load asyncio.
