@@ -227,9 +227,12 @@ async def serve(p: Plan) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tether.hub.auth import MissingDependency, require_jwt
+
     try:
+        require_jwt()
         p = plan(args)
-    except UsageError as exc:
+    except (UsageError, MissingDependency) as exc:
         print(f"tether serve: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(serve(p))

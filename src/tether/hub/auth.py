@@ -4,6 +4,11 @@ A user id comes only from a verified token's ``sub`` claim; nothing a client
 sends in a command can change it. Tokens travel in the ``connect`` command, in
 a cookie, or in the subprotocol list as ``tether.auth.<token>`` (browsers can
 set neither headers nor, safely, URLs: URLs end up in logs).
+
+PyJWT comes with the ``hub`` extra, not with tether itself, so that the
+WebSocket library installs without it (and without ``cryptography``): it is
+imported where a token is checked, and :func:`require_jwt` says how to
+install it when it is missing.
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
-
-import jwt
 
 from tether.hub.errors import ErrorCode, HubError
 from tether.hub.model import JSON
@@ -55,6 +58,23 @@ class Credentials:
 
 ANONYMOUS = Credentials(user="", anonymous=True)
 
+HUB_EXTRA_INSTALL = "pip install 'tether[hub]'"
+
+
+class MissingDependency(ImportError):
+    """A package that an extra of tether installs is missing; the message says which extra."""
+
+
+def require_jwt() -> None:
+    """Raise :class:`MissingDependency` unless PyJWT, which checks tokens, is importable."""
+    try:
+        import jwt  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependency(
+            f"the hub checks tokens with PyJWT, which is not installed: {HUB_EXTRA_INSTALL}",
+            name="jwt",
+        ) from exc
+
 
 class TokenVerifier:
     """Checks HS256 tokens against a secret and RS256 tokens against a public key."""
@@ -65,6 +85,8 @@ class TokenVerifier:
             self._keys["HS256"] = secret
         if public_key:
             self._keys["RS256"] = public_key
+        if self._keys:
+            require_jwt()  # now, not at the first client's token
 
     @property
     def enabled(self) -> bool:
@@ -72,6 +94,8 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Credentials:
         """The token's credentials; :class:`HubError` 101 if invalid, 109 if expired."""
+        import jwt  # the `hub` extra; __init__ checked that it is there
+
         try:
             alg = jwt.get_unverified_header(token).get("alg")
             key = self._keys.get(alg) if isinstance(alg, str) else None
