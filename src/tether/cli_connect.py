@@ -396,7 +396,7 @@ async def _pump_stdin(
     except ConnectionClosed:
         return
     if linger > 0:
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # built-in TimeoutError from 3.11
             await asyncio.wait_for(ws.wait_closed(), linger)
     stop.set()
 

@@ -199,7 +199,7 @@ class HubProcess:
             self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), GUARD)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # built-in TimeoutError from 3.11
                 self.process.kill()
         await self.process.wait()
         if self.reader is not None:

@@ -171,9 +171,8 @@ class connect:
 
     async def create(self) -> ClientConnection:
         try:
-            async with asyncio.timeout(self.open_timeout):
-                self.connection = await self._open()
-        except TimeoutError:
+            self.connection = await asyncio.wait_for(self._open(), self.open_timeout)
+        except asyncio.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
             raise TimeoutError(f"timed out opening {self.uri.host}:{self.uri.port}") from None
         return self.connection
 

@@ -212,7 +212,7 @@ class Client:
         assert self._first is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._first), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
             last = self.close_reason
             await self.close()
             detail = f": last error: {last}" if last else ""

@@ -141,7 +141,7 @@ async def test_redis_killed_and_restarted_mid_traffic(tmp_path: Path, peers: lis
         # and was told to resync (recovered: false, the new epoch).
         try:
             resyncs = [await resync_of(subscriber) for subscriber in subscribers]
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
             for hub in hubs:
                 print(hub.log())  # shown by pytest for the failure
             raise

@@ -173,7 +173,7 @@ class RedisBroker(BackplaneBroker):
             await conn.send_command("PING")
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
             raise BrokerUnavailable("redis backplane: no pong") from None
 
     async def _disconnect(self) -> None:
@@ -220,7 +220,7 @@ class RedisBroker(BackplaneBroker):
                 await conn.send_command("SUBSCRIBE", name)
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not yet the built-in TimeoutError on Python 3.10
             if future in waiters:
                 waiters.remove(future)
             if not waiters and self._confirm.get(name) is waiters:

@@ -165,6 +165,7 @@ class NatsHistory(History):
         except (
             OSError,
             TimeoutError,
+            asyncio.TimeoutError,  # not yet the built-in TimeoutError on Python 3.10
             nats.errors.Error,
             ServiceUnavailableError,
             NoStreamResponseError,
