@@ -5,6 +5,6 @@ from ``conftest``: several folders have a conftest.py, and under pytest's
 default import mode they would shadow each other as the module ``conftest``.
 """
 
-from tether_testing import raw_client, require_fixture, start_server
+from tether_testing import native_speedups_fixture, raw_client, require_fixture, start_server
 
-__all__ = ["raw_client", "require_fixture", "start_server"]
+__all__ = ["native_speedups_fixture", "raw_client", "require_fixture", "start_server"]

@@ -10,7 +10,6 @@ from ``take()`` byte for byte as it was on the wire.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import random
 import types
@@ -21,17 +20,9 @@ import pytest
 
 from tether import _receiver
 from tether.protocol.frames import serialize_frame
+from tether_testing import load_native, needs_native, require_native
 
-
-def _load_native() -> types.ModuleType | None:
-    try:
-        return importlib.import_module("tether._speedups")
-    except ImportError:
-        return None
-
-
-native = _load_native()
-NATIVE_MISSING = "tether._speedups is not built (no C compiler at install time?)"
+native = load_native()
 
 OK, SLOW = 0, 1
 MASK = b"\x37\xfa\x21\x3d"
@@ -41,14 +32,13 @@ MASKED = pytest.mark.parametrize("masked", [True, False], ids=["server", "client
 
 @pytest.fixture(
     params=[
-        pytest.param("native", marks=pytest.mark.skipif(native is None, reason=NATIVE_MISSING)),
+        "native",
         "pure",
     ]
 )
 def impl(request: pytest.FixtureRequest) -> Any:
     if request.param == "native":
-        assert native is not None
-        return native.Receiver
+        return require_native().Receiver
     return _receiver.Receiver
 
 
@@ -587,7 +577,7 @@ def test_deliver_error_then_the_rest_goes_to_the_core(impl: Any) -> None:
     assert b.rx.pending == 0
 
 
-@pytest.mark.skipif(native is None, reason=NATIVE_MISSING)
+@needs_native
 def test_announced_length_alone_allocates_little() -> None:
     """A large frame's buffer follows the bytes that came, not the length announced.
 

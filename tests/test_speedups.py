@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import array
 import functools
-import importlib
 import itertools
 import random
 import threading
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any, Protocol
 
 import pytest
 
 from tether import _mask, _utf8
+from tether_testing import load_native, needs_native, require_native
 
-
-def _load_native() -> ModuleType | None:
-    try:
-        return importlib.import_module("tether._speedups")
-    except ImportError:
-        return None
-
-
-native = _load_native()
-NATIVE_MISSING = "tether._speedups is not built (no C compiler at install time?)"
+native = load_native()
 
 
 class Validator(Protocol):
@@ -101,12 +91,13 @@ NATIVE = (
 
 @pytest.fixture(
     params=[
-        pytest.param("native", marks=pytest.mark.skipif(native is None, reason=NATIVE_MISSING)),
+        "native",
         "pure",
     ]
 )
 def impl(request: pytest.FixtureRequest) -> Impl:
     if request.param == "native":
+        require_native()
         assert NATIVE is not None
         return NATIVE
     return PURE
@@ -638,7 +629,7 @@ def test_utf8_random_cross_check(impl: Impl) -> None:
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(native is None, reason=NATIVE_MISSING)
+@needs_native
 def test_native_module_surface() -> None:
     assert native is not None
     assert native.KERNEL in {"avx2", "sse2", "neon", "portable"}
@@ -659,7 +650,7 @@ def test_native_module_surface() -> None:
         native.apply_mask_inplace(bytearray(4), MASK, 0, -1, 1 << 80)
 
 
-@pytest.mark.skipif(native is None, reason=NATIVE_MISSING)
+@needs_native
 def test_native_is_what_tether_uses() -> None:
     import os
 

@@ -9,6 +9,12 @@
     require``, or the ``require`` fixture); at module level pass
     ``allow_module_level=True``.
 
+``load_native()``, ``require_native()``, ``@needs_native``
+    The C extension ``tether._speedups`` (or ``None``); the same, skipping
+    where it was not built (failing under ``TETHER_REQUIRE_SERVICES=1``:
+    CI builds it, so a broken build cannot pass as skipped tests); a mark for
+    tests of the native code only.
+
 Fixtures
     ``start_server``  start a tether server on 127.0.0.1, port 0 (a :class:`Running`);
                       closed on teardown.
@@ -22,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib
 import os
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -54,6 +62,36 @@ def require(condition: object, reason: str, *, allow_module_level: bool = False)
 @pytest.fixture(name="require")
 def require_fixture() -> Callable[..., None]:
     return require
+
+
+# ----------------------------------------------------------------- native code
+
+NATIVE_MISSING = "tether._speedups is not built (no C compiler at install time?)"
+
+
+def load_native() -> ModuleType | None:
+    """``tether._speedups``, or ``None`` where the C extension was not built."""
+    try:
+        return importlib.import_module("tether._speedups")
+    except ImportError:
+        return None
+
+
+def require_native() -> ModuleType:
+    """``tether._speedups``; skip where it is missing (fail under TETHER_REQUIRE_SERVICES=1)."""
+    native = load_native()
+    require(native is not None, NATIVE_MISSING)
+    assert native is not None
+    return native
+
+
+@pytest.fixture(name="native_speedups")
+def native_speedups_fixture() -> ModuleType:
+    return require_native()
+
+
+# ``@needs_native`` on a test (or ``pytestmark``) of the native code alone.
+needs_native = pytest.mark.usefixtures("native_speedups")
 
 
 # --------------------------------------------------------------------- servers

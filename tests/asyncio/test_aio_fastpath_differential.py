@@ -29,6 +29,7 @@ from tether.asyncio.server import Server
 from tether.protocol.connection import State
 from tether.protocol.exceptions import ConnectionClosed
 from tether.protocol.frames import serialize_frame
+from tether_testing import require_native
 
 LIMIT = 200_000  # max_size
 MAX_FRAMES = 12  # per case
@@ -253,7 +254,7 @@ async def observe(
 @pytest.fixture(params=["native", "pure"])
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The native twins (skipped when not built) or the pure-Python ones, as the core sees them."""
-    native = pytest.importorskip("tether._speedups") if request.param == "native" else None
+    native = require_native() if request.param == "native" else None
     monkeypatch.setattr(_native, "Receiver", native.Receiver if native else _receiver.Receiver)
     monkeypatch.setattr(_native, "parse_simple_frames", native and native.parse_simple_frames)
     validator = native.Utf8Validator if native else _utf8.Utf8Validator

@@ -9,9 +9,11 @@ import pytest
 from tether import _native
 from tether.protocol import Connection, Side
 from tether.protocol.frames import Opcode, serialize_frame
+from tether_testing import load_native, needs_native
 
-native_batch = _native.parse_simple_frames
-pytestmark = pytest.mark.skipif(native_batch is None, reason="tether._speedups is not built")
+native = load_native()
+native_batch = native.parse_simple_frames if native is not None else None
+pytestmark = needs_native
 
 KEY = b"\x01\x02\x03\x04"
 

@@ -7,7 +7,6 @@ a server-side one masked frames.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -39,6 +38,7 @@ from tether.protocol import (
     State,
 )
 from tether.protocol.connection import _MaskPool
+from tether_testing import require_native
 
 MaskFn = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 
@@ -47,11 +47,7 @@ MaskFn = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 def mask_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run a test with the C masking and again with the pure-Python twin."""
     if request.param == "native":
-        try:
-            native = importlib.import_module("tether._speedups")
-        except ImportError:
-            pytest.skip("tether._speedups is not built")
-        fn: MaskFn = native.apply_mask
+        fn: MaskFn = require_native().apply_mask
     else:
         fn = _mask.apply_mask
     monkeypatch.setattr(connection_module, "apply_mask", fn)
