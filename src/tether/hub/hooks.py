@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tether.hub.auth import Credentials
+from tether.hub.auth import Credentials, cookies_of
 from tether.hub.errors import APP_CODES, ErrorCode, HubError
 from tether.hub.model import JSON
 from tether.protocol.headers import Headers
@@ -122,6 +122,12 @@ class SessionInfo:
     node: str = ""
     """The id of the node holding the session."""
     channels: tuple[str, ...] = ()
+    headers: Headers = field(default_factory=Headers, compare=False, repr=False)
+    """The upgrade request's headers (empty for a session listed from another node)."""
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        return cookies_of(self.headers)
 
     def to_json(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -207,6 +213,9 @@ RpcHook = Callable[[RpcRequest], Awaitable[JSON]]
 DisconnectHook = Callable[[DisconnectEvent], Awaitable[None]]
 
 
+HOOK_NAMES = ("on_connect", "on_subscribe", "on_publish", "on_rpc", "on_disconnect")
+
+
 @dataclass(frozen=True, slots=True)
 class Hooks:
     """The application's hooks; any of them may be left out.
@@ -231,15 +240,15 @@ class Hooks:
         """These hooks, with ``fallback``'s where these have none (Python over proxy)."""
         if fallback is None:
             return self
-        return Hooks(
-            on_connect=self.on_connect or fallback.on_connect,
-            on_subscribe=self.on_subscribe or fallback.on_subscribe,
-            on_publish=self.on_publish or fallback.on_publish,
-            on_rpc=self.on_rpc or fallback.on_rpc,
-            on_disconnect=self.on_disconnect or fallback.on_disconnect,
-            timeout=self.timeout,
-            timeouts={**fallback.timeouts, **self.timeouts},
-        )
+        chosen: dict[str, Any] = {}
+        timeouts = dict(self.timeouts)
+        for name in HOOK_NAMES:
+            hook = getattr(self, name)
+            if hook is None and getattr(fallback, name) is not None:
+                hook = getattr(fallback, name)
+                timeouts[name] = fallback.timeout_of(name)
+            chosen[name] = hook
+        return Hooks(**chosen, timeout=self.timeout, timeouts=timeouts)
 
 
 T = TypeVar("T")

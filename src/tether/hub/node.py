@@ -28,6 +28,7 @@ from tether.hub.hooks import Hooks
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
+from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
 from tether.hub.users import Users
@@ -86,7 +87,14 @@ class Node:
             self.config, broker, history, presence
         )
         self.authorize = authorize
-        self.hooks = hooks if hooks is not None else Hooks()
+        self.proxy: BackendProxy | None = None
+        """The backend proxy, when the config names backend URLs (docs/proxy.md)."""
+        own = hooks if hooks is not None else Hooks()
+        if self.config.proxy_enabled():
+            # Python hooks win; the proxy answers for the hooks they leave out.
+            self.proxy = BackendProxy(self.config)
+            own = own.merged(self.proxy.hooks())
+        self.hooks = own
         self.users = Users(self)
         """Subscribe, unsubscribe, disconnect and list a user's sessions on every node."""
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
@@ -141,6 +149,8 @@ class Node:
             await self.broker.close()
             await self.history_store.close()
             await self.presence_store.close()
+        if self.proxy is not None:
+            await self.proxy.close()
         self._started = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:

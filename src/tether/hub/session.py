@@ -153,6 +153,7 @@ class Session:
             credentials=self.credentials,
             node=self.node.id,
             channels=tuple(sorted(self.channels)),
+            headers=self.headers,
         )
 
     # ------------------------------------------------------------- sending
