@@ -266,6 +266,9 @@ class Session:
             # A token the hub can check is checked before any hook runs.
             verified = node.verifier.verify(token)
         accepted = await self._connect_hook(token, verified, name, client_info, params)
+        if self.closed:
+            # The client left while the app was deciding: index nothing for it.
+            raise HubError(ErrorCode.INTERNAL, "connection closed")
         if accepted is not None:
             credentials = _accepted_credentials(verified, accepted)
             self.data = accepted.data
@@ -355,6 +358,9 @@ class Session:
     async def _subscribe_at_connect(self, channel: str) -> None:
         """A server-side subscription the connect hook asked for: pushed after the reply."""
         try:
+            if channel in self.channels or channel in self._recovering:
+                return
+            self._check_room()
             result = await self._enter(channel, self.node.options(channel), None)
         except (HubError, BrokerUnavailable) as exc:
             logger.warning("server-side subscription of %s to %r failed: %s", self.id, channel, exc)
@@ -370,6 +376,7 @@ class Session:
         """
         if not self.connected or channel in self.channels or channel in self._recovering:
             return False
+        self._check_room()
         result = await self._enter(channel, self.node.options(channel), None)
         if self.closed:
             return False
@@ -393,9 +400,7 @@ class Session:
         options = self.node.options(channel)
         if channel in self.channels or channel in self._recovering:
             raise HubError(ErrorCode.ALREADY_SUBSCRIBED)
-        limit = self.node.config.limits.max_subscriptions
-        if len(self.channels) + len(self._recovering) >= limit:
-            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {limit} subscriptions")
+        self._check_room()
         await self._authorize(channel, "subscribe", options)
         since: StreamPosition | None = None
         if opt_bool(params, "recover"):
@@ -416,6 +421,11 @@ class Session:
             result["data"] = sub_data
         self._to_flush.append(channel)
         return result
+
+    def _check_room(self) -> None:
+        limit = self.node.config.limits.max_subscriptions
+        if len(self.channels) + len(self._recovering) >= limit:
+            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {limit} subscriptions")
 
     async def _enter(
         self, channel: str, options: ChannelOptions, since: StreamPosition | None
