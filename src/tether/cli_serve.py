@@ -26,6 +26,7 @@ from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+PROXY_HOOKS = ("connect", "subscribe", "publish", "rpc")
 
 
 def add_parser(sub: Any) -> None:
@@ -78,6 +79,17 @@ def add_parser(sub: Any) -> None:
         "--presence",
         metavar="URL",
         help="memory or redis://...; default: as for --history (env TETHER_PRESENCE)",
+    )
+    # The backend proxy (docs/proxy.md): the app hooks as POSTs to the app's URLs.
+    for hook in PROXY_HOOKS:
+        p.add_argument(f"--proxy-{hook}", metavar="URL", help=f"POST {hook} hook requests here")
+    p.add_argument("--proxy-timeout", type=float, metavar="SECONDS", help="per call (default 5)")
+    p.add_argument(
+        "--proxy-header",
+        action="append",
+        dest="proxy_headers",
+        metavar="NAME",
+        help="request header forwarded to the backend, repeatable (replaces the default list)",
     )
 
 
@@ -137,6 +149,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     for backend in ("broker", "history", "presence"):
         if getattr(args, backend, None):
             setattr(config, backend, getattr(args, backend))
+    _proxy_flags(args, config)
     from tether.hub.backends import resolve
 
     try:
@@ -179,6 +192,23 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     return result
 
 
+def _proxy_flags(args: argparse.Namespace, config: Any) -> None:
+    """``--proxy-*`` over the file's ``[proxy]`` table."""
+    import dataclasses
+
+    changes: dict[str, Any] = {
+        hook: getattr(args, f"proxy_{hook}")
+        for hook in PROXY_HOOKS
+        if getattr(args, f"proxy_{hook}", None)
+    }
+    if getattr(args, "proxy_timeout", None) is not None:
+        changes["timeout"] = args.proxy_timeout
+    if getattr(args, "proxy_headers", None):
+        changes["headers"] = list(args.proxy_headers)
+    if changes:
+        config.proxy = dataclasses.replace(config.proxy, **changes)
+
+
 def banner(p: Plan, url: str, ws_url: str) -> str:
     config = p.config
     lines = [
@@ -192,6 +222,9 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
     ]
     if p.backends:
         lines.append(f"  backends  : {p.backends}")
+    proxied = [h for h in (*PROXY_HOOKS, "disconnect") if getattr(config.proxy, h, "")]
+    if proxied:
+        lines.append(f"  proxy     : {', '.join(proxied)} -> backend URLs")
     if p.dev_mode:
         lines.append("")
         lines.append("DEVELOPMENT MODE (loopback only; pass --jwt-secret or --allow-anonymous):")

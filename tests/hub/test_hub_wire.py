@@ -119,9 +119,9 @@ def test_param_helpers() -> None:
 
 def test_error_codes_and_temporary_flags() -> None:
     codes = {int(code) for code in ErrorCode}
-    assert codes == set(range(100, 113))
+    assert codes == set(range(100, 116))
     temporary = {code for code in ErrorCode if HubError(code).temporary}
-    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112}
+    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112, 113, 114, 115}
 
 
 @pytest.mark.parametrize(

@@ -408,3 +408,48 @@ test("listeners may call the client from any event without breaking its state", 
   client.disconnect();
   assert.equal(client.state, "disconnected");
 });
+
+test("rpc resolves with the reply's data and rejects with the app's code", async () => {
+  const hub = new FakeHub();
+  const client = newClient(hub, { data: { tab: 1 } });
+  client.connect();
+  const { socket, connect } = await hub.open(0, { data: { plan: "gold" } });
+  assert.deepEqual(connect.params.data, { tab: 1 });
+  assert.deepEqual(client.connectData, { plan: "gold" });
+  const sum = client.rpc("add", [1, 2]);
+  const call = await hub.command(socket, "rpc");
+  assert.deepEqual(call.params, { method: "add", data: [1, 2] });
+  socket.reply(call, { data: 3 });
+  assert.equal(await sum, 3);
+  const missing = client.rpc("nope");
+  socket.fail(await hub.command(socket, "rpc", 1), 1404, "no method nope");
+  await assert.rejects(missing, (e) => e.code === 1404 && e.temporary === false);
+  client.disconnect();
+});
+
+test("server-side subscriptions: announced, delivered, and left to the hub on reconnect", async () => {
+  const hub = new FakeHub();
+  const client = newClient(hub);
+  const seen = [];
+  client.on("subscription", ({ channel, subscription }) => {
+    seen.push(channel);
+    subscription.on("publication", (p) => seen.push(p.data.text));
+  });
+  client.connect();
+  const first = await hub.open(0);
+  first.socket.receive({ push: "subscribe", channel: "inbox", offset: 4, epoch: "e1" });
+  first.socket.receive(pub("inbox", 5));
+  assert.deepEqual(seen, ["inbox", "m5"]);
+  const sub = client.getSubscription("inbox");
+  assert.equal(sub.serverSide, true);
+  assert.equal(sub.state, "subscribed");
+  first.socket.drop(1012);
+  const second = await hub.open(1);
+  // The connect reply was handled (synchronously) without a subscribe for it: the hub
+  // makes it again, with another push.
+  assert.equal(second.socket.sent.filter((c) => c.method === "subscribe").length, 0);
+  second.socket.receive({ push: "subscribe", channel: "inbox", offset: 6, epoch: "e1" });
+  assert.equal(client.getSubscription("inbox"), sub);
+  assert.equal(sub.state, "subscribed");
+  client.disconnect();
+});

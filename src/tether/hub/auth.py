@@ -16,8 +16,8 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from tether.hub.errors import ErrorCode, HubError
@@ -44,6 +44,8 @@ class Credentials:
     info: JSON = None
     """The ``info`` claim, shown in presence instead of anything the client sends."""
     anonymous: bool = False
+    claims: Mapping[str, JSON] | None = field(default=None, compare=False)
+    """Every claim of the verified token, for the application's hooks; ``None`` without one."""
 
     def ttl(self, now: float | None = None) -> int | None:
         if self.expires_at is None:
@@ -125,6 +127,7 @@ def _credentials(claims: dict[str, JSON]) -> Credentials:
         expires_at=float(exp) if isinstance(exp, int | float) else None,
         channels=tuple(channels) if channels is not None else None,
         info=claims.get("info"),
+        claims=claims,
     )
 
 
@@ -141,12 +144,18 @@ def token_from_handshake(headers: Headers, cookie_name: str) -> str | None:
 
 
 def cookie(headers: Headers, name: str) -> str | None:
+    return cookies_of(headers).get(name) or None
+
+
+def cookies_of(headers: Headers) -> dict[str, str]:
+    """Every cookie of a request (``Cookie`` headers, RFC 6265 5.4); the first of a name wins."""
+    cookies: dict[str, str] = {}
     for value in headers.get_all("Cookie"):
         for pair in value.split(";"):
             key, sep, val = pair.strip().partition("=")
-            if sep and key == name and val:
-                return val.strip('"')
-    return None
+            if sep and key:
+                cookies.setdefault(key, val.strip('"'))
+    return cookies
 
 
 def api_key_matches(authorization: str | None, api_key: str | None) -> bool:

@@ -111,6 +111,11 @@ class Subscription:
     offset: int | None = None
     epoch: str | None = None
     active: bool = False
+    server_side: bool = False
+    """Made by the hub (the app's connect hook or ``node.users.subscribe``), not by
+    :meth:`Client.subscribe`: the hub makes it again after a reconnect."""
+    data: JSON = None
+    """What the app's subscribe hook returned for this subscription."""
     _ready: asyncio.Future[None] | None = field(default=None, repr=False)
     _attempt: int = field(default=0, repr=False)
     """Temporary subscribe errors in a row (the retry backoff's exponent)."""
@@ -154,16 +159,27 @@ class Client:
         min_backoff: float = 0.5,
         max_backoff: float = 20.0,
         on_state: Callable[[StateEvent], Any] | None = None,
+        data: JSON = None,
+        on_server_subscription: Callable[[Subscription], Any] | None = None,
         **connect_options: Any,
     ) -> None:
         """``get_token`` fetches a fresh token (at start without ``token``, before
         expiry, and after the hub closes with 3000); ``connect_options`` go to
-        :func:`tether.connect`."""
+        :func:`tether.connect`.
+
+        ``data`` goes to the app's connect hook with every ``connect``.
+        ``on_server_subscription`` is called with each subscription the hub makes
+        on its own (before any of its publications): set its handlers there.
+        """
         self.url = url
         self.token = token
         self.get_token = get_token
         self.info = info
         self.name = name
+        self.data = data
+        self.on_server_subscription = on_server_subscription
+        self.connect_data: JSON = None
+        """What the app's connect hook returned as ``data`` (the last connect's)."""
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connect_options = connect_options
@@ -305,6 +321,19 @@ class Client:
         finally:
             self._publishes.pop(key, None)
 
+    async def rpc(self, method: str, data: JSON = None) -> JSON:
+        """Call the app's RPC handler; its reply's data, or :class:`HubClientError` with its code.
+
+        Not resent after a reconnect (the app may not expect a call twice): a
+        connection lost meanwhile raises :class:`ConnectionError`.
+        """
+        dumps(data)
+        result = await self._call("rpc", {"method": method, "data": data})
+        return result.get("data")
+
+    def server_subscriptions(self) -> list[Subscription]:
+        return [sub for sub in self._subs.values() if sub.server_side]
+
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         result = await self._call("presence", {"channel": channel})
         clients = result.get("clients", {})
@@ -342,6 +371,8 @@ class Client:
             for sub in self._subs.values():
                 sub.active = False
                 sub._cancel_retry()  # resubscribed after reconnecting instead
+            for sub in self.server_subscriptions():
+                del self._subs[sub.channel]  # the hub makes them again
             self._fail_all(ConnectionError(f"disconnected ({code} {reason})"), publishes=False)
             if self._closing:
                 break
@@ -416,7 +447,10 @@ class Client:
             params["token"] = self.token
         if self.info is not None:
             params["info"] = self.info
+        if self.data is not None:
+            params["data"] = self.data
         result = await self._call("connect", params, wait=False)
+        self.connect_data = result.get("data")
         self.client_id = str(result["client"])
         self.user = str(result["user"])
         ttl = result.get("ttl")
@@ -519,6 +553,7 @@ class Client:
                 return
             sub.active = True
             sub._attempt = 0
+            sub.data = result.get("data")
             recovered = bool(result.get("recovered"))
             epoch = result.get("epoch")
             for pub in result.get("publications", []) if recovered else []:
@@ -661,6 +696,9 @@ class Client:
         if kind == "disconnect":
             self._disconnect_push = (int(message["code"]), str(message.get("reason", "")))
             return
+        if kind == "subscribe":
+            self._on_server_subscribe(message)
+            return
         sub = self._subs.get(str(message.get("channel")))
         if sub is None:
             return
@@ -679,6 +717,26 @@ class Client:
                     sub.channel, int(message.get("code", 0)), str(message.get("reason", ""))
                 )
                 self._emit(sub.on_unsubscribed, event)
+
+    def _on_server_subscribe(self, message: dict[str, Any]) -> None:
+        channel = str(message.get("channel"))
+        existing = self._subs.get(channel)
+        if existing is not None and not existing.server_side:
+            return  # the client's own subscription carries on
+        sub = Subscription(channel, server_side=True, active=True, data=message.get("data"))
+        epoch = message.get("epoch")
+        if isinstance(epoch, str):
+            sub.offset, sub.epoch = int(message.get("offset", 0)), epoch
+        self._subs[channel] = sub
+        if self.on_server_subscription is not None:
+            try:
+                # Called here, in the reader, so its handlers are set before the
+                # next push (the first publication) is read.
+                self.on_server_subscription(sub)
+            except Exception:
+                logger.exception("on_server_subscription failed")
+        if sub.on_subscribed is not None:
+            self._emit(sub.on_subscribed, SubscribedEvent(channel, False, False, sub.position))
 
     def _on_pushed_publication(self, sub: Subscription, message: dict[str, Any]) -> None:
         pub = _publication(sub.channel, message, message.get("epoch"))

@@ -37,6 +37,11 @@ class ChannelOptions:
     """Clients may publish (the HTTP API always may)."""
     anonymous: bool = True
     """Anonymous clients may use the namespace (only when the hub allows anonymous at all)."""
+    proxy_subscribe: str = ""
+    """Backend URL asked about subscribes to this namespace (docs/proxy.md); empty: the
+    hub-wide ``[proxy] subscribe``."""
+    proxy_publish: str = ""
+    """Backend URL asked about client publishes here; empty: the hub-wide ``[proxy] publish``."""
 
     @property
     def has_history(self) -> bool:
@@ -66,6 +71,39 @@ class Limits:
     """Seconds a client has to send ``connect`` after the upgrade."""
     api_body_size: int = 1024 * 1024
     """Largest HTTP API request body (413 beyond)."""
+
+
+DEFAULT_PROXY_HEADERS = (
+    "Authorization",
+    "User-Agent",
+    "Origin",
+    "Accept-Language",
+    "X-Forwarded-For",
+    "X-Real-IP",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """The backend proxy: URLs the hub POSTs hook requests to (docs/proxy.md)."""
+
+    connect: str = ""
+    subscribe: str = ""
+    publish: str = ""
+    rpc: str = ""
+    disconnect: str = ""
+    timeout: float = 5.0
+    """Seconds for one backend call, waiting for a free slot included (then error 113)."""
+    max_concurrency: int = 64
+    """Calls in flight per backend URL; more wait for a slot (within ``timeout``)."""
+    headers: list[str] = field(default_factory=lambda: list(DEFAULT_PROXY_HEADERS))
+    """Request headers forwarded to the backend (an allow-list; cookies always go)."""
+    max_response_size: int = 1024 * 1024
+    """Largest backend answer read, in bytes (larger: error 114)."""
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.connect, self.subscribe, self.publish, self.rpc, self.disconnect))
 
 
 @dataclass(slots=True)
@@ -111,6 +149,13 @@ class HubConfig:
     """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
     backplane_prefix: str = "tether"
     """Prefix of Redis keys and channels and NATS subjects (hubs sharing a server differ)."""
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    """The backend proxy (``[proxy]`` in TOML, ``--proxy-*`` flags); off without URLs."""
+
+    def proxy_enabled(self) -> bool:
+        """Some URL, hub-wide or in a namespace, makes the hub call a backend."""
+        namespaced = [self.channels, *self.namespaces.values()]
+        return self.proxy.enabled or any(o.proxy_subscribe or o.proxy_publish for o in namespaced)
 
     def channel_options(self, channel: str) -> ChannelOptions | None:
         """The options of ``channel``'s namespace, ``None`` if the namespace is unknown."""
@@ -177,6 +222,11 @@ def config_from_mapping(data: Mapping[str, Any]) -> HubConfig:
         }
     if "limits" in data:
         config.limits = _build(Limits, data.pop("limits"), "limits")
+    if "proxy" in data:
+        config.proxy = _build(ProxyConfig, data.pop("proxy"), "proxy")
+        headers = config.proxy.headers
+        if not all(isinstance(h, str) for h in headers):
+            raise ConfigError("proxy.headers must be a list of header names")
     key_file = data.pop("jwt_public_key_file", None)
     if key_file is not None:
         try:

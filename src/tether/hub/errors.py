@@ -21,14 +21,31 @@ class ErrorCode(enum.IntEnum):
     PAYLOAD_TOO_LARGE = 110
     TOO_MANY_REQUESTS = 111
     BROKER_UNAVAILABLE = 112
+    APP_TIMEOUT = 113
+    """An application hook or proxy backend did not answer in time (docs/hooks.md)."""
+    APP_ERROR = 114
+    """An application hook raised, or a proxy backend answered an error or garbage."""
+    APP_UNAVAILABLE = 115
+    """A proxy backend could not be reached (connection refused, reset, DNS)."""
+
+
+# Codes an application may choose for its own refusals and RPC errors (docs/hooks.md).
+APP_CODES = range(1000, 2000)
 
 
 # Temporary errors: the same command may succeed if retried later.
 TEMPORARY = frozenset(
-    {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.BROKER_UNAVAILABLE}
+    {
+        ErrorCode.INTERNAL,
+        ErrorCode.TOO_MANY_REQUESTS,
+        ErrorCode.BROKER_UNAVAILABLE,
+        ErrorCode.APP_TIMEOUT,
+        ErrorCode.APP_ERROR,
+        ErrorCode.APP_UNAVAILABLE,
+    }
 )
 
-_MESSAGES = {
+_MESSAGES: dict[int, str] = {
     ErrorCode.INTERNAL: "internal error",
     ErrorCode.UNAUTHORIZED: "unauthorized",
     ErrorCode.UNKNOWN_NAMESPACE: "unknown channel namespace",
@@ -42,6 +59,9 @@ _MESSAGES = {
     ErrorCode.PAYLOAD_TOO_LARGE: "payload too large",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
     ErrorCode.BROKER_UNAVAILABLE: "broker unavailable",
+    ErrorCode.APP_TIMEOUT: "application timeout",
+    ErrorCode.APP_ERROR: "application error",
+    ErrorCode.APP_UNAVAILABLE: "application unavailable",
 }
 
 
@@ -67,15 +87,25 @@ def should_reconnect(code: int) -> bool:
 
 
 class HubError(Exception):
-    """A command failed; carried back to the client as ``{"error": {...}}``."""
+    """A command failed; carried back to the client as ``{"error": {...}}``.
 
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    ``code`` is an :class:`ErrorCode`, or one of :data:`APP_CODES` chosen by the
+    application (a hook's refusal, an RPC error); ``temporary`` defaults to the
+    code's entry in the spec's table.
+    """
+
+    def __init__(
+        self, code: int, message: str | None = None, *, temporary: bool | None = None
+    ) -> None:
         self.code = code
-        self.message = message or _MESSAGES[code]
+        self.message = message or _MESSAGES.get(code, "refused")
+        self._temporary = temporary
         super().__init__(f"{int(code)} {self.message}")
 
     @property
     def temporary(self) -> bool:
+        if self._temporary is not None:
+            return self._temporary
         return self.code in TEMPORARY
 
     def to_json(self) -> dict[str, object]:

@@ -21,24 +21,28 @@ from tether.hub.backends import backends_for
 from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
+from tether.hub.control import CONTROL_CHANNEL, RESERVED_PREFIX
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
+from tether.hub.hooks import Hooks
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
+from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
-from tether.hub.wire import dumps, join_push, leave_push, loads, pub_push
+from tether.hub.users import Users
+from tether.hub.wire import dumps, join_push, leave_push, pub_push
 
 if TYPE_CHECKING:
     from tether.hub.session import Session
 
 logger = logging.getLogger("tether.hub")
 
-# Node-to-node messages (e.g. "disconnect this user everywhere") travel on this
-# broker channel; client channel names may not start with the prefix.
-RESERVED_PREFIX = "__tether."
-CONTROL_CHANNEL = RESERVED_PREFIX + "control"
+# Node-to-node messages (e.g. "disconnect this user everywhere") travel on
+# CONTROL_CHANNEL (tether.hub.control); client channel names may not start
+# with RESERVED_PREFIX.
+__all__ = ["CONTROL_CHANNEL", "RESERVED_PREFIX", "HistoryResult", "Node", "PublishResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +78,25 @@ class Node:
         history: History | None = None,
         presence: Presence | None = None,
         authorize: Authorizer | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
+        """``hooks``: the application's say in connections (docs/hooks.md)."""
         self.config = config if config is not None else HubConfig()
         # Those not given come from the config's URLs (memory by default).
         self.broker, self.history_store, self.presence_store = backends_for(
             self.config, broker, history, presence
         )
         self.authorize = authorize
+        self.proxy: BackendProxy | None = None
+        """The backend proxy, when the config names backend URLs (docs/proxy.md)."""
+        own = hooks if hooks is not None else Hooks()
+        if self.config.proxy_enabled():
+            # Python hooks win; the proxy answers for the hooks they leave out.
+            self.proxy = BackendProxy(self.config)
+            own = own.merged(self.proxy.hooks())
+        self.hooks = own
+        self.users = Users(self)
+        """Subscribe, unsubscribe, disconnect and list a user's sessions on every node."""
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
         self.id = uuid.uuid4().hex
         self.metrics = Metrics()
@@ -101,6 +117,8 @@ class Node:
         self.backplane = BackplaneWatcher.attach(self)
         await self.broker.start(self._on_broker_message)
         await self.broker.subscribe(CONTROL_CHANNEL)
+        with contextlib.suppress(HubError):  # a backplane down now: said at the next round
+            await self.users.hello()
         self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
         self._started = True
 
@@ -126,9 +144,13 @@ class Node:
             self.backplane.detach()
             self.backplane = None
         if self._started:
+            with contextlib.suppress(HubError):
+                await self.users.goodbye()
             await self.broker.close()
             await self.history_store.close()
             await self.presence_store.close()
+        if self.proxy is not None:
+            await self.proxy.close()
         self._started = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -145,6 +167,7 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             try:
+                await self.users.hello()
                 await self.refresh_presence()
                 await self.history_store.expire()
                 await self.presence_store.expire()
@@ -173,6 +196,10 @@ class Node:
     def set_user(self, session: Session) -> None:
         """Index a connected session by its user, for :meth:`disconnect`."""
         self._users.setdefault(session.user, set()).add(session)
+
+    def local_sessions(self, user: str) -> list[Session]:
+        """The connected sessions of ``user`` on this node."""
+        return [s for s in self._users.get(user, ()) if s.connected]
 
     async def remove_session(self, session: Session, close_code: int) -> None:
         """Forget a session that ended: its subscriptions, presence and user index."""
@@ -322,17 +349,13 @@ class Node:
         self, user: str, *, code: int = HubCloseCode.DISCONNECTED, reason: str = "disconnected"
     ) -> None:
         """Disconnect every session of ``user`` on every node (they are told not to reconnect)."""
-        message = dumps({"op": "disconnect", "user": user, "code": code, "reason": reason})
-        try:
-            await self.broker.publish(CONTROL_CHANNEL, message.encode())
-        except BrokerUnavailable as exc:
-            raise HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None) from None
+        await self.users.disconnect(user, code=code, reason=reason)
 
     # ------------------------------------------------------------- delivery
 
     def _on_broker_message(self, channel: str, payload: bytes) -> None:
         if channel == CONTROL_CHANNEL:
-            self._on_control(payload)
+            self.users.on_control(payload)
             return
         sessions = self.registry.sessions(channel)
         if not sessions:
@@ -352,13 +375,3 @@ class Node:
         if ready:
             write_many(ready, text)
             self.metrics.sent(len(ready), size)
-
-    def _on_control(self, payload: bytes) -> None:
-        try:
-            message = loads(payload)
-            if message.get("op") == "disconnect":
-                user, code, reason = message["user"], int(message["code"]), message["reason"]
-                for session in list(self._users.get(user, ())):
-                    session.disconnect(code, reason, reconnect=False)
-        except Exception:
-            logger.exception("bad control message %r", payload[:200])

@@ -44,7 +44,7 @@ STATIC_FILES = {
 }
 
 # How a command error maps onto an HTTP status for API callers.
-_STATUS = {
+_STATUS: dict[int, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.PERMISSION_DENIED: 403,

@@ -26,7 +26,7 @@ async def run_session(node: Node, ws: ServerConnection) -> None:
     """The WebSocket handler: feed each message to a new :class:`Session`."""
     headers = ws.request.headers if ws.request is not None else None
     token = token_from_handshake(headers, node.config.cookie_name) if headers else None
-    session = Session(node, WebSocketTransport(ws), handshake_token=token)
+    session = Session(node, WebSocketTransport(ws), handshake_token=token, headers=headers)
     metrics = node.metrics
     try:
         async for message in ws:

@@ -8,16 +8,28 @@ so a misbehaving client cannot flood the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tether.hub.auth import ANONYMOUS, Action, Credentials
+from tether.hub.auth import ANONYMOUS, Action, Credentials, cookies_of
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.config import ChannelOptions
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
+from tether.hub.hooks import (
+    ConnectRequest,
+    ConnectResult,
+    DisconnectEvent,
+    PublishRequest,
+    RpcRequest,
+    SessionInfo,
+    SubscribeRequest,
+    call_hook,
+)
 from tether.hub.model import JSON, ClientInfo, StreamPosition
 from tether.hub.node import Node
 from tether.hub.ratelimit import TokenBucket
@@ -36,23 +48,45 @@ from tether.hub.wire import (
     position_param,
     reply,
     req_str,
+    subscribe_push,
     unsubscribe_push,
 )
 from tether.hub.writer import SessionWriter
+from tether.protocol.headers import Headers
 
 logger = logging.getLogger("tether.hub")
 
 MAX_IDEMPOTENCY_KEY = 64
+MAX_RPC_METHOD = 255
+# Close reasons must fit a control frame (RFC 6455 5.5: 125 bytes, 2 for the code).
+MAX_CLOSE_REASON = 120
 
 Result = dict[str, JSON]
 
 
 class Session:
-    def __init__(self, node: Node, transport: Transport, *, handshake_token: str | None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        transport: Transport,
+        *,
+        handshake_token: str | None,
+        headers: Headers | None = None,
+        transport_name: str = "websocket",
+    ) -> None:
         self.node = node
         self.transport = transport
         self.id = uuid.uuid4().hex
         self.handshake_token = handshake_token
+        self.headers = headers if headers is not None else Headers()
+        """The upgrade request's headers, for the connect hook."""
+        self.transport_name = transport_name
+        self.data: JSON = None
+        """Per-session data from the connect hook (docs/hooks.md)."""
+        self._app_refused = False
+        # Pushes to send right after the current command's reply (server-side
+        # subscriptions made by the connect hook).
+        self._after_reply: list[str] = []
         self.credentials: Credentials | None = None
         self.client_info: ClientInfo | None = None
         self.channels: set[str] = set()
@@ -66,6 +100,7 @@ class Session:
             on_overflow=self._slow_consumer,
         )
         self._publish_bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
+        self._rpc_bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
         self._flood_bucket = TokenBucket(1.0, limits.flood_strikes)
         # Channels being subscribed: pushes wait here until the reply is out.
         self._recovering: dict[str, list[tuple[str, int]]] = {}
@@ -89,6 +124,7 @@ class Session:
             "history": self._history,
             "refresh": self._refresh,
             "ping": self._ping,
+            "rpc": self._rpc,
         }
         node.add_session(self)
 
@@ -99,6 +135,26 @@ class Session:
     @property
     def user(self) -> str:
         return self.credentials.user if self.credentials is not None else ""
+
+    @property
+    def connected(self) -> bool:
+        """``connect`` succeeded and the session has not ended."""
+        return self.credentials is not None and not self.closed
+
+    def info(self) -> SessionInfo:
+        """What hooks and the app-side API see of this session."""
+        client_info = self.client_info
+        return SessionInfo(
+            client=self.id,
+            user=self.user,
+            transport=self.transport_name,
+            data=self.data,
+            info=client_info.info if client_info is not None else None,
+            credentials=self.credentials,
+            node=self.node.id,
+            channels=tuple(sorted(self.channels)),
+            headers=self.headers,
+        )
 
     # ------------------------------------------------------------- sending
 
@@ -163,7 +219,10 @@ class Session:
             self._failed(command, HubError(ErrorCode.INTERNAL))
         else:
             self.send(reply(command.id, result))
+            for text in self._after_reply:
+                self.send(text)
         finally:
+            self._after_reply.clear()
             if self._to_flush:
                 self._flush_recovered()
 
@@ -179,6 +238,10 @@ class Session:
             self.disconnect(HubCloseCode.TOKEN_EXPIRED, "token expired", reconnect=True)
         elif err.code == ErrorCode.UNAUTHORIZED:
             self.disconnect(HubCloseCode.FORBIDDEN, "unauthorized", reconnect=False)
+        elif self._app_refused:
+            # The application said no (not a timeout or failure of its hook):
+            # asking again on this connection cannot help.
+            self.disconnect(HubCloseCode.FORBIDDEN, _close_reason(err.message), reconnect=False)
 
     def _log_once(self, kind: object, message: str, *args: Any) -> None:
         if kind not in self._logged:
@@ -190,10 +253,29 @@ class Session:
             raise HubError(ErrorCode.BAD_REQUEST, "already connected")
         node, config = self.node, self.node.config
         token = opt_str(params, "token") or self.handshake_token
-        if token:
-            if not node.verifier.enabled:
-                raise HubError(ErrorCode.UNAUTHORIZED, "token auth is not configured")
-            credentials = node.verifier.verify(token)
+        name = opt_str(params, "name")
+        client_info = params.get("info")
+        limit = config.limits.max_presence_info_size
+        if client_info is not None and len(dumps(client_info).encode()) > limit:
+            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"info larger than {limit} bytes")
+        subs = params.get("subs")
+        if subs is not None and not isinstance(subs, dict):
+            raise HubError(ErrorCode.BAD_REQUEST, "subs must be an object")
+        verified: Credentials | None = None
+        if token and node.verifier.enabled:
+            # A token the hub can check is checked before any hook runs.
+            verified = node.verifier.verify(token)
+        accepted = await self._connect_hook(token, verified, name, client_info, params)
+        if self.closed:
+            # The client left while the app was deciding: index nothing for it.
+            raise HubError(ErrorCode.INTERNAL, "connection closed")
+        if accepted is not None:
+            credentials = _accepted_credentials(verified, accepted)
+            self.data = accepted.data
+        elif verified is not None:
+            credentials = verified
+        elif token:
+            raise HubError(ErrorCode.UNAUTHORIZED, "token auth is not configured")
         elif config.allow_anonymous:
             credentials = ANONYMOUS
         else:
@@ -201,15 +283,9 @@ class Session:
         info = credentials.info
         if info is None:
             # What the client says about itself (its user id never comes from here).
-            info = params.get("info")
-            if info is None and (name := opt_str(params, "name")) is not None:
+            info = client_info
+            if info is None and name is not None:
                 info = {"name": name}
-            limit = config.limits.max_presence_info_size
-            if info is not None and len(dumps(info).encode()) > limit:
-                raise HubError(ErrorCode.LIMIT_EXCEEDED, f"info larger than {limit} bytes")
-        subs = params.get("subs")
-        if subs is not None and not isinstance(subs, dict):
-            raise HubError(ErrorCode.BAD_REQUEST, "subs must be an object")
         self.credentials = credentials
         self.client_info = ClientInfo(self.id, credentials.user, info)
         if self._connect_deadline is not None:
@@ -221,6 +297,11 @@ class Session:
         ttl = credentials.ttl()
         if ttl is not None:
             result["ttl"] = ttl
+        if self.data is not None:
+            result["data"] = self.data
+        if accepted is not None:
+            for channel in accepted.channels:
+                await self._subscribe_at_connect(channel)
         if subs:
             results: Result = {}
             for channel, position in subs.items():
@@ -234,18 +315,125 @@ class Session:
             result["subs"] = results
         return result
 
+    async def _connect_hook(
+        self,
+        token: str | None,
+        verified: Credentials | None,
+        name: str | None,
+        client_info: JSON,
+        params: dict[str, JSON],
+    ) -> ConnectResult | None:
+        hooks = self.node.hooks
+        if hooks.on_connect is None:
+            return None
+        data = params.get("data")
+        self._check_size("data", data)
+        request = ConnectRequest(
+            client=self.id,
+            transport=self.transport_name,
+            headers=self.headers,
+            cookies=cookies_of(self.headers),
+            token=token or None,
+            credentials=verified,
+            name=name,
+            info=client_info,
+            data=data,
+        )
+        try:
+            accepted = await call_hook(
+                "on_connect", hooks.on_connect, request, hooks.timeout_of("on_connect")
+            )
+        except HubError as err:
+            self._app_refused = not err.temporary
+            raise
+        if accepted is not None:
+            self._check_json("on_connect data", accepted.data)
+            self._check_json("on_connect info", accepted.info)
+            channels = accepted.channels
+            if isinstance(channels, str) or not all(isinstance(c, str) for c in channels):
+                logger.error("on_connect channels must be a list of channel names")
+                raise HubError(ErrorCode.APP_ERROR, "on_connect channels is not a list of names")
+        return accepted
+
+    async def _subscribe_at_connect(self, channel: str) -> None:
+        """A server-side subscription the connect hook asked for: pushed after the reply."""
+        try:
+            if channel in self.channels or channel in self._recovering:
+                return
+            self._check_room()
+            result = await self._enter(channel, self.node.options(channel), None)
+        except (HubError, BrokerUnavailable) as exc:
+            logger.warning("server-side subscription of %s to %r failed: %s", self.id, channel, exc)
+            return
+        self._to_flush.append(channel)
+        self._after_reply.append(subscribe_push(channel, result))
+
+    async def subscribe_server_side(self, channel: str) -> bool:
+        """Subscribe this session to ``channel`` on the app's behalf (no hook, no grant check).
+
+        The client learns it from a ``subscribe`` push. False when the session is
+        not connected or already subscribed.
+        """
+        if not self.connected or channel in self.channels or channel in self._recovering:
+            return False
+        self._check_room()
+        result = await self._enter(channel, self.node.options(channel), None)
+        if self.closed:
+            return False
+        self.send(subscribe_push(channel, result))
+        self._to_flush.append(channel)
+        self._flush_recovered()
+        return True
+
+    async def unsubscribe_server_side(
+        self, channel: str, code: int = 2000, reason: str = "unsubscribed by the server"
+    ) -> bool:
+        """End a subscription on the app's behalf; the client gets an ``unsubscribe`` push."""
+        if self.closed or channel not in self.channels:
+            return False
+        await self.node.remove_subscription(self, channel)
+        self.send(unsubscribe_push(channel, code, reason))
+        return True
+
     async def _subscribe(self, params: dict[str, JSON]) -> Result:
         channel = req_str(params, "channel")
         options = self.node.options(channel)
         if channel in self.channels or channel in self._recovering:
             raise HubError(ErrorCode.ALREADY_SUBSCRIBED)
-        limit = self.node.config.limits.max_subscriptions
-        if len(self.channels) + len(self._recovering) >= limit:
-            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {limit} subscriptions")
+        self._check_room()
         await self._authorize(channel, "subscribe", options)
         since: StreamPosition | None = None
         if opt_bool(params, "recover"):
             since = position_param(params, "recover position")
+        sub_data: JSON = None
+        hook = self.node.hooks.on_subscribe
+        if hook is not None:
+            data = params.get("data")
+            self._check_size("data", data)
+            request = SubscribeRequest(self.info(), channel, data)
+            timeout = self.node.hooks.timeout_of("on_subscribe")
+            allowed = await call_hook("on_subscribe", hook, request, timeout)
+            if allowed is not None:
+                self._check_json("on_subscribe data", allowed.data)
+                sub_data = allowed.data
+        result = await self._enter(channel, options, since)
+        if sub_data is not None:
+            result["data"] = sub_data
+        self._to_flush.append(channel)
+        return result
+
+    def _check_room(self) -> None:
+        limit = self.node.config.limits.max_subscriptions
+        if len(self.channels) + len(self._recovering) >= limit:
+            raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {limit} subscriptions")
+
+    async def _enter(
+        self, channel: str, options: ChannelOptions, since: StreamPosition | None
+    ) -> Result:
+        """Subscribe (registry, broker, presence) and read the position or what was missed.
+
+        Pushes arriving meanwhile wait until the caller flushes the channel.
+        """
         # Subscribe before reading history, so nothing published meanwhile is
         # lost; what arrives before the reply waits in _recovering.
         self._recovering[channel] = []
@@ -263,7 +451,6 @@ class Session:
             self._recovered_top.pop(channel, None)
             await self.node.remove_subscription(self, channel)
             raise
-        self._to_flush.append(channel)
         return result
 
     async def _position(
@@ -310,9 +497,17 @@ class Session:
         if not options.publish:
             raise HubError(ErrorCode.PERMISSION_DENIED, "clients may not publish here")
         await self._authorize(channel, "publish", options)
+        data = params["data"]
+        hook = self.node.hooks.on_publish
+        if hook is not None:
+            request = PublishRequest(self.info(), channel, data)
+            timeout = self.node.hooks.timeout_of("on_publish")
+            rewritten = await call_hook("on_publish", hook, request, timeout)
+            if rewritten is not None:
+                data = rewritten.data
         published = await self.node.publish(
             channel,
-            params["data"],
+            data,
             info=self.client_info,
             idempotency_key=key,
             max_size=self.node.config.limits.max_payload_size,
@@ -359,6 +554,41 @@ class Session:
 
     async def _ping(self, params: dict[str, JSON]) -> Result:
         return {}
+
+    async def _rpc(self, params: dict[str, JSON]) -> Result:
+        method = req_str(params, "method")
+        if not 0 < len(method) <= MAX_RPC_METHOD:
+            raise HubError(
+                ErrorCode.BAD_REQUEST, f"method must be 1 to {MAX_RPC_METHOD} characters"
+            )
+        data = params.get("data")
+        self._check_size("data", data)
+        hook = self.node.hooks.on_rpc
+        if hook is None:
+            raise HubError(ErrorCode.NOT_AVAILABLE, "this hub has no RPC handler")
+        if not self._rpc_bucket.take():
+            raise HubError(ErrorCode.TOO_MANY_REQUESTS)
+        request = RpcRequest(self.info(), method, data)
+        answer = await call_hook("on_rpc", hook, request, self.node.hooks.timeout_of("on_rpc"))
+        self._check_json("on_rpc reply", answer)
+        return {"data": answer}
+
+    def _check_size(self, name: str, value: JSON) -> None:
+        """Client data for a hook: at most ``max_payload_size`` bytes of JSON (error 110)."""
+        if value is None:
+            return
+        limit = self.node.config.limits.max_payload_size
+        if len(dumps(value).encode()) > limit:
+            raise HubError(ErrorCode.PAYLOAD_TOO_LARGE, f"{name} larger than {limit} bytes")
+
+    @staticmethod
+    def _check_json(what: str, value: JSON) -> None:
+        """What a hook returned must serialize, or the reply could not be sent at all."""
+        try:
+            dumps(value)
+        except (TypeError, ValueError) as exc:
+            logger.error("%s is not JSON: %s", what, exc)
+            raise HubError(ErrorCode.APP_ERROR, f"{what} is not JSON") from None
 
     async def _authorize(self, channel: str, action: Action, options: ChannelOptions) -> None:
         credentials = self.credentials
@@ -413,7 +643,22 @@ class Session:
 
     async def _close(self, code: int, reason: str) -> None:
         await self.node.remove_session(self, code)
+        self._notify_disconnect(code, reason)
         await self.transport.close(code, reason)
+
+    def _notify_disconnect(self, code: int, reason: str) -> None:
+        """Run the disconnect hook in the background (bounded by its timeout)."""
+        hook = self.node.hooks.on_disconnect
+        if hook is None or self.credentials is None:
+            return
+        event = DisconnectEvent(self.info(), code, reason)
+        timeout = self.node.hooks.timeout_of("on_disconnect")
+
+        async def notify() -> None:
+            with contextlib.suppress(HubError):  # call_hook logged it
+                await call_hook("on_disconnect", hook, event, timeout)
+
+        self.node.spawn(notify())
 
     def _cancel_timers(self) -> None:
         for handle in (self._expiry, self._connect_deadline):
@@ -432,6 +677,24 @@ class Session:
         self._cancel_timers()
         self.writer.close()
         await self.node.remove_session(self, peer_code)
+        self._notify_disconnect(peer_code, "")
+
+
+def _accepted_credentials(verified: Credentials | None, accepted: ConnectResult) -> Credentials:
+    """A verified token's credentials (if any) with what the connect hook set over them."""
+    base = verified if verified is not None else ANONYMOUS
+    user = accepted.user if accepted.user is not None else base.user
+    return dataclasses.replace(
+        base,
+        user=user,
+        anonymous=not user,
+        info=accepted.info if accepted.info is not None else base.info,
+    )
+
+
+def _close_reason(message: str) -> str:
+    data = message.encode()[:MAX_CLOSE_REASON]
+    return data.decode("utf-8", "ignore")
 
 
 def _already_sent(text: str, top: StreamPosition) -> bool:

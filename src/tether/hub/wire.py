@@ -153,5 +153,10 @@ def unsubscribe_push(channel: str, code: int, reason: str) -> str:
     return dumps({"push": "unsubscribe", "channel": channel, "code": code, "reason": reason})
 
 
+def subscribe_push(channel: str, result: dict[str, JSON]) -> str:
+    """A server-side subscription: the same fields as a ``subscribe`` result."""
+    return dumps({"push": "subscribe", "channel": channel, **result})
+
+
 def disconnect_push(code: int, reason: str, reconnect: bool) -> str:
     return dumps({"push": "disconnect", "code": code, "reason": reason, "reconnect": reconnect})

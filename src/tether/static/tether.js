@@ -156,6 +156,11 @@ export class Subscription extends Emitter {
     this._buffer = []; // pubs that arrive while the subscribe reply is pending
     this._retryTimer = null;
     this._attempt = 0;
+    // Made by the hub (the app's connect hook or node.users.subscribe): the hub, not
+    // this client, subscribes it again after a reconnect.
+    this.serverSide = Boolean(handlers.serverSide);
+    // What the app's subscribe hook returned for this subscription (reply `data`).
+    this.data = undefined;
     for (const [key, event] of Object.entries(HANDLERS)) {
       if (typeof handlers[key] === "function") this.on(event, handlers[key]);
     }
@@ -261,6 +266,7 @@ export class Subscription extends Emitter {
     const buffered = this._buffer;
     this._buffer = [];
     this._state = "subscribed";
+    this.data = result.data;
     const recovered = Boolean(result.recovered) && wasRecovering;
     if (!recovered) {
       // A fresh start (or recovery failed): the stream position is the hub's current one.
@@ -325,6 +331,8 @@ export class Subscription extends Emitter {
  *   disconnected  {code, reason}    for good: no reconnect follows
  *   error         {type, error}     transport, connect, token, refresh, publish, message
  *   state         {state, previous}
+ *   subscription  {channel, subscription}  the hub subscribed this client on its own (a
+ *                                  server-side subscription): add its listeners here
  */
 export class Client extends Emitter {
   constructor(url, options = {}) {
@@ -335,6 +343,7 @@ export class Client extends Emitter {
       getToken: null,
       name: undefined,
       info: undefined,
+      data: undefined, // for the app's connect hook (connect param `data`)
       debug: false,
       minReconnectDelay: 500,
       maxReconnectDelay: 20000,
@@ -345,6 +354,7 @@ export class Client extends Emitter {
     this.state = "disconnected";
     this.clientId = null;
     this.user = null;
+    this.connectData = undefined; // what the app's connect hook returned as `data`
     this._token = this.options.token || null;
     this._needToken = false;
     this._ws = null;
@@ -470,6 +480,15 @@ export class Client extends Emitter {
     return this._call("history", params);
   }
 
+  /**
+   * Call the app's RPC handler (its hook or backend): resolves with the reply's data,
+   * rejects with a TetherError carrying the app's code (or 108 without a handler, 113
+   * when it did not answer in time, 114 when it failed). Not resent after a reconnect.
+   */
+  rpc(method, data = null) {
+    return this._call("rpc", { method, data }).then((result) => result.data);
+  }
+
   /** Round trip to the hub. */
   ping() {
     return this._call("ping", {});
@@ -551,6 +570,7 @@ export class Client extends Emitter {
     if (this._token) params.token = this._token;
     if (this.options.name) params.name = this.options.name;
     if (this.options.info !== undefined) params.info = this.options.info;
+    if (this.options.data !== undefined) params.data = this.options.data;
     this._send("connect", params, (err, result) => this._onConnectReply(err, result), true);
   }
 
@@ -572,6 +592,7 @@ export class Client extends Emitter {
     }
     this.clientId = result.client ?? null;
     this.user = result.user ?? null;
+    this.connectData = result.data;
     this._attempt = 0;
     const previous = this.state;
     this.state = "connected"; // announced once the resubscriptions are on their way
@@ -579,7 +600,7 @@ export class Client extends Emitter {
     this._startPing(result.ping);
     // Commands are processed in order: subscriptions (and their recovery) first,
     // then calls made while connecting, then the publishes still unacknowledged.
-    for (const sub of this._subs.values()) this._sendSubscribe(sub);
+    for (const sub of this._subs.values()) if (!sub.serverSide) this._sendSubscribe(sub);
     const queued = this._queued;
     this._queued = [];
     for (const call of queued) {
@@ -641,12 +662,27 @@ export class Client extends Emitter {
         }
         break;
       }
+      case "subscribe":
+        this._onServerSubscribe(msg);
+        break;
       case "disconnect":
         this._disconnectPush = { code: msg.code, reason: msg.reason, reconnect: msg.reconnect };
         break;
       default:
         this._log("unknown message", msg);
     }
+  }
+
+  // A server-side subscription (a `subscribe` push, fields as a subscribe result).
+  _onServerSubscribe(msg) {
+    let sub = this._subs.get(msg.channel);
+    if (sub && !sub.serverSide) return; // the app's own subscription carries on
+    if (!sub) {
+      sub = new Subscription(this, msg.channel, { serverSide: true });
+      this._subs.set(msg.channel, sub);
+      this._emit("subscription", { channel: msg.channel, subscription: sub });
+    }
+    sub._onSubscribeReply(null, msg, false);
   }
 
   _onClose(code, reason) {

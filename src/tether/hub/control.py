@@ -1,0 +1,112 @@
+"""Node-to-node control messages, the one place their wire format lives.
+
+What the application asks about a user ("subscribe alice's sessions to this
+channel", "disconnect her", "where is she connected?") concerns sessions on
+every node. The nodes of a hub share the broker, so each request travels as a
+JSON object on the broker's reserved control channel, and every node (the
+sender included) acts on its own sessions. Answers to a query travel back on
+the same channel, addressed to the node that asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tether.hub.wire import dumps, loads
+
+# Client channel names may not start with the prefix (error 107).
+RESERVED_PREFIX = "__tether."
+CONTROL_CHANNEL = RESERVED_PREFIX + "control"
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    user: str
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    user: str
+    channel: str
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsQuery:
+    user: str
+    request: str
+    """Names the query, so answers find their way back."""
+    origin: str
+    """The node that asks."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsReply:
+    request: str
+    origin: str
+    """The node that asked (the only one that reads the reply)."""
+    node: str
+    sessions: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A node says it is alive (at start, then every housekeeping round)."""
+
+    node: str
+    answer: bool = False
+    """A hello sent back to a newcomer, which is not answered again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """A node shuts down: do not wait for its answers."""
+
+    node: str
+
+
+ControlMessage = (
+    Disconnect | Subscribe | Unsubscribe | SessionsQuery | SessionsReply | Hello | Goodbye
+)
+
+_OPS: dict[str, type[ControlMessage]] = {
+    "disconnect": Disconnect,
+    "subscribe": Subscribe,
+    "unsubscribe": Unsubscribe,
+    "sessions": SessionsQuery,
+    "sessions_reply": SessionsReply,
+    "hello": Hello,
+    "goodbye": Goodbye,
+}
+_NAMES = {cls: op for op, cls in _OPS.items()}
+
+
+def encode(message: ControlMessage) -> bytes:
+    fields = {name: getattr(message, name) for name in type(message).__slots__}
+    return dumps({"op": _NAMES[type(message)], **fields}).encode()
+
+
+def decode(payload: bytes) -> ControlMessage:
+    """The message in ``payload``; ValueError if it is none of the above."""
+    data = loads(payload)
+    if not isinstance(data, Mapping):
+        raise ValueError("a control message is a JSON object")
+    cls = _OPS.get(str(data.get("op")))
+    if cls is None:
+        raise ValueError(f"unknown control op {data.get('op')!r}")
+    fields = {k: v for k, v in data.items() if k != "op"}
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"bad {data['op']} message: {exc}") from None
