@@ -12,18 +12,11 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from tether.cli import bench, connect, echo, serve
 from tether.cli.errors import USAGE_ERROR, CliError, print_error
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad flags in one line (``tether serve: argument --port: ...``), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print_error(self.prog, f"{message} (see {self.prog} --help)")
-        raise SystemExit(USAGE_ERROR)
+from tether.cli.options import Parser
 
 
 class _VersionAction(argparse.Action):
@@ -66,7 +59,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = _Parser(
+    parser = Parser(
         prog="tether",
         description="tether WebSocket toolkit: a realtime hub, an echo server, "
         "an interactive client and a load generator.",

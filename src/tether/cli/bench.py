@@ -17,6 +17,7 @@ from tether.cli import loop
 from tether.cli.bench_engine import MODES, BenchError, Progress, Result, Workload, run_workload
 from tether.cli.errors import CliError, print_error
 from tether.cli.options import byte_count, positive_int, seconds
+from tether.protocol.client import parse_uri
 
 
 def _modes(text: str) -> list[str]:
@@ -239,6 +240,10 @@ async def run_all(
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        parse_uri(args.url)
+    except ValueError as exc:
+        raise CliError(f"invalid URL: {exc}") from None
     try:
         plan = workloads(args)
     except ValueError as exc:  # e.g. fanout with messages too small to carry a time

@@ -45,6 +45,7 @@ from tether.protocol.exceptions import ConnectionClosed
 
 MODES = ("rtt", "pipeline", "fanout")
 _STAMP = struct.Struct("<d")  # a fan-out message starts with its send time
+_TEXT_STAMP = 24  # characters of a text fan-out message that hold its send time
 ProgressCallback = Callable[["Progress"], None]
 
 
@@ -79,6 +80,10 @@ class Workload:
             raise ValueError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
         if self.size < 1 or self.connections < 1 or self.in_flight < 1 or self.burst < 1:
             raise ValueError("size, connections, in_flight and burst must be at least 1")
+        if self.mode == "fanout" and self.text and self.size < _TEXT_STAMP:
+            raise ValueError(
+                f"text fan-out messages carry their send time: size must be >= {_TEXT_STAMP}"
+            )
         if self.mode == "fanout" and self.size < _STAMP.size:
             raise ValueError(
                 f"fanout messages carry their send time: size must be >= {_STAMP.size}"
@@ -287,9 +292,6 @@ async def _pipeline(ws: ClientConnection, run: _Run, payload: str | bytes) -> No
         receiver.cancel()
 
 
-_TEXT_STAMP = 24  # characters of a text fan-out message that hold its send time
-
-
 def _stamped(workload: Workload) -> Callable[[], str | bytes]:
     """Fan-out messages: the send time first, so any receiver can compute its latency."""
     if workload.text:
@@ -309,10 +311,6 @@ async def _fanout(
     publisher: ClientConnection, subscribers: list[ClientConnection], run: _Run
 ) -> None:
     workload = run.workload
-    if workload.text and workload.size < _TEXT_STAMP:
-        raise BenchError(
-            f"text fan-out messages carry their send time: use --size {_TEXT_STAMP} or more"
-        )
     make = _stamped(workload)
     remaining = [0] * len(subscribers)
     round_done = asyncio.Event()

@@ -36,6 +36,12 @@ def describe(chosen: str) -> str:
     return f"uvloop {uvloop_version()}" if chosen == "uvloop" else "asyncio"
 
 
+def running() -> str:
+    """``uvloop`` or ``asyncio``: the loop this coroutine really runs on (for the banner)."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.split(".")[0] == "uvloop" else "asyncio"
+
+
 def run(main: Coroutine[Any, Any, T], chosen: str) -> T:
     """Run ``main`` to completion on the chosen loop."""
     if chosen == "uvloop":

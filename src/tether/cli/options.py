@@ -1,12 +1,36 @@
-"""Argument types shared by the ``tether`` commands (sizes, durations, counts).
+"""The argument parser and the argument types shared by the ``tether`` commands.
 
-Each raises :class:`argparse.ArgumentTypeError` with the bad value in the
-message, so argparse reports it as one line naming the flag.
+Each type raises :class:`argparse.ArgumentTypeError` with the bad value in the
+message, so :class:`Parser` reports it as one line naming the flag.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import NoReturn
+
+from tether.cli.errors import USAGE_ERROR, print_error
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad flags in one line (``tether serve: argument --port: ...``), exit status 2.
+
+    ``lazy_epilog``, when set, makes the epilog at ``--help`` time only, so
+    building the parser imports nothing heavy (``tether echo`` never loads the hub).
+    """
+
+    lazy_epilog: Callable[[], str] | None = None
+
+    def error(self, message: str) -> NoReturn:
+        print_error(self.prog, f"{message} (see {self.prog} --help)")
+        raise SystemExit(USAGE_ERROR)
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
+
 
 _UNITS = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "b": 1}
 

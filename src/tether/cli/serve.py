@@ -67,9 +67,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
         help="run the realtime hub (demo chat at /)",
         description="Run the tether hub: WebSocket clients, HTTP API, metrics, demo page.",
-        epilog=environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.lazy_epilog = environment_help  # at --help time: building the parser loads no hub
     p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
     p.add_argument("--port", type=port_number, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--config", type=Path, help="TOML configuration file")
@@ -305,6 +305,7 @@ async def serve(p: Plan) -> int:
     from tether.hub import Node, serve_hub
 
     await preflight.require_reachable(p.backend_urls)
+    p.loop = loop.running()  # the banner reports the loop in use, not only the one asked for
     running = asyncio.get_running_loop()
     stop: asyncio.Future[int] = running.create_future()
 
