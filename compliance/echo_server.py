@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 import tether.cli
+import tether.cli.echo
 from tether.asyncio.server import Handler, Server, serve
 
 
@@ -31,10 +32,10 @@ def serve_without_pings(
 
 
 def main(argv: list[str]) -> None:
-    namespace = vars(tether.cli)
+    namespace = vars(tether.cli.echo)
     if namespace.get("serve") is not serve:
         raise SystemExit(
-            "tether.cli no longer calls tether.asyncio.server.serve: "
+            "tether.cli.echo no longer calls tether.asyncio.server.serve: "
             "update compliance/echo_server.py"
         )
     namespace["serve"] = serve_without_pings

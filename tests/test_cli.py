@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import tether
-from tether.cli_connect import escape_text, format_frame, format_message
+from tether.cli.connect import escape_text, format_frame, format_message
 from tether.protocol.frames import Opcode
 from tether.protocol.handshake import accept_key
 from tether_testing import Running, closed_port

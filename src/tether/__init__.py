@@ -1,7 +1,9 @@
 """tether: a WebSocket stack for Python.
 
 ``serve`` and ``connect`` are the asyncio server and client; the sans-I/O
-protocol core lives in :mod:`tether.protocol`.
+protocol core lives in :mod:`tether.protocol`. ``USING_SPEEDUPS``,
+``speedups_status()`` and ``version_report()`` say whether the native hot path
+is in use and why not (``tether --version`` prints the same).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tether.protocol.handshake import Request, Response
 from tether.protocol.headers import Headers
 
 if TYPE_CHECKING:
+    from tether._about import speedups_status, version_report
+    from tether._native import USING_SPEEDUPS
     from tether.asyncio.broadcast import broadcast
     from tether.asyncio.client import ClientConnection, connect
     from tether.asyncio.connection import ConcurrencyError, Connection
@@ -45,6 +49,10 @@ _LAZY = {
     "Server": "tether.asyncio.server",
     "ServerConnection": "tether.asyncio.server",
     "serve": "tether.asyncio.server",
+    # Whether the native hot path is in use, and why not (tether --version says the same).
+    "USING_SPEEDUPS": "tether._native",
+    "speedups_status": "tether._about",
+    "version_report": "tether._about",
 }
 
 
@@ -62,6 +70,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "USING_SPEEDUPS",
     "ClientConnection",
     "CloseCode",
     "ConcurrencyError",
@@ -85,4 +94,6 @@ __all__ = [
     "broadcast",
     "connect",
     "serve",
+    "speedups_status",
+    "version_report",
 ]

@@ -28,11 +28,17 @@ frame_unmasked: FrameFunction = _frame_out.frame_unmasked
 # A connection's fast read path (asyncio BufferedProtocol side); see tether._receiver.
 Receiver: type[_receiver.Receiver] = _receiver.Receiver
 USING_SPEEDUPS = False
+# Why the speedups are off ("" while they are on), for `tether --version` and
+# tether.speedups_status(): a user asking "is it fast?" deserves the reason.
+SPEEDUPS_OFF_REASON = ""
 
-if not os.environ.get("TETHER_NO_SPEEDUPS"):
+if os.environ.get("TETHER_NO_SPEEDUPS"):
+    SPEEDUPS_OFF_REASON = f"TETHER_NO_SPEEDUPS={os.environ['TETHER_NO_SPEEDUPS']}"
+else:
     try:
         from tether import _speedups  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
+    except ImportError as exc:
+        SPEEDUPS_OFF_REASON = f"tether._speedups failed to import: {exc}"
         logging.getLogger("tether").debug(
             "tether: native speedups unavailable, using the pure-Python fallback"
         )

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from hub_support import GUARD, WireClient, http
 
-from tether import cli_serve
-from tether.cli import build_parser
+from tether.cli import build_parser, main
+from tether.cli import serve as cli_serve
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -72,8 +72,11 @@ def test_public_key_file_and_errors(tmp_path: Path) -> None:
 
 
 def test_run_reports_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_serve.run(parse("--host", "10.1.2.3")) == 2
-    assert "refusing" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--host", "10.1.2.3"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tether serve: refusing") and err.count("\n") == 1
 
 
 async def test_sigterm_tells_clients_1012() -> None:

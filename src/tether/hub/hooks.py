@@ -267,7 +267,7 @@ async def call_hook(name: str, hook: Callable[[T], Awaitable[R]], request: T, ti
         raise refusal.to_error() from None
     except HubError:
         raise  # the proxy's own mapping (backend down, garbage ...)
-    except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one on Python 3.10)
+    except asyncio.TimeoutError:
         logger.warning("hook %s did not answer within %.3g s", name, timeout)
         raise HubError(ErrorCode.APP_TIMEOUT, f"{name} did not answer in time") from None
     except Exception:

@@ -195,7 +195,7 @@ class BackendProxy:
         timeout = self.settings.timeout
         try:
             status, content = await asyncio.wait_for(self._send(url, body, client_headers), timeout)
-        except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one on Python 3.10)
+        except asyncio.TimeoutError:
             logger.warning("proxy %s: %s did not answer within %.3g s", hook, url, timeout)
             raise HubError(
                 ErrorCode.APP_TIMEOUT, f"{hook} backend did not answer in time"
@@ -240,7 +240,7 @@ class BackendProxy:
                             raise _TooLarge()
                     return response.status_code, bytes(content)
             except httpx.TimeoutException:
-                raise asyncio.TimeoutError() from None  # noqa: UP041
+                raise asyncio.TimeoutError() from None
             except httpx.HTTPError as exc:
                 raise _Unreachable(str(exc) or type(exc).__name__) from None
 

@@ -111,7 +111,7 @@ class Users:
             await self._send(SessionsQuery(user, request, self.node.id))
             try:
                 await asyncio.wait_for(query.done.wait(), timeout)
-            except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one on Python 3.10)
+            except asyncio.TimeoutError:
                 logger.info(
                     "sessions of %r: no answer from %s within %s s",
                     user,

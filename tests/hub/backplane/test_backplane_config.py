@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tether import cli_serve
 from tether.cli import build_parser
+from tether.cli import serve as cli_serve
 from tether.hub import HubConfig
 from tether.hub.backends import backend_kind, resolve
 from tether.hub.config import ConfigError

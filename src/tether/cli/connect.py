@@ -40,9 +40,10 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from tether.asyncio.client import ClientConnection, connect
+from tether.cli.options import byte_limit, seconds
 from tether.protocol.client import parse_uri
 from tether.protocol.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from tether.protocol.frames import Opcode, parse_close_payload
@@ -79,28 +80,10 @@ def _header(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _byte_count(text: str) -> int | None:
-    from tether.cli import _size
-
-    try:
-        return _size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
-    return value
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "connect",
+        parents=parents,
         help="open an interactive WebSocket session (like wscat)",
         description=(
             "Send each line of stdin as a text message and print every message received. "
@@ -137,21 +120,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--max-size",
-        type=_byte_count,
+        type=byte_limit,
         default=2**20,
         metavar="BYTES",
         help="largest message accepted (e.g. 16MiB, or 'none'); default 1 MiB",
     )
     p.add_argument(
         "--open-timeout",
-        type=_seconds,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="give up opening the connection after this long (0: never); default 10",
     )
     p.add_argument(
         "--linger",
-        type=_seconds,
+        type=seconds,
         default=0.0,
         metavar="SECONDS",
         help=(
@@ -329,7 +312,7 @@ def _stdin_fd() -> int | None:
         return None
 
 
-def _address(host: str, port: int) -> str:
+def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -352,7 +335,7 @@ def _tls_error_text(exc: ssl.SSLError) -> str:
     return text or type(exc).__name__
 
 
-def _open_error(exc: Exception, address: str, timeout: float | None) -> str:
+def describe_open_error(exc: Exception, address: str, timeout: float | None) -> str:
     """The one-line explanation of why the connection did not open."""
     if isinstance(exc, InvalidStatus):
         response = exc.response
@@ -438,7 +421,7 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
     except ValueError as exc:
         _error(f"invalid URL: {exc}")
         return 1
-    address = _address(uri.host, uri.port)
+    address = host_port(uri.host, uri.port)
     try:
         opener = connect(
             args.url,
@@ -453,7 +436,7 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
         )
         ws = await opener
     except Exception as exc:
-        _error(_open_error(exc, address, args.open_timeout))
+        _error(describe_open_error(exc, address, args.open_timeout))
         return 1
 
     loop = asyncio.get_running_loop()

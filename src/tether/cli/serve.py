@@ -7,7 +7,14 @@ Safety: a hub needs a way to authenticate clients (``--jwt-secret`` or
 ``--jwt-public-key``) or an explicit ``--allow-anonymous``. Without either,
 ``tether serve`` runs in *development mode*, and only on a loopback address:
 anonymous clients are allowed (so the demo works out of the box), and a random
-JWT secret and API key are made up for this run and printed.
+JWT secret and API key are made up for this run and printed. An HS256 secret
+shorter than 32 bytes (RFC 7518 section 3.2: "A key of the same size as the
+hash output ... or larger MUST be used") is refused on a non-loopback address
+and warned about on a loopback one.
+
+Before listening it checks that the optional packages the chosen backends need
+are installed and that each Redis/NATS backend accepts a connection (see
+:mod:`tether.cli.preflight`): a problem there is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -18,25 +25,54 @@ import ipaddress
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tether.cli import loop, preflight
+from tether.cli.errors import CliError
+from tether.cli.options import port as port_number
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 PROXY_HOOKS = ("connect", "subscribe", "publish", "rpc")
+MIN_HS256_SECRET = 32
+"""Bytes: RFC 7518 section 3.2 wants an HS256 key at least as long as the hash (256 bits)."""
+# Read by `tether serve` itself, beside the hub options of tether.hub.config.ENVIRONMENT.
+SERVE_ENVIRONMENT = {
+    "TETHER_HOST": "address to listen on (--host)",
+    "TETHER_PORT": "port to listen on (--port)",
+    "TETHER_NO_SPEEDUPS": "1: use the pure-Python code instead of the native speedups",
+}
 
 
-def add_parser(sub: Any) -> None:
+def environment_help() -> str:
+    """The epilog of ``serve --help``: every environment variable it reads."""
+    from tether.hub.config import ENVIRONMENT
+
+    names = {**SERVE_ENVIRONMENT, **{var: option for var, option in ENVIRONMENT.items()}}
+    width = max(map(len, names))
+    lines = ["environment variables (flags win over them; they win over --config):"]
+    lines += [f"  {var:<{width}}  {what}" for var, what in sorted(names.items())]
+    lines.append("")
+    lines.append("Settings without a flag live in the TOML file (docs/hub.md lists them).")
+    return "\n".join(lines)
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
+        parents=parents,
         help="run the realtime hub (demo chat at /)",
         description="Run the tether hub: WebSocket clients, HTTP API, metrics, demo page.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.lazy_epilog = environment_help  # at --help time: building the parser loads no hub
     p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=port_number, help=f"port to listen on (default {DEFAULT_PORT})")
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--api-key", help="key for the HTTP API (env TETHER_API_KEY)")
     p.add_argument(
@@ -91,6 +127,7 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="request header forwarded to the backend, repeatable (replaces the default list)",
     )
+    loop.add_option(p)
 
 
 @dataclass
@@ -104,10 +141,16 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     backends: str = ""
     """Where broker, history and presence live, when not all in memory."""
+    backend_urls: dict[str, str] = field(default_factory=dict)
+    """``broker``/``history``/``presence`` -> URL, for the checks before starting."""
+    warnings: list[str] = field(default_factory=list)
+    """Printed on stderr before starting (e.g. a short JWT secret on loopback)."""
+    loop: str = "asyncio"
+    """The event loop ``run`` uses: ``asyncio`` or ``uvloop``."""
 
 
-class UsageError(Exception):
-    pass
+class UsageError(CliError):
+    """A setting ``tether serve`` cannot run with (one line, exit status 2)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -170,9 +213,18 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
         )
     except ValueError:
         raise UsageError("the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"invalid port {port} (0 to 65535)")
     result = Plan(config, str(host), port)
+    result.backend_urls = {
+        "broker": backends.broker,
+        "history": backends.history,
+        "presence": backends.presence,
+    }
     if (backends.broker, backends.history, backends.presence) != ("memory",) * 3:
         result.backends = backends.describe()
+    result.loop = loop.choose(getattr(args, "loop", "auto"))
+    _check_jwt_secret(result)
     if config.jwt_secret or config.jwt_public_key or config.allow_anonymous:
         return result
     if not _is_loopback(result.host):
@@ -209,10 +261,59 @@ def _proxy_flags(args: argparse.Namespace, config: Any) -> None:
         config.proxy = dataclasses.replace(config.proxy, **changes)
 
 
+def _check_jwt_secret(p: Plan) -> None:
+    """Refuse (anywhere reachable) or warn (loopback) about a guessable HS256 secret."""
+    secret = p.config.jwt_secret
+    if not secret or len(secret.encode()) >= MIN_HS256_SECRET:
+        return
+    problem = (
+        f"the JWT secret is {len(secret.encode())} bytes; HS256 needs at least "
+        f"{MIN_HS256_SECRET} (RFC 7518 section 3.2), or tokens can be forged by guessing it"
+    )
+    fix = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    if not _is_loopback(p.host):
+        raise UsageError(f"refusing to serve {p.host}: {problem}; {fix}")
+    p.warnings.append(f"warning: {problem} (accepted on loopback only); {fix}")
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::", "[::]")
+
+
+def lan_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a route lookup only
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    return None if address.startswith(("0.", "127.")) else address
+
+
+def reachable_urls(host: str, port: int) -> list[str]:
+    """URLs a person can open: for 0.0.0.0 or ::, loopback plus this machine's names."""
+    if not _is_wildcard(host):
+        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return [f"http://{shown}:{port}/"]
+    urls = [f"http://127.0.0.1:{port}/"]
+    for name in (socket.gethostname(), lan_address()):
+        if name and f"http://{name}:{port}/" not in urls:
+            urls.append(f"http://{name}:{port}/")
+    return urls
+
+
 def banner(p: Plan, url: str, ws_url: str) -> str:
+    from tether._about import speedups_status
+
     config = p.config
+    urls = reachable_urls(p.host, int(url.rstrip("/").rsplit(":", 1)[1]))
+    if _is_wildcard(p.host):
+        url = urls[0]
+        ws_url = "ws" + url[4:].rstrip("/") + "/" + ws_url.split("/", 3)[3]
     lines = [
-        f"tether hub listening on {url}",
+        f"tether hub listening on {url}"
+        + (f" (all addresses; also {', '.join(urls[1:])})" if len(urls) > 1 else ""),
         f"  demo chat : {url}",
         f"  websocket : {ws_url}",
         f"  HTTP API  : {url}api/publish"
@@ -225,6 +326,7 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
     proxied = [h for h in (*PROXY_HOOKS, "disconnect") if getattr(config.proxy, h, "")]
     if proxied:
         lines.append(f"  proxy     : {', '.join(proxied)} -> backend URLs")
+    lines.append(f"  runtime   : {loop.describe(p.loop)}, native speedups {speedups_status()}")
     if p.dev_mode:
         lines.append("")
         lines.append("DEVELOPMENT MODE (loopback only; pass --jwt-secret or --allow-anonymous):")
@@ -235,8 +337,10 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
 async def serve(p: Plan) -> int:
     from tether.hub import Node, serve_hub
 
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[int] = loop.create_future()
+    await preflight.require_reachable(p.backend_urls)
+    p.loop = loop.running()  # the banner reports the loop in use, not only the one asked for
+    running = asyncio.get_running_loop()
+    stop: asyncio.Future[int] = running.create_future()
 
     def request_stop(code: int) -> None:
         if not stop.done():
@@ -244,28 +348,29 @@ async def serve(p: Plan) -> int:
 
     # SIGTERM is a restart or a redeploy: 1012 tells clients to come back (to
     # another node, or this one restarted) and recover what they missed.
-    loop.add_signal_handler(signal.SIGTERM, request_stop, 1012)
-    loop.add_signal_handler(signal.SIGINT, request_stop, 1001)
+    running.add_signal_handler(signal.SIGTERM, request_stop, 1012)
+    running.add_signal_handler(signal.SIGINT, request_stop, 1001)
     hub = serve_hub(Node(p.config), p.host, p.port)
-    await hub.start()
+    try:
+        await hub.start()
+    except OSError as exc:  # start() has closed the node again
+        raise UsageError(f"cannot listen on {p.host}:{p.port}: {exc.strerror or exc}") from exc
     print(banner(p, hub.url, hub.websocket_url), flush=True)
     try:
         code = await stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+            running.remove_signal_handler(sig)
     await hub.close(code)
     print(f"tether hub stopped (clients told {code})", flush=True)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from tether.hub.auth import MissingDependency, require_jwt
-
-    try:
-        require_jwt()
-        p = plan(args)
-    except (UsageError, MissingDependency) as exc:
-        print(f"tether serve: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(serve(p))
+    """Raises :class:`UsageError` (a ``CliError``) for anything the user can fix."""
+    preflight.require_hub_dependencies()
+    p = plan(args)
+    preflight.require_backend_modules(p.backend_urls)
+    for warning in p.warnings:
+        print(f"tether serve: {warning}", file=sys.stderr, flush=True)
+    return loop.run(serve(p), p.loop)
