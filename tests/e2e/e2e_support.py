@@ -128,10 +128,17 @@ def stop_hub(hub: Hub) -> None:
 
 @dataclass
 class ChatPage:
-    """A page of the demo chat and the JavaScript errors it raised."""
+    """A page of the demo chat and the JavaScript errors it raised.
+
+    ``console`` collects what a user's console would show as errors: console errors
+    and HTTP responses of 400 or more (a missing favicon is one). Tests that cut the
+    network expect some (Chromium logs each refused WebSocket), so only tests that
+    mean it assert it is empty.
+    """
 
     page: Any
     errors: list[str]
+    console: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------- proxy
