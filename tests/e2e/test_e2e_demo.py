@@ -11,24 +11,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
 import time
-import urllib.request
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from e2e_support import ROOT, ChatPage, DropProxy, Hub, start_hub, stop_hub
+from e2e_support import (
+    ROOT,
+    ChatPage,
+    DropProxy,
+    Hub,
+    api,
+    expect_connected,
+    new_room,
+    say,
+    start_hub,
+    stop_hub,
+)
+from e2e_support import playwright_expect as _expect
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-TIMEOUT = 15_000  # ms; a guard for expectations, never a wait by itself
 SECRET = "e2e-demo-secret-" + "x" * 32
 PHONE = {"width": 360, "height": 740}
 DESKTOP = {"width": 1280, "height": 800}
@@ -54,43 +61,9 @@ async def screenshot(chat: ChatPage, name: str) -> Path:
     return path
 
 
-def _expect() -> Any:
-    from playwright.async_api import expect
-
-    expect.set_options(timeout=TIMEOUT)
-    return expect
-
-
-def new_room() -> str:
-    return f"e2e-{uuid.uuid4().hex[:10]}"
-
-
-async def say(chat: ChatPage, text: str) -> None:
-    await chat.page.fill("#input", text)
-    await chat.page.click("#send")
-
-
-async def expect_connected(chat: ChatPage) -> None:
-    await _expect()(chat.page.locator("#status")).to_have_attribute("data-state", "connected")
-
-
 def token(user: str, **claims: Any) -> str:
     payload = {"sub": user, "exp": int(time.time() + 3600), **claims}
     return jwt.encode(payload, SECRET, algorithm="HS256")
-
-
-async def api_publish(hub: Hub, channel: str, data: Any) -> Any:
-    def call() -> Any:
-        request = urllib.request.Request(
-            f"{hub.url}/api/publish",
-            data=json.dumps({"channel": channel, "data": data}).encode(),
-            headers={"Authorization": f"apikey {hub.api_key}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    return await asyncio.to_thread(call)
 
 
 @pytest.fixture(scope="module")
@@ -277,9 +250,10 @@ async def test_api_publications_have_a_sender_and_a_time(hub: Hub, open_chat: Op
     chat = await open_chat(hub.url, room=room, name="alice")
     await expect_connected(chat)
     await expect(chat.page.locator("#online .user")).to_have_text(["alice"])
-    await api_publish(hub, f"chat:{room}", {"text": "deploy finished"})
+    await api(hub, "publish", {"channel": f"chat:{room}", "data": {"text": "deploy finished"}})
     stamped = "2026-01-02T03:04:05Z"
-    await api_publish(hub, f"chat:{room}", {"text": "with its own time", "ts": stamped})
+    data = {"text": "with its own time", "ts": stamped}
+    await api(hub, "publish", {"channel": f"chat:{room}", "data": data})
 
     message = chat.page.locator("#messages .message")
     await expect(message.locator(".text")).to_have_text(["deploy finished", "with its own time"])
