@@ -80,11 +80,26 @@ async def open_chat(
     require(reason is None, reason)
     pages: list[ChatPage] = []
 
-    async def open_page(base_url: str, *, room: str, name: str, **params: object) -> ChatPage:
-        context = await browser.new_context()
+    async def open_page(
+        base_url: str,
+        *,
+        room: str,
+        name: str,
+        viewport: dict[str, int] | None = None,
+        **params: object,
+    ) -> ChatPage:
+        context = await browser.new_context(viewport=viewport)  # None: Playwright's 1280x720
         page = await context.new_page()
         chat = ChatPage(page, [])
         page.on("pageerror", lambda exc: chat.errors.append(str(exc)))
+        page.on(
+            "console",
+            lambda msg: chat.console.append(msg.text) if msg.type == "error" else None,
+        )
+        page.on(
+            "response",
+            lambda r: chat.console.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
         query = {"room": room, "name": name, "minReconnectDelay": 50}
         query |= {"maxReconnectDelay": 400, **params}
         search = "&".join(f"{k}={v}" for k, v in query.items())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import selectors
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,10 +131,63 @@ def stop_hub(hub: Hub) -> None:
 
 @dataclass
 class ChatPage:
-    """A page of the demo chat and the JavaScript errors it raised."""
+    """A page of the demo chat and the JavaScript errors it raised.
+
+    ``console`` collects what a user's console would show as errors: console errors
+    and HTTP responses of 400 or more (a missing favicon is one). Tests that cut the
+    network expect some (Chromium logs each refused WebSocket), so only tests that
+    mean it assert it is empty.
+    """
 
     page: Any
     errors: list[str]
+    console: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------- page helpers
+
+EXPECT_TIMEOUT = 15_000  # ms; a guard for expectations, never a wait by itself
+
+
+def playwright_expect() -> Any:
+    """Playwright's ``expect`` with the tests' guard timeout (imported late: optional)."""
+    from playwright.async_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT)
+    return expect
+
+
+def new_room() -> str:
+    return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+async def say(chat: ChatPage, text: str) -> None:
+    """Type ``text`` into the demo's message field and send it."""
+    await chat.page.fill("#input", text)
+    await chat.page.click("#send")
+
+
+async def expect_connected(chat: ChatPage) -> None:
+    expect = playwright_expect()
+    status = chat.page.locator("#status")
+    await expect(status).to_have_attribute("data-state", "connected")
+    await expect(status).to_have_text("connected")
+
+
+async def api(hub: Hub, method: str, body: dict[str, Any]) -> Any:
+    """``POST /api/<method>`` with the hub's API key; the decoded JSON answer."""
+
+    def call() -> Any:
+        request = urllib.request.Request(
+            f"{hub.url}/api/{method}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"apikey {hub.api_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    return await asyncio.to_thread(call)
 
 
 # ----------------------------------------------------------------------- proxy

@@ -6,17 +6,14 @@ disconnected; a refused token (4003) never reconnects; ``POST /api/publish`` rea
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 import jwt
 import pytest
-from e2e_support import ChatPage, Hub, start_hub, stop_hub
+from e2e_support import ChatPage, Hub, api, start_hub, stop_hub
+from e2e_support import playwright_expect as _expect
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,27 +33,6 @@ def auth_hub() -> Iterator[Hub]:
 
 def token(user: str, secret: str = SECRET, ttl: float = 3600) -> str:
     return jwt.encode({"sub": user, "exp": int(time.time() + ttl)}, secret, algorithm="HS256")
-
-
-async def api(hub: Hub, method: str, body: dict[str, Any]) -> Any:
-    def call() -> Any:
-        request = urllib.request.Request(
-            f"{hub.url}/api/{method}",
-            data=json.dumps(body).encode(),
-            headers={"Authorization": f"apikey {hub.api_key}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    return await asyncio.to_thread(call)
-
-
-def _expect() -> Any:
-    from playwright.async_api import expect
-
-    expect.set_options(timeout=TIMEOUT)
-    return expect
 
 
 async def test_api_disconnect_stops_the_page(auth_hub: Hub, open_chat: OpenChat) -> None:

@@ -9,42 +9,25 @@ delivered once.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from e2e_support import ChatPage, DropProxy, Hub, start_hub, stop_hub
+from e2e_support import (
+    ChatPage,
+    DropProxy,
+    Hub,
+    expect_connected,
+    new_room,
+    say,
+    start_hub,
+    stop_hub,
+)
+from e2e_support import playwright_expect as _expect
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-TIMEOUT = 15_000  # ms; a guard for expectations, never a wait by itself
-
 OpenChat = Callable[..., Awaitable[ChatPage]]
-
-
-def _expect() -> Any:
-    from playwright.async_api import expect
-
-    expect.set_options(timeout=TIMEOUT)
-    return expect
-
-
-def new_room() -> str:
-    return f"e2e-{uuid.uuid4().hex[:10]}"
-
-
-async def say(chat: ChatPage, text: str) -> None:
-    await chat.page.fill("#input", text)
-    await chat.page.click("#send")
-
-
-async def expect_connected(chat: ChatPage) -> None:
-    expect = _expect()
-    status = chat.page.locator("#status")
-    await expect(status).to_have_attribute("data-state", "connected")
-    await expect(status).to_have_text("connected")
 
 
 async def expect_messages(chat: ChatPage, texts: list[str]) -> None:

@@ -250,6 +250,17 @@ async def test_packaged_static_files_are_served(start_hub: StartHub) -> None:
             assert status == 404
 
 
+async def test_favicon_is_served(start_hub: StartHub) -> None:
+    """The demo's icon, also at /favicon.ico: a first page load logs no 404."""
+    hub = await start_hub()
+    static = hub.node.config.static_dir
+    assert static is not None
+    for path in ("/favicon.svg", "/favicon.ico"):
+        status, headers, body = await http(hub.port, "GET", path)
+        assert status == 200 and headers["content-type"] == "image/svg+xml"
+        assert body == (static / "favicon.svg").read_bytes() and body.startswith(b"<svg")
+
+
 async def test_broadcast_is_capped(start_hub: StartHub) -> None:
     hub = await start_hub()
     status, body = await api(

@@ -41,6 +41,9 @@ STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/tether.js": ("tether.js", "text/javascript; charset=utf-8"),
+    # The demo's icon; /favicon.ico too, which browsers ask for on pages without a <link>.
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
 }
 
 # How a command error maps onto an HTTP status for API callers.
