@@ -175,6 +175,16 @@ class WebSocketProtocol(asyncio.Protocol):
         self._ping_payload: bytes | None = None
         self._failure_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def reading_paused(self) -> bool:
+        """Whether reading stopped because ``--ws-max-queue`` messages wait for the app."""
+        return self._read_paused
+
+    @property
+    def pending_messages(self) -> int:
+        """Events received and not yet taken by the app's ``receive()``."""
+        return len(self._inbox)
+
     # ----------------------------------------------------------- transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
