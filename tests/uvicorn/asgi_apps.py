@@ -110,6 +110,10 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         await send({"type": body, "body": b"no token, ", "more_body": True})
         await send({"type": body, "body": b"no entry"})
         report(tag, await receive())
+    elif route == "hold":
+        # Neither accepts nor refuses: waits for the connection to end.
+        report(tag, {"waiting": True})
+        report(tag, await receive())
     elif route == "raise-before-accept":
         raise RuntimeError("boom before accept")
     elif route == "return-before-accept":

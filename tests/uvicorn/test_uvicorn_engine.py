@@ -321,14 +321,40 @@ async def test_ws_ping_interval_and_timeout() -> None:
 
 async def test_shutdown_closes_with_1012() -> None:
     with UvicornProcess("asgi_apps:app") as server:
-        async with websockets.connect(server.url("/echo")) as ws:
-            await ws.send("hi")
-            assert await ws.recv() == "hi"
-            server.signal(signal.SIGINT)
-            assert (await closed_with(ws))[0] == 1012
+        pending = await RawClient.open(server.port)
+        try:
+            async with websockets.connect(server.url("/echo")) as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "hi"
+                # A second connection whose app has not accepted yet.
+                await pending.send(RawClient.request("/hold"))
+                assert await server.report("hold") == {"waiting": True}
+                server.signal(signal.SIGINT)
+                assert (await closed_with(ws))[0] == 1012
+                assert await pending.read_response() == 503
+        finally:
+            pending.close()
         assert (await server.report("echo"))["code"] == 1012
+        assert (await server.report("hold", 2))["code"] == 1006
         assert await server.exit_code() == 0
         assert "Finished server process" in server.output()
+        assert "without completing handshake" not in server.output()
+
+
+async def test_messages_before_a_protocol_error_reach_the_app(server: UvicornProcess) -> None:
+    client = await RawClient.open(server.port)
+    try:
+        await client.handshake("/echo?tag=before-error")
+        # One write: a good message, then a frame with RSV2 set (RFC 6455 §5.2).
+        good = RawClient.frame(OP_TEXT, b"answer me first")
+        bad = RawClient.frame(OP_TEXT, b"bad", rsv=2)
+        await client.send(good + bad)
+        assert await client.read_frame() == (True, OP_TEXT, b"answer me first")
+        code, _ = await client.read_close()
+    finally:
+        client.close()
+    assert code == 1002
+    assert (await server.report("before-error"))["code"] == 1002
 
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])

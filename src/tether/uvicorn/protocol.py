@@ -351,7 +351,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self._app_failed()
         else:
             if self._app_side is _AppSide.HANDSHAKE:
-                logger.error("ASGI callable returned without completing handshake.")
+                if self._disconnect is None:  # not when the connection was gone already
+                    logger.error("ASGI callable returned without completing handshake.")
                 self._app_failed()
             elif self._app_side is _AppSide.DENYING:
                 logger.error("ASGI callable returned without completing the response.")
@@ -415,7 +416,11 @@ class WebSocketProtocol(asyncio.Protocol):
         kind = message["type"]
         if side is _AppSide.OPEN:
             if kind == "websocket.send":
-                await self._send_message(message)
+                if self._writing_paused and not self._lost:
+                    # Flow control (the transport's high-water mark): wait for the peer to read.
+                    self._drain_waiter = self.loop.create_future()
+                    await self._drain_waiter
+                self._send_message(message)
             elif kind == "websocket.close":
                 code = message.get("code")
                 self._close_from_app(
@@ -454,11 +459,7 @@ class WebSocketProtocol(asyncio.Protocol):
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r} after the connection closed.")
 
-    async def _send_message(self, message: Message) -> None:
-        if self._writing_paused and not self._lost:
-            # Flow control (the transport's high-water mark): wait for the peer to read.
-            self._drain_waiter = self.loop.create_future()
-            await self._drain_waiter
+    def _send_message(self, message: Message) -> None:
         core = self.core
         if core.state is not State.OPEN or self._lost:
             raise ClientDisconnected("the connection is closed")
