@@ -335,13 +335,18 @@ def echo_server(compression: bool, log: Path, keepalive: bool = False) -> Iterat
                 )
             yield int(match.group(2))
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop_child(proc, timeout=10)
+
+
+def _stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the child is still there after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 UVICORN_ENGINE = "tether.uvicorn:WebSocketProtocol"
@@ -402,13 +407,8 @@ def uvicorn_echo_server(compression: bool, log: Path) -> Iterator[int]:
                     time.sleep(0.1)
             yield port
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            # uvicorn waits for its connections to close first: allow more time.
+            _stop_child(proc, timeout=20)
 
 
 # ---------------------------------------------------------------------- roles
