@@ -14,20 +14,25 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        text = message.get("text")
-        if text is not None:
-            await websocket.send_text(text)
-        else:
-            await websocket.send_bytes(message["bytes"])
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is not None:
+                await websocket.send_text(text)
+            else:
+                await websocket.send_bytes(message["bytes"])
+    except WebSocketDisconnect:
+        # Messages that came just before the client's Close (or a protocol
+        # error) cannot be answered any more: the connection is closing.
+        pass
 
 
 app = Starlette(routes=[WebSocketRoute("/", echo), WebSocketRoute("/{path:path}", echo)])
