@@ -251,13 +251,25 @@ class WebSocketProtocol(asyncio.Protocol):
     def _process(self) -> None:
         """Hand what the core parsed to the app; write what it queued."""
         core = self.core
-        deliver = self._deliver
+        inbox = self._inbox
         for event in core.events_received():
             kind = type(event)
-            if kind is str:
-                deliver({"type": "websocket.receive", "text": event})
-            elif kind is bytes:
-                deliver({"type": "websocket.receive", "bytes": event})
+            if kind is str or kind is bytes:
+                # The hot path, _deliver inlined: one message per round trip.
+                if self._disconnect is not None:
+                    continue  # the app was told the connection is over
+                message = (
+                    {"type": "websocket.receive", "text": event}
+                    if kind is str
+                    else {"type": "websocket.receive", "bytes": event}
+                )
+                waiter = self._waiter
+                if waiter is not None:
+                    self._waiter = None
+                    if not waiter.done():
+                        waiter.set_result(message)
+                        continue
+                inbox.append(message)
             elif kind is CloseReceived:
                 assert isinstance(event, CloseReceived)
                 self._disconnected(event.code, event.reason)
