@@ -335,13 +335,80 @@ def echo_server(compression: bool, log: Path, keepalive: bool = False) -> Iterat
                 )
             yield int(match.group(2))
         finally:
-            if proc.poll() is None:
-                proc.terminate()
+            _stop_child(proc, timeout=10)
+
+
+def _stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the child is still there after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+UVICORN_ENGINE = "tether.uvicorn:WebSocketProtocol"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def uvicorn_echo_server(compression: bool, log: Path) -> Iterator[int]:
+    """uvicorn serving uvicorn_echo.py (Starlette) with tether's engine; yield the port."""
+    import socket
+
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "uvicorn_echo:app",
+        "--app-dir",
+        str(HERE),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ws",
+        UVICORN_ENGINE,
+        "--ws-max-size",
+        str(MAX_SIZE),
+        "--ws-ping-interval",
+        "0",
+        "--lifespan",
+        "off",
+    ]
+    if not compression:
+        cmd += ["--ws-per-message-deflate", "false"]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=str(ROOT)
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                # uvicorn's log goes to a file (a pipe nobody reads would fill
+                # up and stall it): wait for the port to accept instead.
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not start (exit {proc.returncode}); see {log}")
                 try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            yield port
+        finally:
+            # uvicorn waits for its connections to close first: allow more time.
+            _stop_child(proc, timeout=20)
 
 
 # ---------------------------------------------------------------------- roles
@@ -382,21 +449,30 @@ def run_server_role(
     compression: bool = True,
     outdir: Path | None = None,
     keepalive: bool = False,
+    under_uvicorn: bool = False,
 ) -> RunResult:
     """kosoku's fuzzing client against ``tether echo``: tether as the server under test.
 
     ``keepalive`` keeps the echo server's keepalive Pings (see echo_server.py).
+    ``under_uvicorn`` runs a Starlette echo endpoint under uvicorn with
+    tether's engine (``--ws tether.uvicorn:WebSocketProtocol``) instead.
     """
     prepare_kosoku()
     selected = _selected_or_fail(include, exclude)
-    log = _log_path(outdir, "tether-echo.log")
+    if under_uvicorn:
+        log = _log_path(outdir, "uvicorn-echo.log")
+        server = uvicorn_echo_server(compression, log)
+    else:
+        log = _log_path(outdir, "tether-echo.log")
+        server = echo_server(compression, log, keepalive)
     start = time.monotonic()
-    with echo_server(compression, log, keepalive) as port:
+    with server as port:
         results = asyncio.run(_run_server_role(port, selected, parallelism))
     wall = time.monotonic() - start
     write_reports(results, outdir)
     outcomes = sorted((outcome_from_result(r) for r in results), key=lambda o: _case_key(o.case_id))
-    return RunResult("server", outcomes, wall, list(selected), outdir, log)
+    role = "server (Starlette under uvicorn, --ws tether.uvicorn)" if under_uvicorn else "server"
+    return RunResult(role, outcomes, wall, list(selected), outdir, log)
 
 
 async def _run_client_role(
@@ -582,6 +658,12 @@ def cli(role: str, argv: Sequence[str] | None = None) -> int:
             help="run the plain `tether echo`, keepalive Pings every 20 s included "
             "(by default they are off: Autobahn cases do not expect Pings)",
         )
+        parser.add_argument(
+            "--uvicorn",
+            action="store_true",
+            help="test a Starlette echo endpoint under uvicorn with tether's engine "
+            "(--ws tether.uvicorn:WebSocketProtocol) instead of `tether echo`",
+        )
     parser.add_argument(
         "--no-compression", action="store_true", help="run tether without permessage-deflate"
     )
@@ -611,6 +693,7 @@ def cli(role: str, argv: Sequence[str] | None = None) -> int:
             compression=compression,
             outdir=args.outdir,
             keepalive=args.keepalive,
+            under_uvicorn=args.uvicorn,
         )
     else:
         run = run_client_role(include, args.exclude, compression=compression, outdir=args.outdir)

@@ -58,6 +58,16 @@ def server_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
 
 
 @pytest.fixture(scope="module")
+def uvicorn_server_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
+    pytest.importorskip("uvicorn", reason="uvicorn is in the test extra")
+    pytest.importorskip("starlette", reason="starlette is in the test extra")
+    outdir: Path = tmp_path_factory.mktemp("autobahn-uvicorn")
+    run = ab.run_server_role(ab.BASE_CASES, parallelism=2, outdir=outdir, under_uvicorn=True)
+    print(ab.report_text(run))
+    return run
+
+
+@pytest.fixture(scope="module")
 def client_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
     outdir: Path = tmp_path_factory.mktemp("autobahn-client")
     run = ab.run_client_role(ab.BASE_CASES, outdir=outdir, timeout=900)
@@ -91,6 +101,18 @@ def test_server_role_every_case_ok(server_run: ab.RunResult) -> None:
 
 def test_server_role_performance_cases_fast(server_run: ab.RunResult) -> None:
     _assert_fast(server_run, "9.", MAX_PERFORMANCE_CASE_MS)
+
+
+def test_uvicorn_engine_every_case_ok(uvicorn_server_run: ab.RunResult) -> None:
+    """A Starlette echo endpoint under uvicorn with --ws tether.uvicorn:WebSocketProtocol.
+
+    1.* to 10.* here; ``run_server.py --uvicorn`` adds 12.* and 13.*.
+    """
+    _assert_all_passed(uvicorn_server_run)
+
+
+def test_uvicorn_engine_performance_cases_fast(uvicorn_server_run: ab.RunResult) -> None:
+    _assert_fast(uvicorn_server_run, "9.", MAX_PERFORMANCE_CASE_MS)
 
 
 def test_client_role_every_case_ok(client_run: ab.RunResult) -> None:
