@@ -10,7 +10,6 @@ answered with its code while the connection goes on being served.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import socket
@@ -26,7 +25,8 @@ import pytest
 from backplane_services import eventually, free_port
 from hub_support import GUARD, WireClient, WireError, config
 
-from tether import cli_serve
+from tether.cli import build_parser
+from tether.cli import serve as cli_serve
 from tether.hub import HubServer, Node
 from tether.hub.config import ProxyConfig, config_from_mapping
 from tether.hub.errors import ErrorCode, HubCloseCode
@@ -276,9 +276,7 @@ async def test_concurrency_per_backend_url_is_bounded(
 def test_serve_flags_map_onto_the_proxy_config(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text('[proxy]\nrpc = "http://file/rpc"\ntimeout = 9.0\n')
-    parser = argparse.ArgumentParser()
-    cli_serve.add_parser(parser.add_subparsers())
-    args = parser.parse_args(
+    args = build_parser().parse_args(
         [
             "serve",
             "--config",
