@@ -90,19 +90,62 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._started = False
+        self._starting: asyncio.Task[None] | None = None
+        self._closed = False
         self.backplane: BackplaneWatcher | None = None
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def started(self) -> bool:
+        """Started (by :meth:`start` or the first use) and not closed since."""
+        return self._started
+
     async def start(self) -> None:
+        """Connect the broker and start housekeeping; concurrent calls share one start.
+
+        Idempotent. A start that fails (say the broker is unreachable) raises in
+        every caller waiting for it, and the next call tries again.
+        """
         if self._started:
             return
+        starting = self._starting
+        if starting is None:
+            starting = asyncio.get_running_loop().create_task(self._start())
+            starting.add_done_callback(self._start_done)
+            self._starting = starting
+        # Shielded: a caller that gives up (a cancelled request) does not
+        # cancel the start the others are waiting for.
+        await asyncio.shield(starting)
+
+    async def _start(self) -> None:
+        self._closed = False
         # Resets the sessions that missed publications while a networked broker was down.
-        self.backplane = BackplaneWatcher.attach(self)
-        await self.broker.start(self._on_broker_message)
-        await self.broker.subscribe(CONTROL_CHANNEL)
+        self.backplane = watcher = BackplaneWatcher.attach(self)
+        try:
+            await self.broker.start(self._on_broker_message)
+            await self.broker.subscribe(CONTROL_CHANNEL)
+        except BaseException:
+            if watcher is not None:
+                watcher.detach()
+            self.backplane = None
+            raise
         self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
         self._started = True
+
+    def _start_done(self, task: asyncio.Task[None]) -> None:
+        self._starting = None
+        if not task.cancelled():
+            task.exception()  # each waiting caller raises it; marked as seen here
+
+    async def ensure_started(self) -> None:
+        """Start on first use, so app code may publish before any lifespan or request.
+
+        A node closed on purpose stays closed (a publish during shutdown must
+        not start it again); :meth:`start` reopens it.
+        """
+        if not self._started and not self._closed:
+            await self.start()
 
     async def shutdown(self, code: int = 1001, reason: str = "server going away") -> None:
         """Tell every client to reconnect elsewhere (``code`` 1001 or 1012) and close them."""
@@ -116,6 +159,11 @@ class Node:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        starting = self._starting
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
+        self._closed = True
         await self.shutdown()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
@@ -249,6 +297,7 @@ class Node:
         A repeated ``idempotency_key`` (within the channel's history TTL)
         publishes nothing and returns the original position.
         """
+        await self.ensure_started()
         options = self.options(channel)
         try:
             data_json = dumps(data)
@@ -293,6 +342,7 @@ class Node:
         since: StreamPosition | None = None,
         reverse: bool = False,
     ) -> HistoryResult:
+        await self.ensure_started()
         options = self.options(channel)
         if not options.has_history:
             raise HubError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
@@ -307,10 +357,12 @@ class Node:
         return HistoryResult(pubs, current)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        await self.ensure_started()
         self._presence_on(channel)
         return await self.presence_store.get(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
+        await self.ensure_started()
         self._presence_on(channel)
         return await self.presence_store.stats(channel)
 
@@ -322,6 +374,7 @@ class Node:
         self, user: str, *, code: int = HubCloseCode.DISCONNECTED, reason: str = "disconnected"
     ) -> None:
         """Disconnect every session of ``user`` on every node (they are told not to reconnect)."""
+        await self.ensure_started()
         message = dumps({"op": "disconnect", "user": user, "code": code, "reason": reason})
         try:
             await self.broker.publish(CONTROL_CHANNEL, message.encode())
