@@ -82,13 +82,17 @@ async def test_api_request_abandoned_mid_body() -> None:
     await hub.shutdown()
 
 
-async def test_demo_page_only_with_the_flag() -> None:
+async def test_demo_page_only_with_the_flag_and_relocated_under_the_mount() -> None:
     for demo, expected in ((False, 404), (True, 200)):
         hub = HubApp(Node(HubConfig()), demo=demo)
-        status, headers, _ = await http_request(hub, http_scope("/", root_path="/rt"))
+        status, headers, body = await http_request(hub, http_scope("/", root_path="/rt"))
         assert status == expected
         if demo:
             assert headers["content-type"].startswith("text/html")
+            assert headers["content-length"] == str(len(body))
+            # Its hub URLs point under the mount, not at the site's root.
+            assert b'"/rt/tether.js"' in body and b'"/tether.js"' not in body
+            assert b'"/rt/connection/websocket"' in body
         await hub.shutdown()
 
 

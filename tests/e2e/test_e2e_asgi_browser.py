@@ -99,3 +99,29 @@ async def test_page_recovers_publications_of_the_route_handler(
             await context.close()
             await proxy.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+async def test_demo_page_under_the_mount(browser: Any, require: Callable[..., None]) -> None:
+    """``HubApp(node, demo=True)`` mounted at /realtime: the demo chat connects from there."""
+    import importlib.util
+
+    from e2e_support import CHROMIUM
+    from playwright.async_api import expect
+
+    from tether.asgi import HubApp
+    from tether.hub import HubConfig, Node
+
+    for module in ("fastapi", "uvicorn"):
+        require(importlib.util.find_spec(module) is not None, f"{module} is not installed")
+    require(browser is not None, f"Chromium ({CHROMIUM}) or playwright is missing")
+    hub = HubApp(Node(HubConfig(allow_anonymous=True)), demo=True)
+    async with uvicorn_server(fastapi_app(hub)) as url:
+        context = await browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(f"{url}/realtime/?room=lobby&name=ada")
+            status = page.locator("#status")
+            await expect(status).to_have_attribute("data-state", "connected", timeout=TIMEOUT)
+            assert len(hub.node.sessions) == 1
+        finally:
+            await context.close()

@@ -36,6 +36,7 @@ from tether.hub.errors import ErrorCode
 from tether.hub.node import Node
 from tether.hub.routes import HttpRoutes, error_response
 from tether.protocol.handshake import Response
+from tether.protocol.headers import Headers
 
 logger = logging.getLogger("tether.asgi")
 
@@ -86,10 +87,13 @@ class HubApp:
         response = await self._started_or_refusal()
         if response is None:
             request = scope_request(scope)
-            if not self.demo and route_path(scope) in DEMO_PATHS:
+            path = route_path(scope)
+            if path in DEMO_PATHS and not self.demo:
                 response = error_response(404, "not found")
             else:
                 response = await self.routes.respond(request, BodyReader(receive))
+                if path in DEMO_PATHS and response is not None and response.status_code == 200:
+                    response = _relocated(response, scope.get("root_path") or "")
             if response is None:
                 # The WebSocket path, asked without an upgrade.
                 response = error_response(426, "upgrade to a WebSocket here")
@@ -170,3 +174,20 @@ class HubApp:
                     return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _relocated(page: Response, root: str) -> Response:
+    """The demo page with its absolute hub URLs moved under the mount's ``root``.
+
+    The page is written for a hub at the site's root (``/tether.js``,
+    ``/connection/websocket``); mounted at ``/realtime`` those live under it.
+    """
+    if not root:
+        return page
+    body = page.body
+    for url in (b"/tether.js", b"/connection/websocket"):
+        body = body.replace(b'"' + url + b'"', b'"' + root.encode() + url + b'"')
+    headers = Headers(page.headers)
+    del headers["Content-Length"]
+    headers["Content-Length"] = str(len(body))
+    return Response(page.status_code, page.reason_phrase, headers, body)
