@@ -33,8 +33,7 @@ from e2e_support import DropProxy
 
 from tether.asgi import HubApp
 from tether.hub import Client, ClientState
-from tether.hub.client import PublicationEvent, StateEvent, SubscribedEvent
-from tether_testing import require
+from tether_testing import Recorder, require
 
 GUARD = 15.0
 
@@ -109,25 +108,10 @@ async def host(request: pytest.FixtureRequest) -> AsyncIterator[Host]:
             await proxy.close()
 
 
-class Recorder:
-    """A client's events as queues, so the test awaits them (never sleeps)."""
-
-    def __init__(self) -> None:
-        self.pubs: asyncio.Queue[PublicationEvent] = asyncio.Queue()
-        self.subscribed: asyncio.Queue[SubscribedEvent] = asyncio.Queue()
-        self.states: asyncio.Queue[StateEvent] = asyncio.Queue()
-
-    async def data(self, n: int) -> list[Any]:
-        events = [await asyncio.wait_for(self.pubs.get(), GUARD) for _ in range(n)]
-        return [event.data for event in events]
-
-    async def state(self, state: ClientState) -> None:
-        while (await asyncio.wait_for(self.states.get(), GUARD)).state is not state:
-            pass
-
-    async def recovered(self) -> None:
-        event = await asyncio.wait_for(self.subscribed.get(), GUARD)
-        assert event.resubscribed and event.recovered, event
+async def recovered(rec: Recorder) -> None:
+    """The next subscribe was a resubscribe that recovered what was missed."""
+    event = await asyncio.wait_for(rec.subscribed.get(), GUARD)
+    assert event.resubscribed and event.recovered, event
 
 
 async def test_client_recovers_what_was_published_while_cut_off(host: Host) -> None:
@@ -151,7 +135,7 @@ async def test_client_recovers_what_was_published_while_cut_off(host: Host) -> N
         for i in range(3, 6):
             await host.publish(channel, i)  # while the client is away
         host.proxy.restore()
-        await rec.recovered()
+        await recovered(rec)
         await host.publish(channel, 6)
         assert await rec.data(4) == [3, 4, 5, 6]
 
@@ -161,7 +145,7 @@ async def test_client_recovers_what_was_published_while_cut_off(host: Host) -> N
         await rec.state(ClientState.DISCONNECTED)
         assert client.close_code == 1012
         await host.publish(channel, 7)
-        await rec.recovered()
+        await recovered(rec)
         await host.publish(channel, 8)
         assert await rec.data(2) == [7, 8]
         assert rec.pubs.empty(), "a publication arrived twice"

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from tether.asgi.http import BodyReader, send_response
+from tether.asgi.lifespan import serve_lifespan
 from tether.asgi.scope import ASGIApp, Receive, Scope, Send, route_path, scope_request
 from tether.asgi.transport import DEFAULT_WRITE_LIMIT
 from tether.asgi.websocket import refuse_websocket, serve_websocket
@@ -157,23 +158,7 @@ class HubApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol, when the hub is the app the server runs."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                try:
-                    await self.shutdown()
-                except Exception as exc:
-                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send, self)
 
 
 def _relocated(page: Response, root: str) -> Response:

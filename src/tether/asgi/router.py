@@ -14,9 +14,10 @@ does not see them (Django would refuse them).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from tether.asgi.app import HubApp
+from tether.asgi.lifespan import serve_lifespan
 from tether.asgi.scope import ASGIApp, Receive, Scope, Send, route_path
 
 
@@ -50,22 +51,13 @@ class PathRouter:
     def hubs(self) -> list[HubApp]:
         return [app for _, app in self.mounts if isinstance(app, HubApp)]
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Every mounted hub started (in order), and stopped in reverse order."""
         async with contextlib.AsyncExitStack() as stack:
-            message = await receive()
-            if message["type"] != "lifespan.startup":
-                return
-            try:
-                for hub in self.hubs():
-                    await stack.enter_async_context(hub)
-            except Exception as exc:
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                return
-            await send({"type": "lifespan.startup.complete"})
-            message = await receive()
-            try:
-                await stack.aclose()
-            except Exception as exc:
-                await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
-                return
-            await send({"type": "lifespan.shutdown.complete"})
+            for hub in self.hubs():
+                await stack.enter_async_context(hub)
+            yield
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await serve_lifespan(receive, send, self.running())
