@@ -120,7 +120,22 @@ async def test_binary_message_closes_with_1003() -> None:
     assert push["push"] == "disconnect" and push["reconnect"] is False
     closed = await driver.next()
     assert closed == {"type": "websocket.close", "code": 1003, "reason": push["reason"]}
+    # The handler stays for the closing handshake: the server's websocket.disconnect.
+    assert driver.task is not None and not driver.task.done()
+    driver.inbox.put_nowait({"type": "websocket.receive", "text": "ignored after the close"})
+    driver.inbox.put_nowait({"type": "websocket.disconnect", "code": 1003})
     await driver.finished()
+    assert hub.node.sessions == {}
+    assert hub.node.metrics.close_codes[1003] == 1
+    await hub.shutdown()
+
+
+async def test_closing_handshake_wait_is_bounded() -> None:
+    hub = make_hub(close_timeout=0.05)
+    driver = await open_session(hub)
+    driver.inbox.put_nowait({"type": "websocket.receive", "bytes": b"\x00"})
+    assert (await driver.next("websocket.close"))["code"] == 1003
+    await driver.finished()  # no websocket.disconnect ever comes: close_timeout ends it
     assert hub.node.sessions == {}
     await hub.shutdown()
 
@@ -131,6 +146,7 @@ async def test_message_over_the_limit_closes_with_1009() -> None:
     driver.inbox.put_nowait({"type": "websocket.receive", "text": "x" * 101})
     closed = await driver.next("websocket.close")
     assert closed["code"] == 1009
+    driver.inbox.put_nowait({"type": "websocket.disconnect", "code": 1009})
     await driver.finished()
     await hub.shutdown()
 

@@ -41,3 +41,16 @@ def test_scope_request_keeps_query_and_headers() -> None:
     assert request.method == "POST"
     assert request.headers["Authorization"] == "apikey k"
     assert request.headers.get_all("X-Many") == ["1", "2"]
+
+
+def test_websocket_subprotocols_from_the_scope_when_the_header_is_gone() -> None:
+    scope = {
+        "type": "websocket",
+        "path": "/connection/websocket",
+        "headers": [(b"host", b"h")],
+        "subprotocols": ["tether.v1", "tether.auth.TOKEN"],
+    }
+    request = scope_request(scope)
+    assert request.headers["Sec-WebSocket-Protocol"] == "tether.v1, tether.auth.TOKEN"
+    with_header = {**scope, "headers": [(b"sec-websocket-protocol", b"tether.v1")]}
+    assert scope_request(with_header).headers.get_all("Sec-WebSocket-Protocol") == ["tether.v1"]

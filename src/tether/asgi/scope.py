@@ -48,5 +48,12 @@ def scope_request(scope: Scope) -> Request:
     query = scope.get("query_string") or b""
     if query:
         path += "?" + query.decode("latin-1")
-    method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
-    return Request(path, scope_headers(scope), method)
+    headers = scope_headers(scope)
+    if scope["type"] == "websocket":
+        # ASGI gives the offered subprotocols in their own key; some servers
+        # (uvicorn's wsproto engine) leave the header out of ``headers``.
+        offered = scope.get("subprotocols") or ()
+        if offered and "Sec-WebSocket-Protocol" not in headers:
+            headers["Sec-WebSocket-Protocol"] = ", ".join(offered)
+        return Request(path, headers)
+    return Request(path, headers, scope.get("method", "GET"))

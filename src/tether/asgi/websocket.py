@@ -84,6 +84,12 @@ async def serve_websocket(
         # Until the client leaves (the reader ends) or the session closed the
         # transport (its writer ends after websocket.close, or on a failed send).
         await asyncio.wait((reader, transport.writer), return_when=asyncio.FIRST_COMPLETED)
+        if not reader.done():
+            # RFC 6455 §7.1.1: the server closes the TCP connection after the
+            # closing handshake. Returning now could make the ASGI server drop
+            # the connection with the client's Close still unread (a reset
+            # that can swallow our Close frame); wait for websocket.disconnect.
+            await asyncio.wait((reader,), timeout=config.close_timeout)
     finally:
         if not reader.done():
             reader.cancel()
@@ -94,7 +100,12 @@ async def serve_websocket(
 
 
 async def _read(session: Session, receive: Receive) -> int:
-    """Feed received messages to the session; the close code that ended the connection."""
+    """Feed received messages to the session until the server says the client left.
+
+    Returns the close code of ``websocket.disconnect``. Messages that arrive
+    once the session is closing are dropped (RFC 6455 §5.5.1: after sending a
+    Close frame, an endpoint sends no more data; what it receives is moot).
+    """
     limit = session.node.config.limits.max_message_size
     while True:
         message = await receive()
@@ -102,13 +113,12 @@ async def _read(session: Session, receive: Receive) -> int:
         if kind == "websocket.disconnect":
             # ASGI: the code the client's Close frame carried (1005 without one).
             return int(message.get("code", CloseCode.NO_STATUS))
-        if kind != "websocket.receive":
+        if kind != "websocket.receive" or session.closed:
             continue
         text: str | None = message.get("text")
         data: str | bytes = text if text is not None else message.get("bytes") or b""
         if len(data) > limit:
             # RFC 6455 §7.4.1: 1009, "a message that is too big for it to process".
             session.disconnect(CloseCode.MESSAGE_TOO_BIG, "message too big", reconnect=False)
-            return CloseCode.MESSAGE_TOO_BIG
-        if not await feed_session(session, data):
-            return session.close_code or CloseCode.NORMAL
+            continue
+        await feed_session(session, data)
