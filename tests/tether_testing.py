@@ -35,11 +35,14 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import tether
+
+if TYPE_CHECKING:  # tether.hub only where hub tests run (its extra may be missing)
+    from tether.hub.client import ClientState, PublicationEvent, StateEvent, SubscribedEvent
 
 REQUIRE_SERVICES = os.environ.get("TETHER_REQUIRE_SERVICES") == "1"
 
@@ -333,3 +336,24 @@ async def answer_upgrade(reader: asyncio.StreamReader, extra_headers: bytes = b"
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extra_headers + b"\r\n"
     )
+
+
+# ------------------------------------------------------------- hub client events
+
+
+class Recorder:
+    """Collects a :class:`tether.hub.Client`'s events, and lets a test await them (never sleep)."""
+
+    def __init__(self) -> None:
+        self.pubs: asyncio.Queue[PublicationEvent] = asyncio.Queue()
+        self.subscribed: asyncio.Queue[SubscribedEvent] = asyncio.Queue()
+        self.states: asyncio.Queue[StateEvent] = asyncio.Queue()
+
+    async def data(self, n: int) -> list[Any]:
+        return [(await asyncio.wait_for(self.pubs.get(), GUARD)).data for _ in range(n)]
+
+    async def state(self, state: ClientState) -> StateEvent:
+        while True:
+            event = await asyncio.wait_for(self.states.get(), GUARD)
+            if event.state is state:
+                return event

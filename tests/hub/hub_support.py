@@ -14,9 +14,9 @@ from typing import Any
 import jwt
 
 import tether
-from tether.hub import ClientState, HubConfig, Node
-from tether.hub.client import PublicationEvent, StateEvent, SubscribedEvent
+from tether.hub import HubConfig, Node
 from tether.hub.wire import SUBPROTOCOL
+from tether_testing import Recorder as Recorder  # shared with tests/e2e; imported from here
 
 # A guard for awaits that should finish quickly; never a way to wait for something.
 GUARD = 10.0
@@ -171,24 +171,6 @@ async def http(
 
 def api_headers(key: str = API_KEY) -> dict[str, str]:
     return {"Authorization": f"apikey {key}", "Content-Type": "application/json"}
-
-
-class Recorder:
-    """Collects a client's events, and lets a test await them (never sleep)."""
-
-    def __init__(self) -> None:
-        self.pubs: asyncio.Queue[PublicationEvent] = asyncio.Queue()
-        self.subscribed: asyncio.Queue[SubscribedEvent] = asyncio.Queue()
-        self.states: asyncio.Queue[StateEvent] = asyncio.Queue()
-
-    async def data(self, n: int) -> list[Any]:
-        return [(await asyncio.wait_for(self.pubs.get(), GUARD)).data for _ in range(n)]
-
-    async def state(self, state: ClientState) -> StateEvent:
-        while True:
-            event = await asyncio.wait_for(self.states.get(), GUARD)
-            if event.state is state:
-                return event
 
 
 def kill_sockets(node: Node) -> None:

@@ -106,21 +106,64 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
         self._started = False
+        self._starting: asyncio.Task[None] | None = None
+        self._closed = False
         self.backplane: BackplaneWatcher | None = None
 
     # ------------------------------------------------------------ lifecycle
 
+    @property
+    def started(self) -> bool:
+        """Started (by :meth:`start` or the first use) and not closed since."""
+        return self._started
+
     async def start(self) -> None:
+        """Connect the broker and start housekeeping; concurrent calls share one start.
+
+        Idempotent. A start that fails (say the broker is unreachable) raises in
+        every caller waiting for it, and the next call tries again.
+        """
         if self._started:
             return
+        starting = self._starting
+        if starting is None:
+            starting = asyncio.get_running_loop().create_task(self._start())
+            starting.add_done_callback(self._start_done)
+            self._starting = starting
+        # Shielded: a caller that gives up (a cancelled request) does not
+        # cancel the start the others are waiting for.
+        await asyncio.shield(starting)
+
+    async def _start(self) -> None:
+        self._closed = False
         # Resets the sessions that missed publications while a networked broker was down.
-        self.backplane = BackplaneWatcher.attach(self)
-        await self.broker.start(self._on_broker_message)
-        await self.broker.subscribe(CONTROL_CHANNEL)
+        self.backplane = watcher = BackplaneWatcher.attach(self)
+        try:
+            await self.broker.start(self._on_broker_message)
+            await self.broker.subscribe(CONTROL_CHANNEL)
+        except BaseException:
+            if watcher is not None:
+                watcher.detach()
+            self.backplane = None
+            raise
         with contextlib.suppress(HubError):  # a backplane down now: said at the next round
             await self.users.hello()
         self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
         self._started = True
+
+    def _start_done(self, task: asyncio.Task[None]) -> None:
+        self._starting = None
+        if not task.cancelled():
+            task.exception()  # each waiting caller raises it; marked as seen here
+
+    async def ensure_started(self) -> None:
+        """Start on first use, so app code may publish before any lifespan or request.
+
+        A node closed on purpose stays closed (a publish during shutdown must
+        not start it again); :meth:`start` reopens it.
+        """
+        if not self._started and not self._closed:
+            await self.start()
 
     async def shutdown(self, code: int = 1001, reason: str = "server going away") -> None:
         """Tell every client to reconnect elsewhere (``code`` 1001 or 1012) and close them."""
@@ -134,6 +177,11 @@ class Node:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
+        starting = self._starting
+        if starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(starting)
+        self._closed = True
         await self.shutdown()
         if self._housekeeper is not None:
             self._housekeeper.cancel()
@@ -276,6 +324,7 @@ class Node:
         A repeated ``idempotency_key`` (within the channel's history TTL)
         publishes nothing and returns the original position.
         """
+        await self.ensure_started()
         options = self.options(channel)
         try:
             data_json = dumps(data)
@@ -320,6 +369,7 @@ class Node:
         since: StreamPosition | None = None,
         reverse: bool = False,
     ) -> HistoryResult:
+        await self.ensure_started()
         options = self.options(channel)
         if not options.has_history:
             raise HubError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
@@ -334,10 +384,12 @@ class Node:
         return HistoryResult(pubs, current)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        await self.ensure_started()
         self._presence_on(channel)
         return await self.presence_store.get(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
+        await self.ensure_started()
         self._presence_on(channel)
         return await self.presence_store.stats(channel)
 

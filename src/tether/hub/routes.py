@@ -5,6 +5,11 @@ hub answers there: the JSON API (``POST /api/*``, body read with
 :meth:`ServerConnection.read_body`), ``/healthz``, ``/metrics``, the browser
 client and the demo page. Only requests for the WebSocket path, with the
 hub's subprotocol and an allowed Origin, go on to the upgrade.
+
+The answers do not depend on the server: :meth:`HttpRoutes.respond` takes a
+request head and a body reader and returns a :class:`Response` (or ``None``
+to upgrade), which tether's server writes as bytes and :mod:`tether.asgi`
+sends as ASGI events.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ _STATUS: dict[int, int] = {
 
 ApiHandler = Callable[[dict[str, JSON]], Awaitable[JSON]]
 
+BodyReader = Callable[[int], Awaitable[bytes]]
+"""Reads the request body, at most the given bytes; raises :class:`RequestBodyError`."""
+
 
 def json_response(status: int, body: JSON, headers: Headers | None = None) -> Response:
     data = (dumps(body) + "\n").encode()
@@ -110,11 +118,18 @@ class HttpRoutes:
         }
 
     async def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
+        return await self.respond(request, conn.read_body)
+
+    async def respond(self, request: Request, read_body: BodyReader) -> Response | None:
+        """The answer to ``request`` (its path relative to the hub), or ``None`` to upgrade.
+
+        ``None`` only for the WebSocket path when the upgrade may go ahead.
+        """
         path = urlsplit(request.path).path
         if path == self.config.websocket_path:
             return self._check_upgrade(request)
         if path in self.api:
-            return await self._api(conn, request, path)
+            return await self._api(read_body, request, path)
         if request.method != "GET":
             return error_response(405, "method not allowed")
         if path == "/healthz":
@@ -191,7 +206,7 @@ class HttpRoutes:
 
     # ----------------------------------------------------------------- API
 
-    async def _api(self, conn: ServerConnection, request: Request, path: str) -> Response:
+    async def _api(self, read_body: BodyReader, request: Request, path: str) -> Response:
         self.node.metrics.api_requests[path] += 1
         if request.method != "POST":
             return error_response(405, "use POST")
@@ -200,7 +215,7 @@ class HttpRoutes:
                 return error_response(401, "the HTTP API is off: no API key is configured")
             return error_response(401, "missing or wrong API key (Authorization: apikey KEY)")
         try:
-            body = await conn.read_body(self.config.limits.api_body_size)
+            body = await read_body(self.config.limits.api_body_size)
         except RequestBodyError as exc:
             return error_response(exc.status, exc.reason)
         try:

@@ -27,25 +27,33 @@ async def run_session(node: Node, ws: ServerConnection) -> None:
     headers = ws.request.headers if ws.request is not None else None
     token = token_from_handshake(headers, node.config.cookie_name) if headers else None
     session = Session(node, WebSocketTransport(ws), handshake_token=token, headers=headers)
-    metrics = node.metrics
     try:
         async for message in ws:
-            metrics.messages_in += 1
-            if isinstance(message, bytes):
-                metrics.bytes_in += len(message)
-                # The spec: binary frames are refused with 1003.
-                session.disconnect(
-                    CloseCode.UNSUPPORTED_DATA, "binary messages are not supported", reconnect=False
-                )
-                break
-            metrics.bytes_in += len(message)
-            await session.handle(message)
-            if session.closed:
+            if not await feed_session(session, message):
                 break
     except ConnectionClosed:
         pass
     finally:
         await session.ended(_close_code(ws))
+
+
+async def feed_session(session: Session, message: str | bytes) -> bool:
+    """Hand one received WebSocket message to ``session``; false once reading should stop.
+
+    Shared by every server that carries sessions over WebSocket (tether's own,
+    :mod:`tether.asgi`).
+    """
+    metrics = session.node.metrics
+    metrics.messages_in += 1
+    metrics.bytes_in += len(message)
+    if isinstance(message, bytes):
+        # The spec: binary frames are refused with 1003.
+        session.disconnect(
+            CloseCode.UNSUPPORTED_DATA, "binary messages are not supported", reconnect=False
+        )
+        return False
+    await session.handle(message)
+    return not session.closed
 
 
 def _close_code(ws: ServerConnection) -> int:

@@ -146,6 +146,7 @@ class Users:
     # ----------------------------------------------------------- handling
 
     async def _send(self, message: ControlMessage) -> None:
+        await self.node.ensure_started()  # app code may call before the hub served anyone
         try:
             await self.node.broker.publish(CONTROL_CHANNEL, encode(message))
         except BrokerUnavailable as exc:

@@ -1,0 +1,1 @@
+"""A minimal Django ASGI project with the tether hub mounted at /realtime (tests only)."""
