@@ -122,24 +122,26 @@ class BackendProxy:
         )
 
     async def on_subscribe(self, request: SubscribeRequest) -> SubscribeResult | None:
-        options = self.config.channel_options(request.channel)
-        url = (options.proxy_subscribe if options else "") or self.settings.subscribe
-        if not url:
-            return None
-        body = self._session_body(request.session, channel=request.channel, data=request.data)
-        result = await self._post("subscribe", url, body, request.session.headers)
+        result = await self._channel_hook("subscribe", request)
         return SubscribeResult(result.get("data")) if result is not None else None
 
     async def on_publish(self, request: PublishRequest) -> PublishResult | None:
-        options = self.config.channel_options(request.channel)
-        url = (options.proxy_publish if options else "") or self.settings.publish
-        if not url:
-            return None
-        body = self._session_body(request.session, channel=request.channel, data=request.data)
-        result = await self._post("publish", url, body, request.session.headers)
+        result = await self._channel_hook("publish", request)
         if result is None or "data" not in result:
             return None
         return PublishResult(result["data"])
+
+    async def _channel_hook(
+        self, hook: str, request: SubscribeRequest | PublishRequest
+    ) -> dict[str, Any] | None:
+        """POST to the channel's namespace URL, else the hub-wide one; None without either."""
+        options = self.config.channel_options(request.channel)
+        own = getattr(options, f"proxy_{hook}") if options is not None else ""
+        url = own or getattr(self.settings, hook)
+        if not url:
+            return None
+        body = self._session_body(request.session, channel=request.channel, data=request.data)
+        return await self._post(hook, url, body, request.session.headers)
 
     async def on_rpc(self, request: RpcRequest) -> JSON:
         body = self._session_body(request.session, method=request.method, data=request.data)
