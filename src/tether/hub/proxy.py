@@ -46,6 +46,7 @@ logger = logging.getLogger("tether.hub.proxy")
 # A slot is released even when a backend never answers; the hook's own timeout
 # (call_hook) sits a little above the proxy's so the proxy's precise error wins.
 HOOK_TIMEOUT_MARGIN = 1.0
+KEY_HEADER = "X-Tether-Proxy-Key"
 _WIRE_CODES = frozenset(int(code) for code in ErrorCode)
 
 
@@ -225,6 +226,8 @@ class BackendProxy:
 
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         headers.update(self._headers(client_headers))
+        if self.settings.key:
+            headers[KEY_HEADER] = self.settings.key
         cookie = "; ".join(client_headers.get_all("Cookie"))
         if cookie:
             # So a web framework's own session middleware sees its cookie, too.
