@@ -390,6 +390,20 @@ async def test_disconnect_hook_that_hangs_does_not_hold_up_shutdown(
     assert hub.node.sessions == {}
 
 
+async def test_a_hook_answering_the_wrong_type_is_an_application_error(
+    start_hub: StartHub, wire: Wire
+) -> None:
+    async def on_subscribe(request: SubscribeRequest) -> Any:
+        return {"data": "a dict, not a SubscribeResult"}
+
+    hub = await hub_with(start_hub, on_subscribe=on_subscribe)
+    client = await wire(hub.websocket_url)
+    with pytest.raises(WireError) as caught:
+        await client.call("subscribe", {"channel": "news"})
+    assert caught.value.code == ErrorCode.APP_ERROR
+    assert not hub.node.registry.sessions("news")
+
+
 def test_refusal_codes_are_wire_codes_or_application_codes() -> None:
     assert Refuse(ErrorCode.UNAUTHORIZED).to_error().code == 101
     assert Refuse(1999, "x", temporary=True).to_error().temporary
