@@ -1,5 +1,5 @@
 """The app-side API, ``node.users``: subscribe, unsubscribe, disconnect and list a
-user's sessions, on one node and across two nodes sharing Redis."""
+user's sessions, on one node and across two nodes sharing Redis (or NATS)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from backplane_services import delete_prefix, eventually, require_redis, unique
+from backplane_services import delete_prefix, eventually, require_nats, require_redis, unique
 from hub_support import GUARD, WireClient, config, token
 
 from tether.hub import Client, HubServer, Node
@@ -19,11 +19,15 @@ StartHub = Callable[..., Awaitable[HubServer]]
 Wire = Callable[..., Awaitable[WireClient]]
 
 
-@pytest.fixture
-async def redis_overrides() -> AsyncIterator[dict[str, str]]:
+@pytest.fixture(params=["redis", "nats"])
+async def backplane(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """Config overrides for nodes sharing Redis, or NATS (with Redis history and presence)."""
     url = require_redis()
     prefix = unique("users")
-    yield {"broker": url, "backplane_prefix": prefix}
+    overrides = {"broker": url, "backplane_prefix": prefix}
+    if request.param == "nats":
+        overrides.update(broker=require_nats(), history=url, presence=url)
+    yield overrides
     await delete_prefix(url, prefix + ":")
 
 
@@ -100,10 +104,10 @@ async def test_python_client_sees_server_side_subscriptions(start_hub: StartHub)
         await client.close()
 
 
-async def test_two_nodes_on_redis(
-    start_hub: StartHub, wire: Wire, redis_overrides: dict[str, str]
+async def test_two_nodes_sharing_a_backplane(
+    start_hub: StartHub, wire: Wire, backplane: dict[str, str]
 ) -> None:
-    hubs = [await start_hub(config=config(**redis_overrides)) for _ in range(2)]
+    hubs = [await start_hub(config=config(**backplane)) for _ in range(2)]
     # Node B said hello at start; node A answered it: each knows the other.
     for hub, peer in ((hubs[0], hubs[1]), (hubs[1], hubs[0])):
 
