@@ -23,7 +23,7 @@ from tether.hub.hooks import (
     DisconnectEvent,
     Hooks,
     PublishRequest,
-    PublishResult,
+    PublishRewrite,
     Refuse,
     RpcRequest,
     SubscribeRequest,
@@ -254,12 +254,12 @@ async def test_subscribe_hook_failure_answers_a_temporary_error(
 
 
 async def test_publish_hook_rewrites_allows_and_denies(start_hub: StartHub, wire: Wire) -> None:
-    async def on_publish(request: PublishRequest) -> PublishResult | None:
+    async def on_publish(request: PublishRequest) -> PublishRewrite | None:
         text = request.data.get("text", "")
         if "spam" in text:
             raise Refuse(ErrorCode.PERMISSION_DENIED, "no spam")
         if "darn" in text:
-            return PublishResult({**request.data, "text": text.replace("darn", "****")})
+            return PublishRewrite({**request.data, "text": text.replace("darn", "****")})
         return None
 
     hub = await hub_with(start_hub, on_publish=on_publish)

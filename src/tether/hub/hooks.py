@@ -181,7 +181,7 @@ class PublishRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishResult:
+class PublishRewrite:
     """A publish hook's yes with new data: stored and fanned out instead of the client's."""
 
     data: JSON
@@ -206,8 +206,8 @@ ConnectHook = Callable[[ConnectRequest], Awaitable[ConnectResult | None]]
 """``None``: no opinion, the token and ``allow_anonymous`` decide as without a hook."""
 SubscribeHook = Callable[[SubscribeRequest], Awaitable[SubscribeResult | None]]
 """``None`` or a :class:`SubscribeResult`: allowed; :class:`Refuse`: denied."""
-PublishHook = Callable[[PublishRequest], Awaitable[PublishResult | None]]
-"""``None``: published as sent; a :class:`PublishResult`: its data instead."""
+PublishHook = Callable[[PublishRequest], Awaitable[PublishRewrite | None]]
+"""``None``: published as sent; a :class:`PublishRewrite`: its data instead."""
 RpcHook = Callable[[RpcRequest], Awaitable[JSON]]
 """The reply's ``data``; :class:`Refuse` for an error with the app's code."""
 DisconnectHook = Callable[[DisconnectEvent], Awaitable[None]]

@@ -28,7 +28,7 @@ from tether.hub.hooks import (
     DisconnectEvent,
     Hooks,
     PublishRequest,
-    PublishResult,
+    PublishRewrite,
     RpcRequest,
     SessionInfo,
     SubscribeRequest,
@@ -126,11 +126,11 @@ class BackendProxy:
         result = await self._channel_hook("subscribe", request)
         return SubscribeResult(result.get("data")) if result is not None else None
 
-    async def on_publish(self, request: PublishRequest) -> PublishResult | None:
+    async def on_publish(self, request: PublishRequest) -> PublishRewrite | None:
         result = await self._channel_hook("publish", request)
         if result is None or "data" not in result:
             return None
-        return PublishResult(result["data"])
+        return PublishRewrite(result["data"])
 
     async def _channel_hook(
         self, hook: str, request: SubscribeRequest | PublishRequest

@@ -25,7 +25,7 @@ from tether.hub.hooks import (
     ConnectResult,
     DisconnectEvent,
     PublishRequest,
-    PublishResult,
+    PublishRewrite,
     RpcRequest,
     SessionInfo,
     SubscribeRequest,
@@ -510,7 +510,9 @@ class Session:
         if hook is not None:
             request = PublishRequest(self.info(), channel, data)
             timeout = self.node.hooks.timeout_of("on_publish")
-            rewritten = await call_hook("on_publish", hook, request, timeout, returns=PublishResult)
+            rewritten = await call_hook(
+                "on_publish", hook, request, timeout, returns=PublishRewrite
+            )
             if rewritten is not None:
                 data = rewritten.data
         published = await self.node.publish(
