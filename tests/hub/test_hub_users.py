@@ -4,10 +4,10 @@ user's sessions, on one node and across two nodes sharing Redis (or NATS)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-from backplane_services import delete_prefix, eventually, require_nats, require_redis, unique
+from backplane_services import eventually
 from hub_support import GUARD, WireClient, config, token
 
 from tether.hub import Client, HubServer, Node
@@ -17,18 +17,6 @@ from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 
 StartHub = Callable[..., Awaitable[HubServer]]
 Wire = Callable[..., Awaitable[WireClient]]
-
-
-@pytest.fixture(params=["redis", "nats"])
-async def backplane(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
-    """Config overrides for nodes sharing Redis, or NATS (with Redis history and presence)."""
-    url = require_redis()
-    prefix = unique("users")
-    overrides = {"broker": url, "backplane_prefix": prefix}
-    if request.param == "nats":
-        overrides.update(broker=require_nats(), history=url, presence=url)
-    yield overrides
-    await delete_prefix(url, prefix + ":")
 
 
 async def test_one_node_subscribe_list_unsubscribe_disconnect(
