@@ -19,17 +19,27 @@ What it decides, standing in for a real app's session store and rules:
 - rpc: ``add`` sums a list, ``whoami`` tells the caller who they are; others 1404.
 - disconnect: remembered in ``DISCONNECTED`` (a real app would mark the user away).
 
+With ``TETHER_PROXY_KEY`` set, calls without that key in ``X-Tether-Proxy-Key``
+get 401 (the hub's ``--proxy-key``).
+
 The tests (tests/hub/test_hub_proxy.py) run this very app under uvicorn.
 """
 
 from __future__ import annotations
 
+import hmac
+import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+# The hub sends its proxy key (tether serve --proxy-key, TETHER_PROXY_KEY) with every
+# call: without the check, anyone who finds these URLs could call an RPC "as" any user.
+PROXY_KEY = os.environ.get("TETHER_PROXY_KEY", "")
 
 SESSIONS = {"s-alice": "alice", "s-root": "root"}
 ADMINS = {"root"}
@@ -99,12 +109,26 @@ async def disconnected(request: Request) -> JSONResponse:
     return JSONResponse(DISCONNECTED)
 
 
+def from_hub(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Answer only calls that carry the hub's proxy key (when one is configured)."""
+
+    async def checked(request: Request) -> Response:
+        given = request.headers.get("X-Tether-Proxy-Key", "")
+        if PROXY_KEY and not hmac.compare_digest(given.encode(), PROXY_KEY.encode()):
+            return JSONResponse({"message": "not the hub"}, status_code=401)
+        return await handler(request)
+
+    return checked
+
+
 routes = [
-    Route("/tether/connect", connect, methods=["POST"]),
-    Route("/tether/subscribe", subscribe, methods=["POST"]),
-    Route("/tether/publish", publish, methods=["POST"]),
-    Route("/tether/rpc", rpc, methods=["POST"]),
-    Route("/tether/disconnect", disconnect, methods=["POST"]),
+    Route("/tether/connect", from_hub(connect), methods=["POST"]),
+    Route("/tether/subscribe", from_hub(subscribe), methods=["POST"]),
+    Route("/tether/publish", from_hub(publish), methods=["POST"]),
+    Route("/tether/rpc", from_hub(rpc), methods=["POST"]),
+    Route("/tether/disconnect", from_hub(disconnect), methods=["POST"]),
     Route("/tether/disconnected", disconnected, methods=["GET"]),
 ]
 

@@ -1,4 +1,5 @@
-"""Hub fixtures: ``start_hub`` (an in-process hub on a free port) and ``wire`` clients."""
+"""Hub fixtures: ``start_hub`` (an in-process hub on a free port), ``wire`` clients, and
+``backplane`` (config overrides for nodes sharing Redis or NATS)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from backplane_services import delete_prefix, require_nats, require_redis, unique
 from hub_support import GUARD, WireClient, config
 
 from tether.hub import HubServer, Node, serve_hub
@@ -49,3 +51,16 @@ async def wire() -> AsyncIterator[Callable[..., Awaitable[WireClient]]]:
         if client.ws.transport is not None:
             client.ws.transport.abort()
     await asyncio.sleep(0)  # let the transports run connection_lost before the loop closes
+
+
+@pytest.fixture(params=["redis", "nats"])
+async def backplane(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """Config overrides for nodes sharing a backplane (NATS: Redis history and presence)."""
+    redis_url = require_redis()
+    prefix = unique("bp")
+    overrides = {"broker": redis_url, "backplane_prefix": prefix}
+    if request.param == "nats":
+        overrides["broker"] = require_nats()
+        overrides["history"] = overrides["presence"] = redis_url
+    yield overrides
+    await delete_prefix(redis_url, prefix + ":")

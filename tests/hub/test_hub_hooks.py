@@ -23,7 +23,7 @@ from tether.hub.hooks import (
     DisconnectEvent,
     Hooks,
     PublishRequest,
-    PublishResult,
+    PublishRewrite,
     Refuse,
     RpcRequest,
     SubscribeRequest,
@@ -254,12 +254,12 @@ async def test_subscribe_hook_failure_answers_a_temporary_error(
 
 
 async def test_publish_hook_rewrites_allows_and_denies(start_hub: StartHub, wire: Wire) -> None:
-    async def on_publish(request: PublishRequest) -> PublishResult | None:
+    async def on_publish(request: PublishRequest) -> PublishRewrite | None:
         text = request.data.get("text", "")
         if "spam" in text:
             raise Refuse(ErrorCode.PERMISSION_DENIED, "no spam")
         if "darn" in text:
-            return PublishResult({**request.data, "text": text.replace("darn", "****")})
+            return PublishRewrite({**request.data, "text": text.replace("darn", "****")})
         return None
 
     hub = await hub_with(start_hub, on_publish=on_publish)
@@ -388,6 +388,20 @@ async def test_disconnect_hook_that_hangs_does_not_hold_up_shutdown(
     # Node.drain waits for background work, the hook included: bounded by its timeout.
     await asyncio.wait_for(hub.node.drain(), GUARD)
     assert hub.node.sessions == {}
+
+
+async def test_a_hook_answering_the_wrong_type_is_an_application_error(
+    start_hub: StartHub, wire: Wire
+) -> None:
+    async def on_subscribe(request: SubscribeRequest) -> Any:
+        return {"data": "a dict, not a SubscribeResult"}
+
+    hub = await hub_with(start_hub, on_subscribe=on_subscribe)
+    client = await wire(hub.websocket_url)
+    with pytest.raises(WireError) as caught:
+        await client.call("subscribe", {"channel": "news"})
+    assert caught.value.code == ErrorCode.APP_ERROR
+    assert not hub.node.registry.sessions("news")
 
 
 def test_refusal_codes_are_wire_codes_or_application_codes() -> None:

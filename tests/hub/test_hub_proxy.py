@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from tether_testing import require
 StartHub = Callable[..., Awaitable[HubServer]]
 Wire = Callable[..., Awaitable[WireClient]]
 HERE = Path(__file__).resolve().parent
+PROXY_KEY = "proxy-key-for-tests"
 
 
 class Backend:
@@ -64,7 +66,8 @@ class Backend:
                 # The "slow" routes never answer: do not wait for them on the way out.
                 "--timeout-graceful-shutdown",
                 "1",
-            ]
+            ],
+            env={**os.environ, "TETHER_PROXY_KEY": PROXY_KEY},
         )
         deadline = time.monotonic() + 3 * GUARD
         while True:
@@ -110,7 +113,7 @@ def proxied(backend: Backend, prefix: str = "/tether", **overrides: Any) -> Prox
         for hook in ("connect", "subscribe", "publish", "rpc", "disconnect")
     }
     headers = ["X-Tenant", "User-Agent"]
-    return ProxyConfig(**{**urls, "headers": headers, **overrides})
+    return ProxyConfig(**{**urls, "headers": headers, "key": PROXY_KEY, **overrides})
 
 
 async def test_the_example_backend_decides_through_the_proxy(
@@ -176,7 +179,7 @@ async def test_per_namespace_urls_from_toml(
     cfg = config_from_mapping(
         {
             "allow_anonymous": True,
-            "proxy": {"timeout": 2.0, "max_concurrency": 8},
+            "proxy": {"timeout": 2.0, "max_concurrency": 8, "key": PROXY_KEY},
             "namespaces": {"admin": {"proxy_subscribe": backend.url("/tether/subscribe")}},
         }
     )
@@ -188,6 +191,16 @@ async def test_per_namespace_urls_from_toml(
     with pytest.raises(WireError) as caught:
         await client.call("subscribe", {"channel": "admin:ops"})
     assert caught.value.message == "admins only"
+
+
+async def test_calls_without_the_proxy_key_are_refused_by_the_backend(
+    backend: Backend, start_hub: StartHub, wire: Wire
+) -> None:
+    hub = await start_hub(config=config(proxy=proxied(backend, connect="", key="wrong")))
+    client = await wire(hub.websocket_url)
+    with pytest.raises(WireError) as caught:
+        await client.call("rpc", {"method": "add", "data": [1]})
+    assert caught.value.code == ErrorCode.APP_ERROR  # the backend answered 401
 
 
 FAULTS = [
@@ -209,7 +222,10 @@ async def test_a_misbehaving_backend_answers_a_code_and_the_connection_goes_on(
     code: ErrorCode,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy = proxied(backend, f"/{fault}", timeout=0.5, connect="", disconnect="")
+    # Only the slow backend is meant to time out; the others get time to answer even
+    # on a loaded machine.
+    timeout = 0.5 if fault == "slow" else GUARD
+    proxy = proxied(backend, f"/{fault}", timeout=timeout, connect="", disconnect="")
     hub = await start_hub(config=config(proxy=proxy))
     client = await wire(hub.websocket_url)
     for method, params in [
@@ -289,11 +305,12 @@ def test_serve_flags_map_onto_the_proxy_config(tmp_path: Path) -> None:
             "X-Tenant",
         ]
     )
-    proxy = cli_serve.plan(args, environ={}).config.proxy
+    proxy = cli_serve.plan(args, environ={"TETHER_PROXY_KEY": "k"}).config.proxy
     assert proxy == replace(
         ProxyConfig(),
         connect="http://flag/connect",
         rpc="http://file/rpc",
         timeout=1.5,
         headers=["X-Tenant"],
+        key="k",
     )

@@ -1,13 +1,13 @@
 """The app-side API, ``node.users``: subscribe, unsubscribe, disconnect and list a
-user's sessions, on one node and across two nodes sharing Redis."""
+user's sessions, on one node and across two nodes sharing Redis (or NATS)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-from backplane_services import delete_prefix, eventually, require_redis, unique
+from backplane_services import eventually
 from hub_support import GUARD, WireClient, config, token
 
 from tether.hub import Client, HubServer, Node
@@ -17,14 +17,6 @@ from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 
 StartHub = Callable[..., Awaitable[HubServer]]
 Wire = Callable[..., Awaitable[WireClient]]
-
-
-@pytest.fixture
-async def redis_overrides() -> AsyncIterator[dict[str, str]]:
-    url = require_redis()
-    prefix = unique("users")
-    yield {"broker": url, "backplane_prefix": prefix}
-    await delete_prefix(url, prefix + ":")
 
 
 async def test_one_node_subscribe_list_unsubscribe_disconnect(
@@ -100,10 +92,10 @@ async def test_python_client_sees_server_side_subscriptions(start_hub: StartHub)
         await client.close()
 
 
-async def test_two_nodes_on_redis(
-    start_hub: StartHub, wire: Wire, redis_overrides: dict[str, str]
+async def test_two_nodes_sharing_a_backplane(
+    start_hub: StartHub, wire: Wire, backplane: dict[str, str]
 ) -> None:
-    hubs = [await start_hub(config=config(**redis_overrides)) for _ in range(2)]
+    hubs = [await start_hub(config=config(**backplane)) for _ in range(2)]
     # Node B said hello at start; node A answered it: each knows the other.
     for hub, peer in ((hubs[0], hubs[1]), (hubs[1], hubs[0])):
 

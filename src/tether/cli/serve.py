@@ -121,6 +121,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         p.add_argument(f"--proxy-{hook}", metavar="URL", help=f"POST {hook} hook requests here")
     p.add_argument("--proxy-timeout", type=float, metavar="SECONDS", help="per call (default 5)")
     p.add_argument(
+        "--proxy-key", help="sent as X-Tether-Proxy-Key to the backend (env TETHER_PROXY_KEY)"
+    )
+    p.add_argument(
         "--proxy-header",
         action="append",
         dest="proxy_headers",
@@ -192,7 +195,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     for backend in ("broker", "history", "presence"):
         if getattr(args, backend, None):
             setattr(config, backend, getattr(args, backend))
-    _proxy_flags(args, config)
+    _proxy_flags(args, config, env)
     from tether.hub.backends import resolve
 
     try:
@@ -244,8 +247,8 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     return result
 
 
-def _proxy_flags(args: argparse.Namespace, config: Any) -> None:
-    """``--proxy-*`` over the file's ``[proxy]`` table."""
+def _proxy_flags(args: argparse.Namespace, config: Any, env: Mapping[str, str]) -> None:
+    """``--proxy-*`` (and ``TETHER_PROXY_KEY``) over the file's ``[proxy]`` table."""
     import dataclasses
 
     changes: dict[str, Any] = {
@@ -257,6 +260,9 @@ def _proxy_flags(args: argparse.Namespace, config: Any) -> None:
         changes["timeout"] = args.proxy_timeout
     if getattr(args, "proxy_headers", None):
         changes["headers"] = list(args.proxy_headers)
+    key = getattr(args, "proxy_key", None) or env.get("TETHER_PROXY_KEY")
+    if key:
+        changes["key"] = key
     if changes:
         config.proxy = dataclasses.replace(config.proxy, **changes)
 

@@ -16,6 +16,7 @@ from tether.hub.client import Client, ClientState, HubClientError, Subscription
 from tether.hub.config import ChannelOptions, ConfigError, HubConfig, Limits, load_config
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history import History, MemoryHistory
+from tether.hub.hooks import Hooks, Refuse
 from tether.hub.model import ClientInfo, Publication, StreamPosition
 from tether.hub.node import HistoryResult, Node, PublishResult
 from tether.hub.presence import MemoryPresence, Presence, PresenceStats
@@ -35,6 +36,7 @@ __all__ = [
     "ErrorCode",
     "History",
     "HistoryResult",
+    "Hooks",
     "HubClientError",
     "HubCloseCode",
     "HubConfig",
@@ -50,6 +52,7 @@ __all__ = [
     "PresenceStats",
     "Publication",
     "PublishResult",
+    "Refuse",
     "StreamPosition",
     "Subscription",
     "TokenVerifier",

@@ -100,6 +100,9 @@ class ProxyConfig:
     """Request headers forwarded to the backend (an allow-list; cookies always go)."""
     max_response_size: int = 1024 * 1024
     """Largest backend answer read, in bytes (larger: error 114)."""
+    key: str = ""
+    """Sent as ``X-Tether-Proxy-Key`` with every call, so the backend can tell the
+    hub's calls from anyone else's (its URLs are reachable by others too)."""
 
     @property
     def enabled(self) -> bool:

@@ -181,7 +181,7 @@ class PublishRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class PublishResult:
+class PublishRewrite:
     """A publish hook's yes with new data: stored and fanned out instead of the client's."""
 
     data: JSON
@@ -206,8 +206,8 @@ ConnectHook = Callable[[ConnectRequest], Awaitable[ConnectResult | None]]
 """``None``: no opinion, the token and ``allow_anonymous`` decide as without a hook."""
 SubscribeHook = Callable[[SubscribeRequest], Awaitable[SubscribeResult | None]]
 """``None`` or a :class:`SubscribeResult`: allowed; :class:`Refuse`: denied."""
-PublishHook = Callable[[PublishRequest], Awaitable[PublishResult | None]]
-"""``None``: published as sent; a :class:`PublishResult`: its data instead."""
+PublishHook = Callable[[PublishRequest], Awaitable[PublishRewrite | None]]
+"""``None``: published as sent; a :class:`PublishRewrite`: its data instead."""
 RpcHook = Callable[[RpcRequest], Awaitable[JSON]]
 """The reply's ``data``; :class:`Refuse` for an error with the app's code."""
 DisconnectHook = Callable[[DisconnectEvent], Awaitable[None]]
@@ -255,14 +255,22 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def call_hook(name: str, hook: Callable[[T], Awaitable[R]], request: T, timeout: float) -> R:
+async def call_hook(
+    name: str,
+    hook: Callable[[T], Awaitable[R]],
+    request: T,
+    timeout: float,
+    *,
+    returns: type | None = None,
+) -> R:
     """Run one hook: its answer, or :class:`HubError` (its refusal, 113 or 114).
 
     Never lets the hook's own exception out: the session answers the client
-    with the code and goes on serving it.
+    with the code and goes on serving it. With ``returns``, an answer that is
+    neither ``None`` nor of that type is the hook's bug (114).
     """
     try:
-        return await asyncio.wait_for(hook(request), timeout)
+        answer = await asyncio.wait_for(hook(request), timeout)
     except Refuse as refusal:
         raise refusal.to_error() from None
     except HubError:
@@ -273,3 +281,7 @@ async def call_hook(name: str, hook: Callable[[T], Awaitable[R]], request: T, ti
     except Exception:
         logger.exception("hook %s raised", name)
         raise HubError(ErrorCode.APP_ERROR, f"{name} failed") from None
+    if returns is not None and answer is not None and not isinstance(answer, returns):
+        logger.error("hook %s returned %r, not a %s", name, answer, returns.__name__)
+        raise HubError(ErrorCode.APP_ERROR, f"{name} failed")
+    return answer

@@ -28,7 +28,7 @@ from tether.hub.hooks import (
     DisconnectEvent,
     Hooks,
     PublishRequest,
-    PublishResult,
+    PublishRewrite,
     RpcRequest,
     SessionInfo,
     SubscribeRequest,
@@ -46,6 +46,7 @@ logger = logging.getLogger("tether.hub.proxy")
 # A slot is released even when a backend never answers; the hook's own timeout
 # (call_hook) sits a little above the proxy's so the proxy's precise error wins.
 HOOK_TIMEOUT_MARGIN = 1.0
+KEY_HEADER = "X-Tether-Proxy-Key"
 _WIRE_CODES = frozenset(int(code) for code in ErrorCode)
 
 
@@ -122,24 +123,26 @@ class BackendProxy:
         )
 
     async def on_subscribe(self, request: SubscribeRequest) -> SubscribeResult | None:
-        options = self.config.channel_options(request.channel)
-        url = (options.proxy_subscribe if options else "") or self.settings.subscribe
-        if not url:
-            return None
-        body = self._session_body(request.session, channel=request.channel, data=request.data)
-        result = await self._post("subscribe", url, body, request.session.headers)
+        result = await self._channel_hook("subscribe", request)
         return SubscribeResult(result.get("data")) if result is not None else None
 
-    async def on_publish(self, request: PublishRequest) -> PublishResult | None:
+    async def on_publish(self, request: PublishRequest) -> PublishRewrite | None:
+        result = await self._channel_hook("publish", request)
+        if result is None or "data" not in result:
+            return None
+        return PublishRewrite(result["data"])
+
+    async def _channel_hook(
+        self, hook: str, request: SubscribeRequest | PublishRequest
+    ) -> dict[str, Any] | None:
+        """POST to the channel's namespace URL, else the hub-wide one; None without either."""
         options = self.config.channel_options(request.channel)
-        url = (options.proxy_publish if options else "") or self.settings.publish
+        own = getattr(options, f"proxy_{hook}") if options is not None else ""
+        url = own or getattr(self.settings, hook)
         if not url:
             return None
         body = self._session_body(request.session, channel=request.channel, data=request.data)
-        result = await self._post("publish", url, body, request.session.headers)
-        if result is None or "data" not in result:
-            return None
-        return PublishResult(result["data"])
+        return await self._post(hook, url, body, request.session.headers)
 
     async def on_rpc(self, request: RpcRequest) -> JSON:
         body = self._session_body(request.session, method=request.method, data=request.data)
@@ -223,6 +226,8 @@ class BackendProxy:
 
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         headers.update(self._headers(client_headers))
+        if self.settings.key:
+            headers[KEY_HEADER] = self.settings.key
         cookie = "; ".join(client_headers.get_all("Cookie"))
         if cookie:
             # So a web framework's own session middleware sees its cookie, too.

@@ -25,9 +25,11 @@ from tether.hub.hooks import (
     ConnectResult,
     DisconnectEvent,
     PublishRequest,
+    PublishRewrite,
     RpcRequest,
     SessionInfo,
     SubscribeRequest,
+    SubscribeResult,
     call_hook,
 )
 from tether.hub.model import JSON, ClientInfo, StreamPosition
@@ -341,7 +343,11 @@ class Session:
         )
         try:
             accepted = await call_hook(
-                "on_connect", hooks.on_connect, request, hooks.timeout_of("on_connect")
+                "on_connect",
+                hooks.on_connect,
+                request,
+                hooks.timeout_of("on_connect"),
+                returns=ConnectResult,
             )
         except HubError as err:
             self._app_refused = not err.temporary
@@ -412,7 +418,9 @@ class Session:
             self._check_size("data", data)
             request = SubscribeRequest(self.info(), channel, data)
             timeout = self.node.hooks.timeout_of("on_subscribe")
-            allowed = await call_hook("on_subscribe", hook, request, timeout)
+            allowed = await call_hook(
+                "on_subscribe", hook, request, timeout, returns=SubscribeResult
+            )
             if allowed is not None:
                 self._check_json("on_subscribe data", allowed.data)
                 sub_data = allowed.data
@@ -502,7 +510,9 @@ class Session:
         if hook is not None:
             request = PublishRequest(self.info(), channel, data)
             timeout = self.node.hooks.timeout_of("on_publish")
-            rewritten = await call_hook("on_publish", hook, request, timeout)
+            rewritten = await call_hook(
+                "on_publish", hook, request, timeout, returns=PublishRewrite
+            )
             if rewritten is not None:
                 data = rewritten.data
         published = await self.node.publish(

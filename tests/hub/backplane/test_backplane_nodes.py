@@ -43,17 +43,7 @@ StartHub = Callable[..., Awaitable[HubServer]]
 Wire = Callable[..., Awaitable[WireClient]]
 
 
-@pytest.fixture(params=["redis", "nats"])
-async def backplane(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
-    """Config overrides for nodes sharing a backplane (NATS: Redis history and presence)."""
-    redis_url = require_redis()
-    prefix = unique("bp")
-    overrides = {"broker": redis_url, "backplane_prefix": prefix}
-    if request.param == "nats":
-        overrides["broker"] = require_nats()
-        overrides["history"] = overrides["presence"] = redis_url
-    yield overrides
-    await delete_prefix(redis_url, prefix + ":")
+# ``backplane`` (Redis, then NATS) comes from tests/hub/conftest.py.
 
 
 async def nodes(start_hub: StartHub, n: int, **overrides: Any) -> list[HubServer]:
