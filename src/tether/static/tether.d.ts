@@ -161,6 +161,8 @@ export interface ClientOptions {
   timeout?: number;
   /** A WebSocket class (default `globalThis.WebSocket`). */
   WebSocket?: WebSocketConstructor;
+  /** Sent as the connect param `data`, for the app's connect hook (docs/hooks.md). */
+  data?: unknown;
 }
 
 /** The options in effect: the defaults and what the constructor was given. */
@@ -209,6 +211,8 @@ export interface ClientEvents {
   disconnected: CloseContext;
   error: ClientErrorContext;
   state: StateContext;
+  /** The hub subscribed this client (the app's connect hook or `node.users.subscribe`). */
+  subscription: { channel: string; subscription: Subscription };
 }
 
 export type SubscriptionState = "subscribing" | "subscribed" | "unsubscribed";
@@ -298,6 +302,10 @@ export declare class Subscription<T = unknown> extends Emitter<SubscriptionEvent
   /** Offset of the last publication processed (undefined before any position is known). */
   readonly offset: number | undefined;
   readonly epoch: string | undefined;
+  /** Made by the hub (connect hook or node.users.subscribe): the hub re-creates it after a reconnect. */
+  readonly serverSide: boolean;
+  /** What the app's subscribe hook returned for this subscription. */
+  readonly data: unknown;
   /** Publish to this channel; resolves once the hub acknowledged it. */
   publish(data: unknown): Promise<PublishResult>;
   presence(): Promise<PresenceResult>;
@@ -342,5 +350,13 @@ export declare class Client extends Emitter<ClientEvents> {
   /** Round trip to the hub. */
   ping(): Promise<Record<string, never>>;
 
-  // Further commands (e.g. rpc) are declared here, beside their implementation in tether.js.
+  /** What the app's connect hook returned as `data` (undefined without one). */
+  readonly connectData: unknown;
+  /**
+   * Call the app's RPC handler: resolves with its reply's data, rejects with a TetherError
+   * carrying the app's code (108 without a handler, 113 timeout, 114 failure).
+   */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
+
+  // Further commands are declared here, beside their implementation in tether.js.
 }

@@ -72,6 +72,9 @@ async function main(): Promise<void> {
   const stats = await sub.presenceStats();
   console.log(stats.num_clients + stats.num_users, client.pendingPublishes, client.clientId);
   await client.ping();
+  const total: number = await client.rpc<number>("sum", [1, 2]);
+  console.log(total, client.connectData, sub.serverSide, sub.data);
+  client.on("subscription", ({ channel, subscription }) => console.log(channel, subscription.state));
   console.log(client.transport?.extensions, client.state === "connected", sub.state);
   sub.unsubscribe();
   client.disconnect();
@@ -98,5 +101,7 @@ client.on("connected", ({ channel }) => console.log(channel));
 new Client("/connection/websocket", { timeout: "10s" });
 // @ts-expect-error: publication data is typed by the subscription
 sub.on("publication", ({ data }) => data.missing);
+// @ts-expect-error: an RPC method is a string
+client.rpc(7);
 // @ts-expect-error: the state is read-only
 client.state = "connected";
