@@ -17,7 +17,7 @@ harness), in this process:
 
 Prints one Markdown table of medians with the ratio of tether to the best of
 uvicorn's own engines, and the machine's load average before and after.
-Needs ``pip install -e '.[bench]' picows uvloop starlette``.
+Needs ``pip install -e '.[bench]'`` (uvicorn, httptools, wsproto, Starlette, picows, uvloop).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import websockets
@@ -363,3 +365,22 @@ async def test_each_http_implementation_hands_over(http: str) -> None:
         async with websockets.connect(server.url("/echo")) as ws:
             await ws.send("over " + http)
             assert await ws.recv() == "over " + http
+
+
+async def test_tls_scope_scheme_is_wss(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme", reason="trustme is in the test extra")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    key_file, cert_file = tmp_path / "key.pem", tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    client_ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_ctx)
+    args = ("--ssl-keyfile", str(key_file), "--ssl-certfile", str(cert_file))
+    with UvicornProcess("asgi_apps:app", *args) as server:
+        url = server.url("/scope").replace("ws://", "wss://")
+        async with websockets.connect(url, ssl=client_ctx) as ws:
+            scope = json.loads(await ws.recv())
+            await ws.send("over TLS")
+            assert await ws.recv() == "over TLS"
+    assert scope["scheme"] == "wss"

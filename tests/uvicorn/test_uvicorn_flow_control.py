@@ -81,3 +81,48 @@ async def test_ws_max_queue_stops_reading_until_the_app_catches_up(deflate: bool
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, GUARD)
+
+
+async def test_senders_wait_for_a_slow_reader_and_all_resume() -> None:
+    """Two tasks send while the write buffer is full: both wait, then both finish."""
+    sent: list[str] = []
+    chunk = b"x" * 2**20
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def sender(name: str) -> None:
+            for _ in range(12):
+                await send({"type": "websocket.send", "bytes": chunk})
+            sent.append(name)
+
+        await asyncio.gather(sender("a"), sender("b"))
+        await send({"type": "websocket.send", "text": "done"})
+        await receive()
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, ws=WebSocketProtocol, ws_per_message_deflate=False, lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        # The client stops reading after 2 messages (max_queue): the server's buffer fills.
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/", max_size=2**21, max_queue=2, compression=None
+        ) as ws:
+            await wait_until(lambda: server.server_state.connections)
+            conn = next(iter(server.server_state.connections))
+            await wait_until(lambda: conn.writing_paused)
+            assert sent == []
+            received = [await asyncio.wait_for(ws.recv(), GUARD) for _ in range(25)]
+            assert received[:24] == [chunk] * 24
+            assert received[24] == "done"
+            assert sorted(sent) == ["a", "b"]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, GUARD)

@@ -166,7 +166,6 @@ class WebSocketProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._lost = False
         self._opened = False
-        self._shutting_down = False
 
         # Timers.
         self._close_timer: asyncio.TimerHandle | None = None
@@ -179,6 +178,11 @@ class WebSocketProtocol(asyncio.Protocol):
     def reading_paused(self) -> bool:
         """Whether reading stopped because ``--ws-max-queue`` messages wait for the app."""
         return self._read_paused
+
+    @property
+    def writing_paused(self) -> bool:
+        """Whether ``send()`` waits because the transport's write buffer is full."""
+        return self._writing_paused
 
     @property
     def pending_messages(self) -> int:
@@ -230,7 +234,6 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn is stopping: close with 1012 (service restart), or refuse the handshake."""
-        self._shutting_down = True
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -429,9 +432,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if side is _AppSide.OPEN:
             if kind == "websocket.send":
                 if self._writing_paused and not self._lost:
-                    # Flow control (the transport's high-water mark): wait for the peer to read.
-                    self._drain_waiter = self.loop.create_future()
-                    await self._drain_waiter
+                    await self._drain()
                 self._send_message(message)
             elif kind == "websocket.close":
                 code = message.get("code")
@@ -470,6 +471,15 @@ class WebSocketProtocol(asyncio.Protocol):
             raise ClientDisconnected("the connection is closed")
         else:
             raise RuntimeError(f"Unexpected ASGI message {kind!r} after the connection closed.")
+
+    async def _drain(self) -> None:
+        """Flow control (the transport's high-water mark): wait for the peer to read."""
+        waiter = self._drain_waiter
+        if waiter is None or waiter.done():
+            waiter = self._drain_waiter = self.loop.create_future()
+        # Shared by every task that sends meanwhile; shielded, so that one of
+        # them being cancelled does not cancel the wait of the others.
+        await asyncio.shield(waiter)
 
     def _send_message(self, message: Message) -> None:
         core = self.core
