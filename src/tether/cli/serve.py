@@ -52,7 +52,7 @@ def environment_help() -> str:
     """The epilog of ``serve --help``: every environment variable it reads."""
     from tether.hub.config import ENVIRONMENT
 
-    names = {**SERVE_ENVIRONMENT, **{var: option for var, option in ENVIRONMENT.items()}}
+    names = {**SERVE_ENVIRONMENT, **{var: f"sets {option}" for var, option in ENVIRONMENT.items()}}
     width = max(map(len, names))
     lines = ["environment variables (flags win over them; they win over --config):"]
     lines += [f"  {var:<{width}}  {what}" for var, what in sorted(names.items())]
