@@ -269,14 +269,21 @@ async def _answers_http(port: int) -> bool:
         writer.close()
 
 
-async def _run_server_block(path: Path, port: int, timeout: float) -> None:
-    process = await asyncio.create_subprocess_exec(
+async def _spawn(path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """The block's file run by this interpreter, in its own folder, without stdin."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         str(path),
         cwd=path.parent,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, **env},
     )
+
+
+async def _run_server_block(path: Path, port: int, timeout: float, env: dict[str, str]) -> None:
+    process = await _spawn(path, env)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while not await _answers_http(port):
@@ -299,15 +306,7 @@ async def _run_server_block(path: Path, port: int, timeout: float) -> None:
 
 
 async def _run_block(path: Path, timeout: float, env: dict[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(path),
-        cwd=path.parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )
+    process = await _spawn(path, env)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TIMEOUTS:
@@ -352,7 +351,7 @@ async def test_block_runs(block: Block, services: Services, tmp_path: Path) -> N
 
     if "server" in block.directives:
         assert documented, f"{block.where}: a server block needs port=N"
-        await _run_server_block(script, port, timeout)
+        await _run_server_block(script, port, timeout, env)
         return
     status, out, err = await _run_block(script, timeout, env)
     assert status == 0, f"{block.where} exited with {status}:\n{err[-3000:]}"
