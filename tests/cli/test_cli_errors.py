@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cli_support import assert_one_line_error, run_tether
 
+from tether.hub.config import HubConfig
 from tether_testing import closed_port
 
 
@@ -52,6 +53,16 @@ async def test_missing_history_package_names_the_flag() -> None:
 async def test_missing_uvloop_when_asked_for() -> None:
     outcome = await run_tether("serve", "--port", "0", "--loop", "uvloop", hide=("uvloop",))
     assert_one_line_error(outcome, "tether serve", "--loop uvloop", "pip install 'tether[speed]'")
+
+
+@pytest.mark.skipif(
+    not hasattr(HubConfig(), "proxy"), reason="the backend proxy is not on this branch yet"
+)
+async def test_missing_httpx_for_the_proxy() -> None:
+    outcome = await run_tether(
+        "serve", "--port", "0", "--proxy-connect", "http://127.0.0.1:1/", hide=("httpx",)
+    )
+    assert_one_line_error(outcome, "tether serve", "backend proxy", "pip install 'tether[proxy]'")
 
 
 async def test_missing_pyjwt() -> None:

@@ -45,6 +45,13 @@ def require_backend_modules(role_urls: dict[str, str]) -> None:
                 raise MissingDependency(f"--{role} {url}", distribution, extra)
 
 
+def require_proxy_dependency(config: object) -> None:
+    """The backend proxy (``--proxy-*`` or the ``[proxy]`` table) makes its calls with httpx."""
+    proxy = getattr(config, "proxy", None)  # HubConfig.proxy, where the proxy exists
+    if proxy is not None and getattr(proxy, "enabled", False) and not installed("httpx"):
+        raise MissingDependency("the backend proxy (--proxy-* or [proxy])", "httpx", "proxy")
+
+
 async def _probe(url: str) -> None:
     """Open (and close) a connection to the backend's address, or raise OSError."""
     parts = urlsplit(url)

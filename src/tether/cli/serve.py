@@ -338,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
     preflight.require_hub_dependencies()
     p = plan(args)
     preflight.require_backend_modules(p.backend_urls)
+    preflight.require_proxy_dependency(p.config)
     for warning in p.warnings:
         print(f"tether serve: {warning}", file=sys.stderr, flush=True)
     return loop.run(serve(p), p.loop)
