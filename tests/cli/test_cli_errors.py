@@ -173,3 +173,45 @@ async def test_short_jwt_secret_refused_off_loopback() -> None:
 async def test_bench_unreachable_server_exits_1() -> None:
     outcome = await run_tether("bench", f"ws://127.0.0.1:{closed_port()}/", "-d", "0.2")
     assert_one_line_error(outcome, "tether bench", "cannot connect to 127.0.0.1:", status=1)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (
+            ImportError("the hub needs PyJWT: pip install 'tether[hub]'"),
+            2,
+            "tether echo: the hub needs PyJWT: pip install 'tether[hub]'",
+        ),
+        (
+            ImportError("cannot import name 'x'"),
+            1,
+            "tether echo: unexpected error: ImportError: cannot import name 'x' "
+            "(run with --debug for the traceback)",
+        ),
+        (
+            RuntimeError("a bug"),
+            1,
+            "tether echo: unexpected error: RuntimeError: a bug "
+            "(run with --debug for the traceback)",
+        ),
+    ],
+)
+def test_errors_raised_deep_inside(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    status: int,
+    line: str,
+) -> None:
+    """An ImportError that says how to install the missing package is the user's to fix."""
+    import tether.cli
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setitem(tether.cli.COMMANDS, "echo", fail)
+    with pytest.raises(SystemExit) as exited:
+        tether.cli.main(["echo"])
+    assert exited.value.code == status
+    assert capsys.readouterr().err.splitlines() == [line]

@@ -24,7 +24,11 @@ PROBE_TIMEOUT = 3.0
 
 
 def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook refused it, or a broken sys.modules entry
+        return False
 
 
 def require_hub_dependencies() -> None:
