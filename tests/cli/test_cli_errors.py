@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cli_support import assert_one_line_error, run_tether
 
+from tether.hub.config import HubConfig
 from tether_testing import closed_port
 
 
@@ -52,6 +53,16 @@ async def test_missing_history_package_names_the_flag() -> None:
 async def test_missing_uvloop_when_asked_for() -> None:
     outcome = await run_tether("serve", "--port", "0", "--loop", "uvloop", hide=("uvloop",))
     assert_one_line_error(outcome, "tether serve", "--loop uvloop", "pip install 'tether[speed]'")
+
+
+@pytest.mark.skipif(
+    not hasattr(HubConfig(), "proxy"), reason="the backend proxy is not on this branch yet"
+)
+async def test_missing_httpx_for_the_proxy() -> None:
+    outcome = await run_tether(
+        "serve", "--port", "0", "--proxy-connect", "http://127.0.0.1:1/", hide=("httpx",)
+    )
+    assert_one_line_error(outcome, "tether serve", "backend proxy", "pip install 'tether[proxy]'")
 
 
 async def test_missing_pyjwt() -> None:
@@ -162,3 +173,45 @@ async def test_short_jwt_secret_refused_off_loopback() -> None:
 async def test_bench_unreachable_server_exits_1() -> None:
     outcome = await run_tether("bench", f"ws://127.0.0.1:{closed_port()}/", "-d", "0.2")
     assert_one_line_error(outcome, "tether bench", "cannot connect to 127.0.0.1:", status=1)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (
+            ImportError("the hub needs PyJWT: pip install 'tether[hub]'"),
+            2,
+            "tether echo: the hub needs PyJWT: pip install 'tether[hub]'",
+        ),
+        (
+            ImportError("cannot import name 'x'"),
+            1,
+            "tether echo: unexpected error: ImportError: cannot import name 'x' "
+            "(run with --debug for the traceback)",
+        ),
+        (
+            RuntimeError("a bug"),
+            1,
+            "tether echo: unexpected error: RuntimeError: a bug "
+            "(run with --debug for the traceback)",
+        ),
+    ],
+)
+def test_errors_raised_deep_inside(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    status: int,
+    line: str,
+) -> None:
+    """An ImportError that says how to install the missing package is the user's to fix."""
+    import tether.cli
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setitem(tether.cli.COMMANDS, "echo", fail)
+    with pytest.raises(SystemExit) as exited:
+        tether.cli.main(["echo"])
+    assert exited.value.code == status
+    assert capsys.readouterr().err.splitlines() == [line]

@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except ImportError as exc:
+        # An optional dependency found missing deep inside (e.g. by tether.hub):
+        # it names the extra to install, so it is the user's to fix.
+        if "pip install" in str(exc):
+            raise CliError(str(exc)) from exc
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
@@ -87,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     prog = f"tether {args.command}"
     try:
-        status = COMMANDS[args.command](args)
+        status = _run(args)
     except CliError as exc:
         if debug:
             traceback.print_exc()

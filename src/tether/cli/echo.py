@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 from tether.asyncio.server import ServerConnection, serve
+from tether.cli import loop
 from tether.cli.errors import CliError
 from tether.cli.options import byte_limit, port, seconds
 
@@ -87,17 +88,20 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="send keepalive pings this often (0: none, so test suites such as "
         "Autobahn, which count an unexpected Ping as a failure, see only the echo)",
     )
+    loop.add_option(echo)
 
 
 def run(args: argparse.Namespace) -> int:
+    chosen = loop.choose(args.loop)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
+        loop.run(
             run_echo(
                 args.host,
                 args.port,
                 args.max_size,
                 not args.no_compression,
                 args.ping_interval or None,
-            )
+            ),
+            chosen,
         )
     return 0

@@ -84,23 +84,21 @@ def seconds(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A count of one or more."""
+def _whole_number(text: str, low: int, high: int, what: str, hint: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r} (a whole number, 1 or more)")
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r} ({hint})")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A count of one or more."""
+    return _whole_number(text, 1, 2**31, "count", "a whole number, 1 or more")
 
 
 def port(text: str) -> int:
     """A TCP port, 0 (any free port) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r} (0 to 65535)")
-    return value
+    return _whole_number(text, 0, 65535, "port", "0 to 65535")

@@ -24,7 +24,11 @@ PROBE_TIMEOUT = 3.0
 
 
 def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` can be found, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook refused it, or a broken sys.modules entry
+        return False
 
 
 def require_hub_dependencies() -> None:
@@ -43,6 +47,13 @@ def require_backend_modules(role_urls: dict[str, str]) -> None:
             module, distribution, extra = _BACKEND_MODULES[kind]
             if not installed(module):
                 raise MissingDependency(f"--{role} {url}", distribution, extra)
+
+
+def require_proxy_dependency(config: object) -> None:
+    """The backend proxy (``--proxy-*`` or the ``[proxy]`` table) makes its calls with httpx."""
+    proxy = getattr(config, "proxy", None)  # HubConfig.proxy, where the proxy exists
+    if proxy is not None and getattr(proxy, "enabled", False) and not installed("httpx"):
+        raise MissingDependency("the backend proxy (--proxy-* or [proxy])", "httpx", "proxy")
 
 
 async def _probe(url: str) -> None:

@@ -53,7 +53,7 @@ def environment_help() -> str:
     """The epilog of ``serve --help``: every environment variable it reads."""
     from tether.hub.config import ENVIRONMENT
 
-    names = {**SERVE_ENVIRONMENT, **{var: option for var, option in ENVIRONMENT.items()}}
+    names = {**SERVE_ENVIRONMENT, **{var: f"sets {option}" for var, option in ENVIRONMENT.items()}}
     width = max(map(len, names))
     lines = ["environment variables (flags win over them; they win over --config):"]
     lines += [f"  {var:<{width}}  {what}" for var, what in sorted(names.items())]
@@ -377,6 +377,7 @@ def run(args: argparse.Namespace) -> int:
     preflight.require_hub_dependencies()
     p = plan(args)
     preflight.require_backend_modules(p.backend_urls)
+    preflight.require_proxy_dependency(p.config)
     for warning in p.warnings:
         print(f"tether serve: {warning}", file=sys.stderr, flush=True)
     return loop.run(serve(p), p.loop)
