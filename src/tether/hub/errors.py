@@ -21,11 +21,34 @@ class ErrorCode(enum.IntEnum):
     PAYLOAD_TOO_LARGE = 110
     TOO_MANY_REQUESTS = 111
     BROKER_UNAVAILABLE = 112
+    OVERLOADED = 113
+    """The backplane is up but every pooled connection stayed busy for the pool timeout."""
+    MISSING_PARAMETER = 114
+    """A required parameter (``channel``, ``data``, ``token`` …) is absent."""
+    INVALID_STRING = 115
+    """A string holds a lone surrogate (``"\\ud800"``): valid JSON, not valid Unicode."""
+    INVALID_JSON = 116
+    """HTTP API: the body is not UTF-8 JSON, not an object, or nested too deeply."""
+    OUT_OF_RANGE = 117
+    """A number beyond what the hub can store exactly (offsets above 2**53 - 1)."""
+    HTTP_METHOD_NOT_ALLOWED = 118
+    """HTTP API: a method other than POST (status 405)."""
+    LENGTH_REQUIRED = 119
+    """HTTP API: a body without Content-Length (status 411), or a malformed one (400)."""
+    HOST_NOT_ALLOWED = 120
+    """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
+    NOT_FOUND = 121
+    """HTTP: no such path (status 404)."""
 
 
 # Temporary errors: the same command may succeed if retried later.
 TEMPORARY = frozenset(
-    {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.BROKER_UNAVAILABLE}
+    {
+        ErrorCode.INTERNAL,
+        ErrorCode.TOO_MANY_REQUESTS,
+        ErrorCode.BROKER_UNAVAILABLE,
+        ErrorCode.OVERLOADED,
+    }
 )
 
 _MESSAGES = {
@@ -42,6 +65,15 @@ _MESSAGES = {
     ErrorCode.PAYLOAD_TOO_LARGE: "payload too large",
     ErrorCode.TOO_MANY_REQUESTS: "too many requests",
     ErrorCode.BROKER_UNAVAILABLE: "broker unavailable",
+    ErrorCode.OVERLOADED: "overloaded, retry later",
+    ErrorCode.MISSING_PARAMETER: "missing parameter",
+    ErrorCode.INVALID_STRING: "string is not valid Unicode",
+    ErrorCode.INVALID_JSON: "invalid JSON",
+    ErrorCode.OUT_OF_RANGE: "number out of range",
+    ErrorCode.HTTP_METHOD_NOT_ALLOWED: "method not allowed",
+    ErrorCode.LENGTH_REQUIRED: "length required",
+    ErrorCode.HOST_NOT_ALLOWED: "host not allowed",
+    ErrorCode.NOT_FOUND: "not found",
 }
 
 
