@@ -31,7 +31,7 @@ def redis_module() -> Any:
     return redis.asyncio
 
 
-DEFAULT_POOL_SIZE = 256
+DEFAULT_POOL_SIZE = 32
 """Connections per client (a node has up to three: broker, history, presence)."""
 DEFAULT_POOL_TIMEOUT = 5.0
 """Seconds a command waits for a free pooled connection before error 113."""
@@ -72,7 +72,8 @@ def make_client(url: str, *, timeout: float = 5.0, retries: int = 0) -> aioredis
     redis-py's default asyncio pool fails at once when its 100 connections
     are busy: a burst of 300 publishes then got "backplane unavailable"
     while the backplane was fine. This pool holds ``pool_size`` connections
-    (default 256) and a command waits up to ``pool_timeout`` seconds
+    (default 32: Redis runs commands one at a time, more
+    connections add connect cost, not throughput) and a command waits up to ``pool_timeout`` seconds
     (default 5) for one; only then does it fail, with :class:`PoolExhausted`
     (error 113 "overloaded", a temporary error), never 112.
 
