@@ -68,34 +68,34 @@ async def test_defect01_token_with_lone_surrogate_is_101_not_100(
     assert (await client.close_code())[0] == 4003
 
 
-async def test_defect02_publish_data_with_lone_surrogate_is_115_not_100(
+async def test_defect02_publish_data_with_lone_surrogate_is_118_not_100(
     start_hub: StartHub, wire: Wire
 ) -> None:
     hub = await start_hub()
     client = await wire(hub.websocket_url)
     reply = await client.reply("publish", {"channel": "chat", "data": {"text": SURROGATE}})
-    assert reply["error"]["code"] == 115
+    assert reply["error"]["code"] == 118
     assert await client.call("ping") == {}  # the connection stays usable
 
 
-async def test_defect03_presence_info_with_lone_surrogate_is_115_not_100(
+async def test_defect03_presence_info_with_lone_surrogate_is_118_not_100(
     start_hub: StartHub, wire: Wire
 ) -> None:
     hub = await start_hub()
     client = await wire(hub.websocket_url, connect=False)
     reply = await client.reply("connect", {"info": {"name": "x" + SURROGATE}})
-    assert reply["error"]["code"] == 115
+    assert reply["error"]["code"] == 118
     assert (await client.connect(info={"name": "x"}))["client"]  # fixed in place
 
 
-async def test_defect04_redis_idempotency_key_with_lone_surrogate_is_115_not_100(
+async def test_defect04_redis_idempotency_key_with_lone_surrogate_is_118_not_100(
     start_hub: StartHub, wire: Wire, redis_prefix: str
 ) -> None:
     hub = await start_hub(config=backend_config("redis", redis_prefix))
     client = await wire(hub.websocket_url)
     params = {"channel": "chat", "data": 1, "idempotency_key": SURROGATE}
     reply = await client.reply("publish", params)
-    assert reply["error"]["code"] == 115
+    assert reply["error"]["code"] == 118
     history = await client.call("history", {"channel": "chat", "limit": 10})
     assert history["publications"] == [] and history["offset"] == 0
 
@@ -109,7 +109,7 @@ async def test_defect05_api_publish_with_lone_surrogate_is_400_and_never_stored(
     reader = await wire(hub.websocket_url)
     before = await reader.call("subscribe", {"channel": "chat"})
     status, body = await api(port, "/api/publish", {"channel": "chat", "data": SURROGATE})
-    assert (status, body["error"]["code"]) == (400, 115)
+    assert (status, body["error"]["code"]) == (400, 118)
     # Nothing stored: the offset did not move, history answers, recovery works.
     status, history = await api(port, "/api/history", {"channel": "chat"})
     assert status == 200 and history["offset"] == before["offset"] == 0
@@ -142,7 +142,7 @@ async def test_defect07_deeply_nested_api_body_is_400_without_traceback(
     raw = b'{"channel":"chat","data":' + DEEP.encode() + b"}"
     with caplog.at_level(logging.INFO, logger="tether"):
         status, body = await api(hub.port, "/api/publish", raw=raw)
-    assert (status, body["error"]["code"]) == (400, 116)
+    assert (status, body["error"]["code"]) == (400, 119)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
@@ -195,8 +195,8 @@ async def test_defect10_redis_api_publish_burst_is_not_backplane_unavailable(
     statuses = [status for status, _ in replies]
     codes = [body.get("error", {}).get("code") for _, body in replies]
     assert 112 not in codes, f"{codes.count(112)} of 300 got 112 'backplane unavailable'"
-    # Every publish succeeded, or (only under real overload) got 503 with code 113.
-    assert all(s == 200 or (s, c) == (503, 113) for s, c in zip(statuses, codes, strict=True))
+    # Every publish succeeded, or (only under real overload) got 503 with code 116.
+    assert all(s == 200 or (s, c) == (503, 116) for s, c in zip(statuses, codes, strict=True))
     assert statuses.count(200) == 300
     status, _, _ = await http(port, "GET", "/healthz")
     assert status == 200
@@ -229,7 +229,7 @@ async def test_defect11_redis_mass_disconnect_sends_every_presence_leave(
 # ----------------------------------------------------- numbers at the edges
 
 
-async def test_defect12_redis_history_since_huge_offsets_is_answered_or_117(
+async def test_defect12_redis_history_since_huge_offsets_is_answered_or_120(
     start_hub: StartHub, wire: Wire, redis_prefix: str
 ) -> None:
     hub = await start_hub(config=backend_config("redis", redis_prefix))
@@ -249,7 +249,7 @@ async def test_defect12_redis_history_since_huge_offsets_is_answered_or_117(
     for offset in (2**53 + 1, 2**63):
         params = {"channel": "chat", "limit": 10, "since": {"offset": offset, "epoch": epoch}}
         reply = await client.reply("history", params)
-        assert reply["error"]["code"] == 117, offset
+        assert reply["error"]["code"] == 120, offset
 
 
 # ------------------------------------------------------ connect with subs
@@ -288,7 +288,7 @@ async def test_defect14_dev_mode_refuses_a_dns_rebinding_host(start_hub: StartHu
     head, body = await upgrade(
         port, path, {**upgrade_headers, "Host": evil, "Origin": f"http://{evil}"}
     )
-    assert head.startswith("HTTP/1.1 403 ") and json.loads(body)["error"]["code"] == 120
+    assert head.startswith("HTTP/1.1 403 ") and json.loads(body)["error"]["code"] == 123
     # The same request from this machine's own names is upgraded.
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
         head, _ = await upgrade(

@@ -121,9 +121,9 @@ def test_param_helpers() -> None:
 
 def test_error_codes_and_temporary_flags() -> None:
     codes = {int(code) for code in ErrorCode}
-    assert codes == set(range(100, 122))
+    assert codes == set(range(100, 113)) | set(range(116, 125))
     temporary = {code for code in ErrorCode if HubError(code).temporary}
-    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112, 113}
+    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112, 116}
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def redis_module() -> Any:
 DEFAULT_POOL_SIZE = 32
 """Connections per client (a node has up to three: broker, history, presence)."""
 DEFAULT_POOL_TIMEOUT = 5.0
-"""Seconds a command waits for a free pooled connection before error 113."""
+"""Seconds a command waits for a free pooled connection before error 116."""
 
 
 class PoolExhausted(Exception):
@@ -75,7 +75,7 @@ def make_client(url: str, *, timeout: float = 5.0, retries: int = 0) -> aioredis
     (default 32: Redis runs commands one at a time, more
     connections add connect cost, not throughput) and a command waits up to ``pool_timeout`` seconds
     (default 5) for one; only then does it fail, with :class:`PoolExhausted`
-    (error 113 "overloaded", a temporary error), never 112.
+    (error 116 "overloaded", a temporary error), never 112.
 
     ``retries`` (immediate, on a connection error) suits idempotent commands:
     after a Redis restart the pool's idle connections are dead, and a retry
@@ -162,7 +162,7 @@ def is_connection_error(exc: BaseException) -> bool:
 @contextlib.asynccontextmanager
 async def unavailable_on_error(what: str) -> AsyncIterator[None]:
     """Turn a lost or refused connection into :class:`BrokerUnavailable` (error 112),
-    and a pool that stayed busy into error 113 (overloaded)."""
+    and a pool that stayed busy into error 116 (overloaded)."""
     try:
         yield
     except PoolExhausted as exc:

@@ -82,7 +82,7 @@ class HubConfig:
     allowed_hosts: list[str] | None = None
     """Host names (any port) that requests may name in ``Host`` and ``Origin``; ``None``
     accepts any. Development mode sets the loopback names: a DNS-rebinding page
-    (``rebind.evil.example`` resolving to 127.0.0.1) is refused with 403, code 120."""
+    (``rebind.evil.example`` resolving to 127.0.0.1) is refused with 403, code 123."""
     cookie_name: str = "tether_token"
     channels: ChannelOptions = field(default_factory=ChannelOptions)
     """Options of the default namespace and of namespaces not listed in ``namespaces``."""

@@ -21,23 +21,24 @@ class ErrorCode(enum.IntEnum):
     PAYLOAD_TOO_LARGE = 110
     TOO_MANY_REQUESTS = 111
     BROKER_UNAVAILABLE = 112
-    OVERLOADED = 113
+    # 113-115: application hooks and the proxy (hooks-proxy branch).
+    OVERLOADED = 116
     """The backplane is up but every pooled connection stayed busy for the pool timeout."""
-    MISSING_PARAMETER = 114
+    MISSING_PARAMETER = 117
     """A required parameter (``channel``, ``data``, ``token`` …) is absent."""
-    INVALID_STRING = 115
+    INVALID_STRING = 118
     """A string holds a lone surrogate (``"\\ud800"``): valid JSON, not valid Unicode."""
-    INVALID_JSON = 116
+    INVALID_JSON = 119
     """HTTP API: the body is not UTF-8 JSON, not an object, or nested too deeply."""
-    OUT_OF_RANGE = 117
+    OUT_OF_RANGE = 120
     """A number beyond what the hub can store exactly (offsets above 2**53 - 1)."""
-    HTTP_METHOD_NOT_ALLOWED = 118
+    HTTP_METHOD_NOT_ALLOWED = 121
     """HTTP API: a method other than POST (status 405)."""
-    LENGTH_REQUIRED = 119
+    LENGTH_REQUIRED = 122
     """HTTP API: a body without Content-Length (status 411), or a malformed one (400)."""
-    HOST_NOT_ALLOWED = 120
+    HOST_NOT_ALLOWED = 123
     """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
-    NOT_FOUND = 121
+    NOT_FOUND = 124
     """HTTP: no such path (status 404)."""
 
 

@@ -6,7 +6,7 @@ later, wherever the hub first encodes it: in a token check, in a history
 store after the publication was stored, in every reply that echoes it. The
 hub refuses such strings here, once, when a command or an API body arrives:
 a token that holds one is not a valid token (101), any other parameter is a
-bad request (115, ``invalid string``).
+bad request (118, ``invalid string``).
 
 Text that arrives as UTF-8 (WebSocket text frames are validated, API bodies
 are decoded strictly) holds no surrogates; only ``\\uD800``-``\\uDFFF``
