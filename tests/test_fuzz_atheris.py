@@ -39,6 +39,7 @@ def test_atheris_harness_runs_clean(harness: str, tmp_path: Path) -> None:
             "-timeout=20",
             "-rss_limit_mb=2048",
             "-print_final_stats=1",
+            *([f"-dict={FUZZ / (harness + '.dict')}"] if harness == "commands" else []),
             str(corpus),
         ],
         capture_output=True,

@@ -33,7 +33,7 @@ def redis_module() -> Any:
 
 DEFAULT_POOL_SIZE = 32
 """Connections per client (a node has up to three: broker, history, presence)."""
-DEFAULT_POOL_TIMEOUT = 5.0
+DEFAULT_POOL_TIMEOUT = 10.0
 """Seconds a command waits for a free pooled connection before error 116."""
 
 
@@ -74,7 +74,7 @@ def make_client(url: str, *, timeout: float = 5.0, retries: int = 0) -> aioredis
     while the backplane was fine. This pool holds ``pool_size`` connections
     (default 32: Redis runs commands one at a time, more
     connections add connect cost, not throughput) and a command waits up to ``pool_timeout`` seconds
-    (default 5) for one; only then does it fail, with :class:`PoolExhausted`
+    (default 10) for one; only then does it fail, with :class:`PoolExhausted`
     (error 116 "overloaded", a temporary error), never 112.
 
     ``retries`` (immediate, on a connection error) suits idempotent commands:
