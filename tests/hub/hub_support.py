@@ -145,6 +145,7 @@ async def http(
     *,
     headers: dict[str, str] | None = None,
     raw_body: bytes | None = None,
+    timeout: float = GUARD,
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request on a fresh connection: (status, headers, body)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -157,7 +158,7 @@ async def http(
     lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
     try:
-        response = await asyncio.wait_for(reader.read(), GUARD)
+        response = await asyncio.wait_for(reader.read(), timeout)
     finally:
         writer.close()
     head_bytes, _, payload = response.partition(b"\r\n\r\n")

@@ -137,7 +137,7 @@ async def test_command_errors(start_hub: StartHub, wire: Wire) -> None:
 
     assert await code("nope", {}) == 104
     assert await code("subscribe", {"channel": "unknown:x"}) == 102
-    assert await code("subscribe", {}) == 107
+    assert await code("subscribe", {}) == 117  # missing parameter
     assert await code("subscribe", {"channel": 5}) == 107
     assert await code("subscribe", {"channel": ""}) == 107
     assert await code("subscribe", {"channel": "__tether.control"}) == 107
@@ -145,7 +145,7 @@ async def test_command_errors(start_hub: StartHub, wire: Wire) -> None:
     assert await code("subscribe", {"channel": "chat:a", "recover": True}) == 107
     await client.call("subscribe", {"channel": "chat:a"})
     assert await code("subscribe", {"channel": "chat:a"}) == 105
-    assert await code("publish", {"channel": "chat:a"}) == 107
+    assert await code("publish", {"channel": "chat:a"}) == 117  # data is required
     assert await code("publish", {"channel": "feed:x", "data": 1}) == 103
     assert await code("presence", {"channel": "feed:x"}) == 108
     assert await code("presence_stats", {"channel": "feed:x"}) == 108

@@ -103,8 +103,10 @@ def test_param_helpers() -> None:
     assert opt_int(params, "missing", 9) == 9
     assert opt_bool(params, "b") is True
     assert position_param(params["pos"], "pos") == StreamPosition(2, "e")
+    with pytest.raises(HubError) as missing:
+        req_str(params, "missing")
+    assert missing.value.code == ErrorCode.MISSING_PARAMETER
     for call in (
-        lambda: req_str(params, "missing"),
         lambda: req_str(params, "n"),
         lambda: opt_int(params, "bad", 0),
         lambda: opt_int({"n": -1}, "n", 0),
@@ -119,9 +121,9 @@ def test_param_helpers() -> None:
 
 def test_error_codes_and_temporary_flags() -> None:
     codes = {int(code) for code in ErrorCode}
-    assert codes == set(range(100, 116))
+    assert codes == set(range(100, 125))
     temporary = {code for code in ErrorCode if HubError(code).temporary}
-    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112, 113, 114, 115}
+    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112, 113, 114, 115, 116}
 
 
 @pytest.mark.parametrize(

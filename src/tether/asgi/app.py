@@ -90,14 +90,14 @@ class HubApp:
             request = scope_request(scope)
             path = route_path(scope)
             if path in DEMO_PATHS and not self.demo:
-                response = error_response(404, "not found")
+                response = error_response(404, "not found", ErrorCode.NOT_FOUND)
             else:
                 response = await self.routes.respond(request, BodyReader(receive))
                 if path in DEMO_PATHS and response is not None and response.status_code == 200:
                     response = _relocated(response, scope.get("root_path") or "")
             if response is None:
                 # The WebSocket path, asked without an upgrade.
-                response = error_response(426, "upgrade to a WebSocket here")
+                response = error_response(426, "upgrade to a WebSocket here", ErrorCode.BAD_REQUEST)
                 response.headers["Upgrade"] = "websocket"
         await send_response(send, response)
 
@@ -111,7 +111,7 @@ class HubApp:
         )
 
     async def _websocket_not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await refuse_websocket(scope, receive, send, error_response(404, "not found"))
+        await refuse_websocket(scope, receive, send, error_response(404, "not found", ErrorCode.NOT_FOUND))
 
     async def _started_or_refusal(self) -> Response | None:
         """Start the node on first use; a 503 if its backplane cannot start."""

@@ -237,6 +237,11 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
         )
     # Development mode: usable at once, and only from this machine.
     result.dev_mode = True
+    # Only from this machine: also refuse pages that rebind their own name to
+    # 127.0.0.1 (DNS rebinding), which pass every same-origin check.
+    from tether.hub.routes import LOOPBACK_HOSTS
+
+    config.allowed_hosts = list(LOOPBACK_HOSTS)
     config.allow_anonymous = True
     config.jwt_secret = secrets.token_urlsafe(24)
     result.notes.append("anonymous clients are allowed")

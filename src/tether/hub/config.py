@@ -125,6 +125,10 @@ class HubConfig:
     ``authorization`` scrape setting); without it, ``/metrics`` is open."""
     origins: list[str] | None = None
     """Allowed browser origins; ``None`` allows only same-origin pages, ``["*"]`` any."""
+    allowed_hosts: list[str] | None = None
+    """Host names (any port) that requests may name in ``Host`` and ``Origin``; ``None``
+    accepts any. Development mode sets the loopback names: a DNS-rebinding page
+    (``rebind.evil.example`` resolving to 127.0.0.1) is refused with 403, code 123."""
     cookie_name: str = "tether_token"
     channels: ChannelOptions = field(default_factory=ChannelOptions)
     """Options of the default namespace and of namespaces not listed in ``namespaces``."""
@@ -239,10 +243,10 @@ def config_from_mapping(data: Mapping[str, Any]) -> HubConfig:
     if "static_dir" in data:
         config.static_dir = Path(data.pop("static_dir"))
     for name, value in data.items():
-        if name == "origins":
+        if name in ("origins", "allowed_hosts"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError("origins must be a list of strings")
-            config.origins = list(value)
+                raise ConfigError(f"{name} must be a list of strings")
+            setattr(config, name, list(value))
         elif name in _SCALARS:
             default = _SCALARS[name]
             setattr(config, name, _coerce(name, default, value))

@@ -27,6 +27,24 @@ class ErrorCode(enum.IntEnum):
     """An application hook raised, or a proxy backend answered an error or garbage."""
     APP_UNAVAILABLE = 115
     """A proxy backend could not be reached (connection refused, reset, DNS)."""
+    OVERLOADED = 116
+    """The backplane is up but every pooled connection stayed busy for the pool timeout."""
+    MISSING_PARAMETER = 117
+    """A required parameter (``channel``, ``data``, ``token`` …) is absent."""
+    INVALID_STRING = 118
+    """A string holds a lone surrogate (``"\\ud800"``): valid JSON, not valid Unicode."""
+    INVALID_JSON = 119
+    """HTTP API: the body is not UTF-8 JSON, not an object, or nested too deeply."""
+    OUT_OF_RANGE = 120
+    """A number beyond what the hub can store exactly (offsets above 2**53 - 1)."""
+    HTTP_METHOD_NOT_ALLOWED = 121
+    """HTTP API: a method other than POST (status 405)."""
+    LENGTH_REQUIRED = 122
+    """HTTP API: a body without Content-Length (status 411), or a malformed one (400)."""
+    HOST_NOT_ALLOWED = 123
+    """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
+    NOT_FOUND = 124
+    """HTTP: no such path (status 404)."""
 
 
 # Codes an application may choose for its own refusals and RPC errors (docs/hooks.md).
@@ -42,6 +60,7 @@ TEMPORARY = frozenset(
         ErrorCode.APP_TIMEOUT,
         ErrorCode.APP_ERROR,
         ErrorCode.APP_UNAVAILABLE,
+        ErrorCode.OVERLOADED,
     }
 )
 
@@ -62,6 +81,15 @@ _MESSAGES: dict[int, str] = {
     ErrorCode.APP_TIMEOUT: "application timeout",
     ErrorCode.APP_ERROR: "application error",
     ErrorCode.APP_UNAVAILABLE: "application unavailable",
+    ErrorCode.OVERLOADED: "overloaded, retry later",
+    ErrorCode.MISSING_PARAMETER: "missing parameter",
+    ErrorCode.INVALID_STRING: "string is not valid Unicode",
+    ErrorCode.INVALID_JSON: "invalid JSON",
+    ErrorCode.OUT_OF_RANGE: "number out of range",
+    ErrorCode.HTTP_METHOD_NOT_ALLOWED: "method not allowed",
+    ErrorCode.LENGTH_REQUIRED: "length required",
+    ErrorCode.HOST_NOT_ALLOWED: "host not allowed",
+    ErrorCode.NOT_FOUND: "not found",
 }
 
 

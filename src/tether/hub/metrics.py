@@ -24,6 +24,14 @@ class Metrics:
         self.close_codes: collections.Counter[int] = collections.Counter()
         self.publish_errors: collections.Counter[int] = collections.Counter()
         self.api_requests: collections.Counter[str] = collections.Counter()
+        # (via, error code) -> count: every command or API request refused.
+        self.refusals: collections.Counter[tuple[str, int]] = collections.Counter()
+
+    def refused(self, via: str, method: str, code: int) -> None:
+        """Count a refusal: ``via`` is ``wire`` or ``api``; publishes also by code."""
+        self.refusals[(via, int(code))] += 1
+        if method in ("publish", "/api/publish", "/api/broadcast"):
+            self.publish_errors[int(code)] += 1
 
     def sent(self, messages: int, size: int) -> None:
         self.messages_out += messages
@@ -80,6 +88,12 @@ class Metrics:
         for name, help_text, label, counter in labelled:
             samples = [(f'{{{label}="{key}"}}', n) for key, n in sorted(counter.items())]
             metric(name, "counter", help_text, samples)
+        metric(
+            "refusals_total",
+            "counter",
+            "Commands and HTTP API requests refused, by route (wire, api) and error code.",
+            [(f'{{via="{v}",code="{c}"}}', n) for (v, c), n in sorted(self.refusals.items())],
+        )
         return "\n".join(out) + "\n"
 
 

@@ -25,6 +25,7 @@ from tether.hub.control import CONTROL_CHANNEL, RESERVED_PREFIX
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
 from tether.hub.hooks import Hooks
+from tether.hub.inbound import is_valid_text
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
@@ -326,11 +327,20 @@ class Node:
         """
         await self.ensure_started()
         options = self.options(channel)
+        # Stored and sent, or neither: everything that can fail about the
+        # publication itself fails here, before anything is stored.
         try:
             data_json = dumps(data)
+            size = len(data_json.encode())
+        except UnicodeEncodeError:
+            raise HubError(ErrorCode.INVALID_STRING, "data holds a lone surrogate") from None
         except (TypeError, ValueError) as exc:
             raise HubError(ErrorCode.BAD_REQUEST, f"data is not JSON: {exc}") from None
-        if max_size is not None and len(data_json.encode()) > max_size:
+        if info is not None and not is_valid_text(dumps(info.to_json())):
+            raise HubError(ErrorCode.INVALID_STRING, "client info holds a lone surrogate")
+        if idempotency_key is not None and not is_valid_text(idempotency_key):
+            raise HubError(ErrorCode.INVALID_STRING, "idempotency_key holds a lone surrogate")
+        if max_size is not None and size > max_size:
             raise HubError(ErrorCode.PAYLOAD_TOO_LARGE, f"data larger than {max_size} bytes")
         try:
             if not options.has_history:
@@ -374,7 +384,11 @@ class Node:
         if not options.has_history:
             raise HubError(ErrorCode.NOT_AVAILABLE, "channel keeps no history")
         limit = min(limit, options.history_size)
-        current = await self.history_store.position(channel)
+        current = await self.history_store.peek(channel)
+        if current is None:
+            # Never published (or expired): reading creates nothing. Offset 0
+            # and an empty epoch say "no stream yet" (docs/wire-protocol.md).
+            return HistoryResult([], StreamPosition(0, ""))
         if since is not None and since.epoch != current.epoch:
             # Offsets of another epoch mean nothing now: the client sees the new epoch.
             return HistoryResult([], current)

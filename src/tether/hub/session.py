@@ -132,7 +132,9 @@ class Session:
 
     def subscriptions(self) -> list[str]:
         """Channels subscribed to, or being subscribed to right now."""
-        return [*self.channels, *self._recovering]
+        # A channel is in both while its subscribe reply waits to be flushed
+        # (for a connect with ``subs``, until every channel is done): count it once.
+        return [*self.channels, *(c for c in self._recovering if c not in self.channels)]
 
     @property
     def user(self) -> str:
@@ -208,6 +210,8 @@ class Session:
             return
         handler = self._handlers.get(command.method)
         try:
+            if command.refusal is not None:
+                raise command.refusal
             if handler is None:
                 raise HubError(ErrorCode.METHOD_NOT_FOUND)
             result = await handler(command.params)
@@ -229,8 +233,7 @@ class Session:
                 self._flush_recovered()
 
     def _failed(self, command: Command, err: HubError) -> None:
-        if command.method == "publish":
-            self.node.metrics.publish_errors[int(err.code)] += 1
+        self.node.metrics.refused("wire", command.method, err.code)
         self._log_once(err.code, "%s: %s refused: %s", self.id, command.method, err.message)
         self.send(error_reply(command.id, err))
         if command.method != "connect" or self.closed:
@@ -432,7 +435,7 @@ class Session:
 
     def _check_room(self) -> None:
         limit = self.node.config.limits.max_subscriptions
-        if len(self.channels) + len(self._recovering) >= limit:
+        if len(self.subscriptions()) >= limit:
             raise HubError(ErrorCode.LIMIT_EXCEEDED, f"more than {limit} subscriptions")
 
     async def _enter(
@@ -494,7 +497,7 @@ class Session:
         channel = req_str(params, "channel")
         options = self.node.options(channel)
         if "data" not in params:
-            raise HubError(ErrorCode.BAD_REQUEST, "data is required")
+            raise HubError(ErrorCode.MISSING_PARAMETER, "data is required")
         key = opt_str(params, "idempotency_key")
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             raise HubError(ErrorCode.BAD_REQUEST, "idempotency_key must be 1 to 64 characters")

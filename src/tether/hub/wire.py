@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import NoReturn
 
+from tether.hub import jsonlimits
 from tether.hub.errors import ErrorCode, HubError
+from tether.hub.inbound import check_params
 from tether.hub.model import JSON, ClientInfo, StreamPosition
 
 SUBPROTOCOL = "tether.v1"
@@ -24,13 +25,12 @@ def dumps(value: JSON) -> str:
     return _encoder.encode(value)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 def loads(text: str | bytes) -> JSON:
-    """Strict JSON: NaN and Infinity are refused (other peers cannot parse them)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """Strict JSON: no NaN/Infinity (other peers cannot parse them), bounded nesting.
+
+    See :mod:`tether.hub.jsonlimits`; every malformed input raises ValueError.
+    """
+    return jsonlimits.loads(text)
 
 
 class ProtocolViolation(Exception):
@@ -42,6 +42,13 @@ class Command:
     id: int
     method: str
     params: dict[str, JSON]
+    refusal: HubError | None = None
+    """Why the command is refused before it runs (a string that is not Unicode)."""
+
+
+MAX_OFFSET = 2**53 - 1
+"""The largest stream offset the hub accepts: every backend stores it exactly
+(Redis scripts compute in doubles), and JavaScript clients can represent it."""
 
 
 def parse_command(text: str) -> Command:
@@ -62,7 +69,7 @@ def parse_command(text: str) -> Command:
         params = {}
     if not isinstance(params, dict):
         raise ProtocolViolation("command params must be an object")
-    return Command(cid, method, params)
+    return Command(cid, method, params, check_params(text, params))
 
 
 # ---------------------------------------------------------------- params
@@ -84,7 +91,7 @@ def opt_str(params: dict[str, JSON], name: str) -> str | None:
 def req_str(params: dict[str, JSON], name: str) -> str:
     value = opt_str(params, name)
     if value is None:
-        raise _bad(f"{name} is required")
+        raise HubError(ErrorCode.MISSING_PARAMETER, f"{name} is required")
     return value
 
 
@@ -111,6 +118,8 @@ def position_param(value: JSON, name: str) -> StreamPosition:
     offset, epoch = value.get("offset"), value.get("epoch")
     if type(offset) is not int or offset < 0 or not isinstance(epoch, str):
         raise _bad(f"{name} needs a non-negative integer offset and a string epoch")
+    if offset > MAX_OFFSET:
+        raise HubError(ErrorCode.OUT_OF_RANGE, f"{name} offset is above 2**53 - 1")
     return StreamPosition(offset, epoch)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from tether.protocol.connection import Connection, Side, State
 from tether.protocol.events import RequestReceived
@@ -124,6 +125,11 @@ class ServerProtocol(Connection):
 
     def _reject_now(self, response: Response) -> None:
         self.response = response
+        if self.request is not None and self.request.method == "HEAD":
+            # RFC 9110 section 9.3.2: "The HEAD method is identical to GET except
+            # that the server MUST NOT send content in the response." The
+            # headers (Content-Length included) stay those of the GET answer.
+            response = replace(response, body=b"")
         self._out.append(response.serialize())
         self.state = State.CLOSED
         self._discard_input = True

@@ -74,6 +74,15 @@ class History(abc.ABC):
     async def position(self, channel: str) -> StreamPosition:
         """The current position, creating an empty stream (and its epoch) if none."""
 
+    async def peek(self, channel: str) -> StreamPosition | None:
+        """The current position, or ``None`` if the channel has no stream: creates nothing.
+
+        Reads that are not subscriptions (``history``) use it, so reading
+        never-published channels costs no state. This default creates the
+        stream (:meth:`position`); every bundled backend overrides it.
+        """
+        return await self.position(channel)
+
     @abc.abstractmethod
     async def remove(self, channel: str) -> None:
         """Forget the channel's stream; the next position has a new epoch."""

@@ -111,6 +111,12 @@ class MemoryHistory(History):
         stream = self._stream(channel)
         return StreamPosition(stream.top, stream.epoch)
 
+    async def peek(self, channel: str) -> StreamPosition | None:
+        stream = self._streams.get(channel)
+        if stream is None or stream.meta_expires <= self.clock():
+            return None
+        return StreamPosition(stream.top, stream.epoch)
+
     async def remove(self, channel: str) -> None:
         self._streams.pop(channel, None)
 

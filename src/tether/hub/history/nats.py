@@ -340,6 +340,19 @@ class NatsHistory(History):
             meta, _ = await self._entry(channel)
         return StreamPosition(meta.top, meta.epoch)
 
+    async def peek(self, channel: str) -> StreamPosition | None:
+        from nats.js.errors import NotFoundError
+
+        async with self._unavailable_on_error():
+            try:
+                entry = await self._meta.get(self._key(channel))
+            except NotFoundError:
+                return None
+        if not entry.value:
+            return None
+        meta = _Meta.decode(entry.value)
+        return StreamPosition(meta.top, meta.epoch)
+
     async def remove(self, channel: str) -> None:
         async with self._unavailable_on_error():
             await self._meta.purge(self._key(channel))

@@ -80,7 +80,7 @@ if tonumber(redis.call('HGET', KEYS[1], 'expires')) <= now then
 end
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local expires = string.format('%d', now + ttl)
-redis.call('XADD', KEYS[2], 'MAXLEN', tonumber(ARGV[3]), top .. '-0', 'p', ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', tonumber(ARGV[3]), string.format('%d-0', top), 'p', ARGV[6])
 redis.call('HSET', KEYS[1], 'expires', expires)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[1], meta_ttl)
@@ -94,11 +94,15 @@ return {0, top, epoch}
 """
 
 # KEYS: meta, stream. ARGV: now ms, meta ttl ms, new epoch, mode (pos, fwd,
-# rev, recover), since (-1 for none), limit, expected epoch (recover).
+# rev, recover; peek: like pos, but a missing stream stays missing, epoch ''),
+# since (-1 for none), limit, expected epoch (recover).
 # Returns {epoch, top, entries}.
 _READ = """
 local now = tonumber(ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch and ARGV[4] == 'peek' then
+  return {'', 0, {}}
+end
 if not epoch then
   epoch = ARGV[3]
   redis.call('DEL', KEYS[2])
@@ -112,26 +116,28 @@ if tonumber(redis.call('HGET', KEYS[1], 'expires')) <= now then
   return {epoch, top, {}}
 end
 local mode, since, limit = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-if mode == 'pos' or limit <= 0 then
+-- Stream ids are built from the argument text: a Lua number prints as 1e+14.
+local since_id = '(' .. ARGV[5] .. '-0'
+if mode == 'pos' or mode == 'peek' or limit <= 0 then
   return {epoch, top, {}}
 end
 if mode == 'recover' then
   if epoch ~= ARGV[7] or since >= top or top - since > limit then
     return {epoch, top, {}}
   end
-  local missed = redis.call('XRANGE', KEYS[2], '(' .. since .. '-0', '+', 'COUNT', top - since)
+  local missed = redis.call('XRANGE', KEYS[2], since_id, '+', 'COUNT', limit)
   return {epoch, top, missed}
 end
 if mode == 'fwd' then
   local start = '-'
-  if since >= 0 then start = '(' .. since .. '-0' end
+  if since >= 0 then start = since_id end
   return {epoch, top, redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', limit)}
 end
 if since == 0 then
   return {epoch, top, {}}
 end
 local stop = '+'
-if since > 0 then stop = '(' .. since .. '-0' end
+if since > 0 then stop = since_id end
 return {epoch, top, redis.call('XREVRANGE', KEYS[2], stop, '-', 'COUNT', limit)}
 """
 
@@ -285,6 +291,10 @@ class RedisHistory(History):
     async def position(self, channel: str) -> StreamPosition:
         current, _ = await self._call_read(channel, "pos")
         return current
+
+    async def peek(self, channel: str) -> StreamPosition | None:
+        current, _ = await self._call_read(channel, "peek")
+        return current if current.epoch else None
 
     async def remove(self, channel: str) -> None:
         async with unavailable_on_error("history"):
