@@ -111,7 +111,9 @@ class HubApp:
         )
 
     async def _websocket_not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await refuse_websocket(scope, receive, send, error_response(404, "not found", ErrorCode.NOT_FOUND))
+        await refuse_websocket(
+            scope, receive, send, error_response(404, "not found", ErrorCode.NOT_FOUND)
+        )
 
     async def _started_or_refusal(self) -> Response | None:
         """Start the node on first use; a 503 if its backplane cannot start."""
