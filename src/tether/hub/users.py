@@ -76,6 +76,7 @@ class Users:
         :class:`HubError` for a bad channel name or a broker that is down.
         """
         self.node.options(channel)
+        await self.node.ensure_started()  # app code may call before any request
         await self._send(Subscribe(user, channel))
 
     async def unsubscribe(
@@ -92,18 +93,21 @@ class Users:
         """
         if not 2000 <= code <= 2199:
             raise ValueError("unsubscribe codes are 2000-2199 (docs/wire-protocol.md)")
+        await self.node.ensure_started()  # app code may call before any request
         await self._send(Unsubscribe(user, channel, code, reason))
 
     async def disconnect(
         self, user: str, *, code: int = HubCloseCode.DISCONNECTED, reason: str = "disconnected"
     ) -> None:
         """Disconnect every session of ``user`` (close code 4005: told not to reconnect)."""
+        await self.node.ensure_started()  # app code may call before any request
         await self._send(Disconnect(user, int(code), reason))
 
     async def sessions(
         self, user: str, *, timeout: float = DEFAULT_SESSIONS_TIMEOUT
     ) -> list[SessionInfo]:
         """The sessions of ``user`` on every node that answers within ``timeout`` seconds."""
+        await self.node.ensure_started()
         request = uuid.uuid4().hex
         query = _Query(expected={self.node.id, *self.live_peers()})
         self._queries[request] = query
@@ -146,7 +150,6 @@ class Users:
     # ----------------------------------------------------------- handling
 
     async def _send(self, message: ControlMessage) -> None:
-        await self.node.ensure_started()  # app code may call before the hub served anyone
         try:
             await self.node.broker.publish(CONTROL_CHANNEL, encode(message))
         except BrokerUnavailable as exc:
