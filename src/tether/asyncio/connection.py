@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from tether import _native
+from tether.asyncio.quirks import WRITELINES_PAUSES_WRITING
 from tether.protocol.connection import Connection as CoreConnection
 from tether.protocol.connection import Side, State
 from tether.protocol.events import CloseReceived, Fragment, Pong
@@ -552,7 +553,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if len(out) == 1:
             transport.write(out[0])
-        elif sum(map(len, out)) > 65536:
+        elif WRITELINES_PAUSES_WRITING and sum(map(len, out)) > 65536:
             # One gathered write (writev on uvloop): no copy of a large payload,
             # and no separate tiny segment for the frame header.
             transport.writelines(out)
