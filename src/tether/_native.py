@@ -1,4 +1,6 @@
-"""Chooses between the native hot path and its pure-Python twin.
+"""Chooses between the core's native hot path and its pure-Python twin.
+
+The asyncio layer's read path has its own chooser, :mod:`tether.asyncio._native`.
 
 ``TETHER_NO_SPEEDUPS=1`` forces the pure-Python code (the test suite runs both).
 Without a compiled ``_speedups`` module tether still works, only slower, and
@@ -7,11 +9,10 @@ says so once at debug level.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 
-from tether import _frame_out, _mask, _receiver, _utf8
+from tether import _frame_out, _mask, _utf8
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 FrameBatchParser = Callable[[bytes | bytearray, int, bool, int, list[object]], int]
@@ -25,14 +26,15 @@ parse_simple_frames: FrameBatchParser | None = None
 Utf8Validator: type[_utf8.Utf8Validator] = _utf8.Utf8Validator
 # A whole unmasked frame (a server's), header and payload in one bytes object.
 frame_unmasked: FrameFunction = _frame_out.frame_unmasked
-# A connection's fast read path (asyncio BufferedProtocol side); see tether._receiver.
-Receiver: type[_receiver.Receiver] = _receiver.Receiver
 USING_SPEEDUPS = False
 
 if not os.environ.get("TETHER_NO_SPEEDUPS"):
     try:
         from tether import _speedups  # type: ignore[attr-defined, unused-ignore]
     except ImportError:
+        # Imported here: logging loads threading, which the sans-I/O core must not.
+        import logging
+
         logging.getLogger("tether").debug(
             "tether: native speedups unavailable, using the pure-Python fallback"
         )
@@ -40,6 +42,5 @@ if not os.environ.get("TETHER_NO_SPEEDUPS"):
         apply_mask = _speedups.apply_mask
         parse_simple_frames = _speedups.parse_simple_frames
         Utf8Validator = _speedups.Utf8Validator  # type: ignore[assignment]
-        Receiver = _speedups.Receiver  # type: ignore[assignment]
         frame_unmasked = _speedups.frame_unmasked
         USING_SPEEDUPS = True

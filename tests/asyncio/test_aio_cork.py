@@ -210,7 +210,7 @@ async def test_a_large_broadcast_after_held_frames_keeps_order(raw_client: Any) 
         client = await raw_client(server)
         await asyncio.wait_for(opened.wait(), GUARD)
         big = os.urandom(100 * 1024)
-        # As while a read's second message is delivered (see Connection._cork):
+        # As while a read's second message is delivered (see Connection.cork_writes):
         connection._cork_state.loop = asyncio.get_running_loop()
         try:
             tether.broadcast(clients, b"s1")
@@ -218,7 +218,7 @@ async def test_a_large_broadcast_after_held_frames_keeps_order(raw_client: Any) 
             tether.broadcast(clients, big)  # written now, after s1
             tether.broadcast(clients, b"s2")
         finally:
-            clients[0]._uncork()
+            clients[0].uncork_writes()
         assert connection._cork_state.loop is None
         for m in (b"s1", big, b"s2"):
             assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)

@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 
 import tether
-from tether import _native, _receiver, _utf8
+from tether import _native, _utf8
+from tether.asyncio import _native as _native_io
+from tether.asyncio import _receiver
 from tether.asyncio.server import Server
 from tether.protocol.connection import State
 from tether.protocol.exceptions import ConnectionClosed
@@ -254,7 +256,11 @@ async def observe(
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The native twins (skipped when not built) or the pure-Python ones, as the core sees them."""
     native = pytest.importorskip("tether._speedups") if request.param == "native" else None
-    monkeypatch.setattr(_native, "Receiver", native.Receiver if native else _receiver.Receiver)
+    native_io = (
+        pytest.importorskip("tether.asyncio._speedups") if request.param == "native" else None
+    )
+    receiver = native_io.Receiver if native_io else _receiver.Receiver
+    monkeypatch.setattr(_native_io, "Receiver", receiver)
     monkeypatch.setattr(_native, "parse_simple_frames", native and native.parse_simple_frames)
     validator = native.Utf8Validator if native else _utf8.Utf8Validator
     monkeypatch.setattr(_native, "Utf8Validator", validator)

@@ -45,7 +45,7 @@ def broadcast(
     skipped = 0
     open_ = State.OPEN
     # Called while a read's messages are delivered: hold small frames (see
-    # _cork). A large one gains little from sharing a system call, and every
+    # Connection.cork_writes). A large one gains little from sharing a system call, and every
     # socket's write buffer keeps a reference to the same bytes instead.
     cork_loop = _cork_state.loop
     corked = (

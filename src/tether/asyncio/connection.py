@@ -4,7 +4,7 @@ One :class:`asyncio.BufferedProtocol` per socket, no reader task: the
 transport reads into memory from :meth:`Connection.get_buffer` and calls
 :meth:`Connection.buffer_updated`. Whole simple frames (unfragmented text or
 binary) become messages right there, in native code when it is built (see
-:mod:`tether._receiver`); everything else goes to the sans-I/O core through
+:mod:`tether.asyncio._receiver`); everything else goes to the sans-I/O core through
 :meth:`Connection.data_received`. Messages go to whoever awaits
 :meth:`Connection.recv` (or into a bounded queue; when it is full the
 transport stops reading, so a slow consumer pushes back on its peer through
@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from tether import _native
+from tether.asyncio import _native as _native_io
 from tether.protocol.connection import Connection as CoreConnection
 from tether.protocol.connection import Side, State
 from tether.protocol.events import CloseReceived, Fragment, Pong
@@ -189,14 +190,14 @@ class Connection(asyncio.BufferedProtocol):
         # The read side; whole simple frames skip the core once the
         # connection is open (_enable_fast_receive). Transports look the
         # callbacks up when they are created, before connection_made.
-        rx = self._rx = _native.Receiver()
+        rx = self._rx = _native_io.Receiver()
         self.get_buffer = rx.get_buffer  # type: ignore[method-assign]
         self.buffer_updated = rx.buffer_updated  # type: ignore[method-assign]
         self._rx_deliver: Callable[[Any, Any], object] | None = None
         self._fast_rx = False
         # A whole message below 64 KiB is one native call and one write (see send).
         self._fast_tx = False
-        # Frames held back while a read's messages are delivered (see _cork).
+        # Frames held back while a read's messages are delivered (see cork_writes).
         self._held_frames: list[bytes] | None = None
 
     # ------------------------------------------------------------ properties
@@ -295,10 +296,12 @@ class Connection(asyncio.BufferedProtocol):
     # request/response exchange, is never held. Any other write of a
     # connection flushes its held frames first, so order is kept.
 
-    def _cork(self) -> None:
+    def cork_writes(self) -> None:
+        """Hold fast-path writes until :meth:`uncork_writes` (I/O contract: for the Receiver)."""
         _cork_state.loop = self.loop
 
-    def _uncork(self) -> None:
+    def uncork_writes(self) -> None:
+        """Write every connection's held frames (I/O contract: the Receiver calls it)."""
         cork = _cork_state
         cork.loop = None
         held, cork.held = cork.held, []
@@ -320,7 +323,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._flush_held()
 
     def _write_small(self, frame: bytes) -> None:
-        """Write a fast-path frame now, or hold it while corked (see _cork)."""
+        """Write a fast-path frame now, or hold it while corked (see cork_writes)."""
         if _cork_state.loop is self.loop:
             self._hold(frame)
             return
@@ -342,14 +345,18 @@ class Connection(asyncio.BufferedProtocol):
             # Held frames are each below _ONE_WRITE, at most _MAX_HELD_FRAMES.
             transport.write(b"".join(frames))
 
-    def _fast_receive_failed(self, exc: Exception) -> None:
+    def fast_receive_failed(self, exc: Exception) -> None:
+        """A fast-path callback raised (I/O contract: the Receiver calls it)."""
         self._listener_failed(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._receive(data, False)
+        self.receive_read(data, False)
 
-    def _receive(self, data: bytes, after_messages: bool) -> None:
-        """Bytes for the core; ``after_messages``: the fast path just delivered some."""
+    def receive_read(self, data: bytes, after_messages: bool) -> None:
+        """Bytes for the core; ``after_messages``: the fast path just delivered some.
+
+        I/O contract: the Receiver calls it with what it did not deliver itself.
+        """
         proto = self.protocol
         if proto.state is State.CONNECTING:
             self._handshake_data(data)
@@ -790,9 +797,9 @@ class Connection(asyncio.BufferedProtocol):
             # A whole message (the usual case; fragments are joined by recv).
             if len(queue) > 1 and _cork_state.loop is not self.loop:
                 # More are waiting: the handler answers them all before it
-                # waits again; hold its writes until then (see _cork).
+                # waits again; hold its writes until then (see cork_writes).
                 _cork_state.loop = self.loop
-                self.loop.call_soon(self._uncork)
+                self.loop.call_soon(self.uncork_writes)
             item = queue.popleft()
             if self._reading_paused:
                 self._maybe_resume_reading()

@@ -220,7 +220,7 @@ class ClientProtocol(Connection):
     def _handshake_failed(self, exc: InvalidHandshake) -> None:
         self.handshake_exc = exc
         self.state = State.CLOSED
-        self._discard_input = True
+        self.discarding_input = True
         self.close_transport = True
 
     def _check_response(self, response: Response) -> None:

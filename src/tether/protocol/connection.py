@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import codecs
 import enum
-import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tether import _native
 from tether._lengths import payload_length
@@ -35,7 +35,17 @@ from tether.protocol.frames import (
     serialize_close_payload,
 )
 
-logger = logging.getLogger("tether.protocol")
+if TYPE_CHECKING:
+    import logging
+
+
+def _logger() -> logging.Logger:
+    # Imported on first use, not with the module: logging loads threading,
+    # and importing the sans-I/O core must load no thread or event loop.
+    import logging
+
+    return logging.getLogger("tether.protocol")
+
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -91,7 +101,6 @@ class Connection:
     # Slots: one of these per connection, thousands per process.
     __slots__ = (
         "_buf",
-        "_discard_input",
         "_events",
         "_is_client",
         "_msg_compressed",
@@ -111,6 +120,7 @@ class Connection:
         "close_transport",
         "defer_failure",
         "defer_pongs",
+        "discarding_input",
         "eof_received",
         "extensions",
         "failure",
@@ -186,7 +196,7 @@ class Connection:
         self.eof_received = False
         # Set when the I/O layer should close the TCP connection after flushing.
         self.close_transport = False
-        self._discard_input = False
+        self.discarding_input = False
         # Set by the I/O layer while its write buffer is full: keep only the
         # latest Pong to send, until send_pending_pong().
         self.defer_pongs = False
@@ -214,7 +224,7 @@ class Connection:
         a worker thread, with no budget). An I/O layer uses this to bound the
         time one read can take on its event loop.
         """
-        if self._discard_input or (not data and not self.parse_paused):
+        if self.discarding_input or (not data and not self.parse_paused):
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(data)
@@ -235,11 +245,11 @@ class Connection:
                 or any(type(event) in (str, bytes, Fragment) for event in self._events)
             ):
                 self.pending_failure = exc
-                self._discard_input = True
+                self.discarding_input = True
             else:
                 self.fail(exc.code, exc.reason, exc)
         except Exception as exc:  # a bug must not escape receive_data
-            logger.exception("unexpected error while parsing frames")
+            _logger().exception("unexpected error while parsing frames")
             self.fail(CloseCode.INTERNAL_ERROR, "internal error", ProtocolError(str(exc), 1011))
 
     def receive_eof(self) -> None:
@@ -247,7 +257,7 @@ class Connection:
         if self.eof_received:
             return
         self.eof_received = True
-        self._discard_input = True
+        self.discarding_input = True
         self.state = State.CLOSED
         self.close_transport = True
 
@@ -271,7 +281,7 @@ class Connection:
         budget = self.max_messages if self.extensions else None
         self.parse_paused = False
         batch = _native.parse_simple_frames if simple and self.frame_observer is None else None
-        while n - pos >= 2 and not self._discard_input:
+        while n - pos >= 2 and not self.discarding_input:
             if budget is not None and len(events) >= budget:
                 # Each compressed message may inflate to max_size: bound what
                 # one read can turn into (the caller resumes when it drained).
@@ -536,7 +546,7 @@ class Connection:
             elif self.close_rcvd_then_sent is None:
                 self.close_rcvd_then_sent = False
             self.state = State.CLOSING
-            self._discard_input = True
+            self.discarding_input = True
             # RFC 6455 §7.1.1: "the server SHOULD close the underlying TCP
             # connection first"; a client waits for it (with a timeout).
             if not self._is_client:
@@ -658,7 +668,7 @@ class Connection:
         """Fail the WebSocket connection (RFC 6455 §7.1.7): Close frame, then drop TCP."""
         if self.failure is None:
             self.failure = exc or ProtocolError(reason, code)
-            logger.debug("failing connection: %s %s", code, reason)
+            _logger().debug("failing connection: %s %s", code, reason)
         if self.state is State.OPEN and self.close_sent is None:
             if not is_valid_close_code(code):
                 code = CloseCode.INTERNAL_ERROR  # e.g. 1006 may never go on the wire
@@ -666,7 +676,7 @@ class Connection:
             self._send_close_frame(code, reason)
         if self.state is not State.CLOSED:
             self.state = State.CLOSING
-        self._discard_input = True
+        self.discarding_input = True
         self.close_transport = True
 
     # --------------------------------------------------------------- draining

@@ -126,7 +126,7 @@ class ServerProtocol(Connection):
         self.response = response
         self._out.append(response.serialize())
         self.state = State.CLOSED
-        self._discard_input = True
+        self.discarding_input = True
         self.close_transport = True
 
     def reject(self, status: int, text: str = "", headers: Headers | None = None) -> Response:
