@@ -175,7 +175,7 @@ class ClientProtocol(Connection):
             self._handshake_failed(exc)
             self._events.append(ResponseReceived(response))
             return
-        self.state = State.OPEN
+        self._set_state(State.OPEN)
         self._events.append(ResponseReceived(response))
         if rest:
             self.receive_data(rest)
@@ -219,7 +219,7 @@ class ClientProtocol(Connection):
 
     def _handshake_failed(self, exc: InvalidHandshake) -> None:
         self.handshake_exc = exc
-        self.state = State.CLOSED
+        self._set_state(State.CLOSED)
         self.discarding_input = True
         self.close_transport = True
 

@@ -35,6 +35,10 @@ from tether.protocol.frames import (
     serialize_close_payload,
 )
 
+# State is re-exported: it lived here before the table had its own module.
+from tether.protocol.states import State as State
+from tether.protocol.states import check_transition
+
 if TYPE_CHECKING:
     import logging
 
@@ -58,13 +62,6 @@ FrameObserver = Callable[[str, int, bool, int, int, bool, bytes], None]
 class Side(enum.Enum):
     SERVER = "server"
     CLIENT = "client"
-
-
-class State(enum.IntEnum):
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
 
 
 class _MaskPool:
@@ -252,13 +249,19 @@ class Connection:
             _logger().exception("unexpected error while parsing frames")
             self.fail(CloseCode.INTERNAL_ERROR, "internal error", ProtocolError(str(exc), 1011))
 
+    def _set_state(self, state: State) -> None:
+        """Every change of :attr:`state` goes through here, checked against the table
+        in :mod:`tether.protocol.states`."""
+        check_transition(self.state, state)
+        self.state = state
+
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection. Never raises."""
         if self.eof_received:
             return
         self.eof_received = True
         self.discarding_input = True
-        self.state = State.CLOSED
+        self._set_state(State.CLOSED)
         self.close_transport = True
 
     def _receive_handshake(self, data: bytes) -> None:  # pragma: no cover - overridden
@@ -545,7 +548,7 @@ class Connection:
                 self._send_close_frame(echo, "")
             elif self.close_rcvd_then_sent is None:
                 self.close_rcvd_then_sent = False
-            self.state = State.CLOSING
+            self._set_state(State.CLOSING)
             self.discarding_input = True
             # RFC 6455 §7.1.1: "the server SHOULD close the underlying TCP
             # connection first"; a client waits for it (with a timeout).
@@ -649,7 +652,7 @@ class Connection:
             return
         payload = serialize_close_payload(code, reason)  # ValueError for bad input
         self._send_close_payload(payload, code, reason)
-        self.state = State.CLOSING
+        self._set_state(State.CLOSING)
 
     def _send_close_frame(self, code: int, reason: str) -> None:
         self._send_close_payload(serialize_close_payload(code, reason), code, reason)
@@ -675,7 +678,7 @@ class Connection:
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
             self._send_close_frame(code, reason)
         if self.state is not State.CLOSED:
-            self.state = State.CLOSING
+            self._set_state(State.CLOSING)
         self.discarding_input = True
         self.close_transport = True
 

@@ -125,7 +125,7 @@ class ServerProtocol(Connection):
     def _reject_now(self, response: Response) -> None:
         self.response = response
         self._out.append(response.serialize())
-        self.state = State.CLOSED
+        self._set_state(State.CLOSED)
         self.discarding_input = True
         self.close_transport = True
 
@@ -163,7 +163,7 @@ class ServerProtocol(Connection):
         if response.status_code == 101:
             self._out.append(response.serialize())
             self.extensions = getattr(self, "_accepted_extensions", [])
-            self.state = State.OPEN
+            self._set_state(State.OPEN)
             pending, self._pending = bytes(self._pending), bytearray()
             if pending:
                 self.receive_data(pending)
