@@ -228,7 +228,7 @@ async def observe(
     conn: Any = server._make_connection()
     transport = RecordingTransport()
     conn.connection_made(transport)
-    conn.protocol.state = State.OPEN
+    conn.protocol._set_state(State.OPEN)
     recorder = conn._listener = listener() if listener else None
     if fast:
         conn._enable_fast_paths()

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable
 
 from tether.asyncio.connection import _ONE_WRITE, Connection, Data, _cork_state
-from tether.protocol.connection import State
+from tether.protocol.connection import Side
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import Frame, Opcode, frame_header
 
@@ -43,7 +43,6 @@ def broadcast(
     plain = frame_header(opcode, len(payload)) + payload
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0
-    open_ = State.OPEN
     # Called while a read's messages are delivered: hold small frames (see
     # Connection.cork_writes). A large one gains little from sharing a system call, and every
     # socket's write buffer keeps a reference to the same bytes instead.
@@ -55,7 +54,7 @@ def broadcast(
     )
     for conn in connections:
         proto = conn.protocol
-        if conn._fast_tx and proto.state is open_ and proto._sending is None:
+        if conn._fast_tx and proto.send_ready:
             # The common case first: an open server connection, no extension.
             if conn._writing_paused:
                 skipped += 1
@@ -67,14 +66,15 @@ def broadcast(
                 conn.transport.write(plain)  # type: ignore[union-attr]
             continue
         transport = conn.transport
-        if proto.state is not State.OPEN or transport is None or proto._sending is not None:
+        if not proto.send_ready or transport is None:
             continue
         if conn._writing_paused or conn._busy is not None:
             # Over its write limit, or a worker thread is using its core.
             skipped += 1
             continue
-        if proto._is_client or (proto.extensions and compress is not False):
-            key = _shareable_key(proto.extensions) if not proto._is_client else None
+        client = proto.side is Side.CLIENT
+        if client or (proto.extensions and compress is not False):
+            key = None if client else _shareable_key(proto.extensions)
             if key is None:
                 # Clients mask every frame with a fresh key, and a compressor
                 # with context takeover is per connection: send individually.

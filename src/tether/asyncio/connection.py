@@ -240,6 +240,14 @@ class Connection(asyncio.BufferedProtocol):
         return self.response.headers if self.response else None
 
     @property
+    def lost_exception(self) -> BaseException | None:
+        """The error the transport reported when the TCP connection was lost.
+
+        ``None`` while connected and after a clean end of the connection.
+        """
+        return self._lost_exc
+
+    @property
     def buffered_amount(self) -> int:
         """Bytes written but not yet handed to the kernel (like the browser's)."""
         held = sum(map(len, self._held_frames)) if self._held_frames else 0
@@ -254,9 +262,9 @@ class Connection(asyncio.BufferedProtocol):
         high, low = self.write_limit
         transport.set_write_buffer_limits(high, low)
         # Messages that arrive just before a protocol error reach the
-        # application before the connection fails (see _fail_pending).
+        # application before the connection fails (see _fail_pending): the
+        # server and client build their cores with defer_failure=True.
         proto = self.protocol
-        proto.defer_failure = True
         limit = proto.max_size if proto.max_size is not None else sys.maxsize
         if proto.max_frame_size is not None:
             limit = min(limit, proto.max_frame_size)
@@ -285,8 +293,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _update_fast_receive(self) -> None:
         # The core must be between frames: nothing buffered, no message half-read.
-        proto = self.protocol
-        self._rx.fast = self._fast_rx and not proto._buf and proto._msg_text is None
+        self._rx.fast = self._fast_rx and self.protocol.between_frames
 
     # Corking. When one read holds several messages, each answer (an echo, a
     # broadcast) would be one system call per message and socket. From a
@@ -362,26 +369,28 @@ class Connection(asyncio.BufferedProtocol):
             self._handshake_data(data)
             return
         if self._busy is not None or (
-            proto.extensions and len(proto._buf) + len(data) >= self.offload_threshold
+            proto.extensions and proto.buffered_input + len(data) >= self.offload_threshold
         ):
             self._receive_in_worker(data)
             return
-        self._set_parse_budget()
+        self._set_parse_budget(self._read_inflate_budget())
         proto.receive_data(data, after_messages=after_messages)
         self._after_receive()
         if self._fast_rx:
             self._update_fast_receive()
 
-    def _set_parse_budget(self) -> None:
+    def _set_parse_budget(self, inflate_budget: int | None) -> None:
         # Parse no more messages than the queue has room for: compressed ones
         # may each inflate to max_size.
-        proto = self.protocol
-        if self.max_queue is not None:
-            proto.max_messages = max(self.max_queue - len(self._queue), 1)
+        max_queue = self.max_queue
+        max_messages = None if max_queue is None else max(max_queue - len(self._queue), 1)
+        self.protocol.set_read_budget(max_messages=max_messages, inflate_budget=inflate_budget)
+
+    def _read_inflate_budget(self) -> int:
         # On the event loop, inflate a bounded amount per read; a frame that
         # could go past it is tried within what is left, and if it needs more
         # it waits for a worker thread (see _after_receive).
-        proto.inflate_budget = self.offload_threshold * _INLINE_INFLATE_FACTOR
+        return self.offload_threshold * _INLINE_INFLATE_FACTOR
 
     def _handshake_data(self, data: bytes) -> None:
         """Bytes of the opening handshake; each side implements it."""
@@ -391,10 +400,9 @@ class Connection(asyncio.BufferedProtocol):
         self._handle_received()
         proto = self.protocol
         while True:
-            if proto.inflate_deferred:
+            if proto.take_inflate_deferred():
                 # A frame would inflate past this read's budget: a worker
                 # thread takes it and what follows.
-                proto.inflate_deferred = False
                 self._receive_in_worker(b"")
                 return
             if not (
@@ -406,9 +414,7 @@ class Connection(asyncio.BufferedProtocol):
                 return
             # The parse budget stopped early but there is room: go on, with
             # what is left of this read's inflate budget (not a fresh one).
-            left = proto.inflate_budget
-            self._set_parse_budget()
-            proto.inflate_budget = left
+            self._set_parse_budget(proto.inflate_budget)
             proto.receive_data(b"")
             self._handle_received()
 
@@ -470,8 +476,7 @@ class Connection(asyncio.BufferedProtocol):
             ):
                 chunk = b"".join(self._backlog)
                 self._backlog.clear()
-                self._set_parse_budget()
-                proto.inflate_budget = None  # off the event loop: inflate it all
+                self._set_parse_budget(None)  # off the event loop: inflate it all
                 await self.loop.run_in_executor(None, proto.receive_data, chunk)
                 # The worker is done with the core: a Listener answering these
                 # messages from on_message (send_nowait) may use it now.
@@ -531,7 +536,7 @@ class Connection(asyncio.BufferedProtocol):
     def pause_writing(self) -> None:
         self._writing_paused = True
         # A peer that sends Pings but never reads would grow the buffer forever.
-        self.protocol.defer_pongs = True
+        self.protocol.pause_pongs()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -539,8 +544,7 @@ class Connection(asyncio.BufferedProtocol):
         self._wake_drainers()
 
     def _send_deferred_pong(self) -> None:
-        self.protocol.defer_pongs = False
-        self.protocol.send_pending_pong()
+        self.protocol.resume_pongs()
         self._flush()
 
     # ------------------------------------------------------------- internals
@@ -823,7 +827,7 @@ class Connection(asyncio.BufferedProtocol):
         message. Waits while the write buffer is above the high-water mark.
         """
         proto = self.protocol
-        if self._fast_tx and proto.state is _OPEN and proto._sending is None:
+        if self._fast_tx and proto.send_ready:
             # Fast path: a server frame with no extension is just header + payload.
             frame = _frame_small(message)
             if frame is not None:
@@ -870,7 +874,7 @@ class Connection(asyncio.BufferedProtocol):
         :attr:`buffered_amount` to apply backpressure yourself.
         """
         proto = self.protocol
-        if self._fast_tx and proto.state is _OPEN and proto._sending is None:
+        if self._fast_tx and proto.send_ready:
             frame = _frame_small(message)
             if frame is not None:
                 # _write_small, inlined: this is the Listener's hot path.

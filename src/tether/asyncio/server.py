@@ -99,7 +99,7 @@ class ServerConnection(Connection):
         if length and expects and transport is not None and not transport.is_closing():
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # RFC 9112 §6.3: the body is exactly Content-Length bytes after the head.
-        while len(proto._pending) < length:
+        while proto.body_received < length:
             if self._lost:
                 raise RequestBodyError(400, "connection closed before the body was complete")
             self._body_waiter = self.loop.create_future()
@@ -107,9 +107,7 @@ class ServerConnection(Connection):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
-        body = bytes(proto._pending[:length])
-        del proto._pending[:length]
-        return body
+        return proto.take_body(length)
 
     def _wake_body_reader(self) -> None:
         waiter = self._body_waiter
@@ -186,7 +184,7 @@ class ServerConnection(Connection):
         self.response = response
         # Frames pipelined behind the request are parsed by send_response:
         # the same parse budget as for any read applies to them.
-        self._set_parse_budget()
+        self._set_parse_budget(self._read_inflate_budget())
         proto.send_response(response)
         if self._open_handle is not None:
             self._open_handle.cancel()
@@ -319,6 +317,9 @@ class Server:
             max_header_line=self.max_header_line,
             max_headers=self.max_headers,
             stream_fragments=self.stream_fragments,
+            # Messages that arrive just before a protocol error reach the
+            # handler before the connection fails (see Connection._fail_pending).
+            defer_failure=True,
         )
         return ServerConnection(self, protocol, **self._conn_kwargs)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tether.protocol.connection import Connection, Side, State
+from tether.protocol.connection import Connection, FrameObserver, Side, State
 from tether.protocol.events import ResponseReceived
 from tether.protocol.exceptions import (
     InvalidHandshake,
@@ -99,6 +99,8 @@ class ClientProtocol(Connection):
         max_size: int | None = 2**20,
         max_frame_size: int | None = None,
         stream_fragments: bool = False,
+        defer_failure: bool = False,
+        frame_observer: FrameObserver | None = None,
     ) -> None:
         super().__init__(
             Side.CLIENT,
@@ -106,6 +108,8 @@ class ClientProtocol(Connection):
             max_size=max_size,
             max_frame_size=max_frame_size,
             stream_fragments=stream_fragments,
+            defer_failure=defer_failure,
+            frame_observer=frame_observer,
         )
         self.uri = uri
         self.origin = origin

@@ -129,6 +129,7 @@ class Connection:
         "max_size",
         "parse_paused",
         "pending_failure",
+        "send_ready",
         "side",
         "state",
         "stream_fragments",
@@ -143,9 +144,15 @@ class Connection:
         max_frame_size: int | None = None,
         extensions: list[Extension] | None = None,
         stream_fragments: bool = False,
+        defer_failure: bool = False,
+        frame_observer: FrameObserver | None = None,
     ) -> None:
         self.side = side
         self.state = state
+        # Open and not in the middle of a fragmented send: a whole message may
+        # go out now. Kept by _set_state and _send_data; an I/O layer's send
+        # path reads it (one attribute, not two checks per message).
+        self.send_ready = state is State.OPEN
         self.max_size = max_size
         self.max_frame_size = max_frame_size
         self.extensions: list[Extension] = extensions or []
@@ -188,18 +195,18 @@ class Connection:
         # failing at once: the application gets those messages and may still
         # answer them (Autobahn 3.2, 4.1.3, 5.15 ...) before the I/O layer
         # calls :meth:`fail_pending`. Nothing after the bad frame is parsed.
-        self.defer_failure = False
+        self.defer_failure = defer_failure
         self.pending_failure: ProtocolError | None = None
         self.eof_received = False
         # Set when the I/O layer should close the TCP connection after flushing.
         self.close_transport = False
         self.discarding_input = False
-        # Set by the I/O layer while its write buffer is full: keep only the
-        # latest Pong to send, until send_pending_pong().
+        # Set (pause_pongs) while the I/O layer's write buffer is full: keep
+        # only the latest Pong to send, until resume_pongs().
         self.defer_pongs = False
         self._pending_pong: bytes | None = None
         # Debugging hook (``tether connect --trace``): called for every complete frame.
-        self.frame_observer: FrameObserver | None = None
+        self.frame_observer: FrameObserver | None = frame_observer
 
     # ------------------------------------------------------------------ input
 
@@ -254,6 +261,61 @@ class Connection:
         in :mod:`tether.protocol.states`."""
         check_transition(self.state, state)
         self.state = state
+        self.send_ready = state is State.OPEN and self._sending is None
+
+    # ------------------------------------------------ the I/O contract: asking
+    # What an I/O layer may read besides the public attributes (see
+    # docs/protocol.md, "The I/O contract"); none of these changes anything.
+
+    @property
+    def between_frames(self) -> bool:
+        """Nothing buffered and no message half-received: the next byte starts a frame.
+
+        An I/O layer with a fast path of its own for whole frames (the
+        asyncio Receiver) may use it only while this holds.
+        """
+        return not self._buf and self._msg_text is None
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received but not parsed yet (a frame still arriving, or paused)."""
+        return len(self._buf)
+
+    # ------------------------------------------------- the I/O contract: setting
+
+    def set_read_budget(self, *, max_messages: int | None, inflate_budget: int | None) -> None:
+        """Bound what the next :meth:`receive_data` calls may parse.
+
+        ``max_messages``: stop after that many messages that an extension may
+        have expanded (``parse_paused`` turns true; ``receive_data(b"")``
+        resumes). ``inflate_budget``: bytes that extensions may inflate into,
+        in all, until the next call of this method (see :meth:`receive_data`).
+        ``None`` lifts a bound.
+        """
+        self.max_messages = max_messages
+        self.inflate_budget = inflate_budget
+
+    def take_inflate_deferred(self) -> bool:
+        """Whether a frame waits because it could inflate past the budget; clears it.
+
+        The I/O layer then parses on (``receive_data(b"")``) with a larger
+        budget, say in a worker thread.
+        """
+        deferred, self.inflate_deferred = self.inflate_deferred, False
+        return deferred
+
+    def pause_pongs(self) -> None:
+        """The I/O layer cannot write for now: answer only the latest Ping, later.
+
+        RFC 6455 §5.5.3: an endpoint MAY answer only the most recent Ping; a
+        peer flooding Pings without reading costs no memory meanwhile.
+        """
+        self.defer_pongs = True
+
+    def resume_pongs(self) -> None:
+        """The I/O layer can write again: answer the Ping kept while paused."""
+        self.defer_pongs = False
+        self.send_pending_pong()
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection. Never raises."""
@@ -610,6 +672,7 @@ class Connection:
                 frame = ext.encode(frame, compress=compress)
             data, rsv1 = frame.data, frame.rsv1
         self._sending = None if fin else (opcode or self._sending)
+        self.send_ready = fin
         self._write(opcode, data, fin, rsv1)
 
     def send_text(self, data: str | bytes, fin: bool = True, compress: bool | None = None) -> None:

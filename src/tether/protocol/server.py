@@ -6,9 +6,14 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 
-from tether.protocol.connection import Connection, Side, State
+from tether.protocol.connection import Connection, FrameObserver, Side, State
 from tether.protocol.events import RequestReceived
-from tether.protocol.exceptions import InvalidHandshake, InvalidHeader, NegotiationError
+from tether.protocol.exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidState,
+    NegotiationError,
+)
 from tether.protocol.extensions.base import Extension, ServerExtensionFactory
 from tether.protocol.handshake import (
     HeadError,
@@ -61,6 +66,8 @@ class ServerProtocol(Connection):
         max_header_line: int = 8192,
         max_headers: int = 128,
         stream_fragments: bool = False,
+        defer_failure: bool = False,
+        frame_observer: FrameObserver | None = None,
     ) -> None:
         super().__init__(
             Side.SERVER,
@@ -68,6 +75,8 @@ class ServerProtocol(Connection):
             max_size=max_size,
             max_frame_size=max_frame_size,
             stream_fragments=stream_fragments,
+            defer_failure=defer_failure,
+            frame_observer=frame_observer,
         )
         self.origins = origins
         self.extension_factories = list(extensions or [])
@@ -121,6 +130,28 @@ class ServerProtocol(Connection):
         self._pending = bytearray(rest)
         self.request = Request(path, self._head.headers, method)
         self._events.append(RequestReceived(self.request))
+
+    @property
+    def body_received(self) -> int:
+        """Bytes received after the request head, before the handshake is answered.
+
+        A plain HTTP request's body (see ``take_body``), or frames a client
+        pipelined behind its upgrade request.
+        """
+        return len(self._pending)
+
+    def take_body(self, size: int) -> bytes:
+        """Remove and return the first ``size`` bytes after the request head.
+
+        For an I/O layer that answers a plain HTTP request with a body instead
+        of upgrading it (RFC 9112 §6.3: the body is exactly ``Content-Length``
+        bytes after the head).
+        """
+        if self.state is not State.CONNECTING:
+            raise InvalidState("the handshake was answered: there is no request body")
+        body = bytes(self._pending[:size])
+        del self._pending[:size]
+        return body
 
     def _reject_now(self, response: Response) -> None:
         self.response = response
