@@ -9,8 +9,10 @@ says so once at debug level.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 from tether import _frame_out, _mask, _utf8
 
@@ -28,19 +30,31 @@ Utf8Validator: type[_utf8.Utf8Validator] = _utf8.Utf8Validator
 frame_unmasked: FrameFunction = _frame_out.frame_unmasked
 USING_SPEEDUPS = False
 
-if not os.environ.get("TETHER_NO_SPEEDUPS"):
+
+def load_native(name: str) -> Any:
+    """The compiled module ``name``, or None: not built, or ``TETHER_NO_SPEEDUPS=1``.
+
+    Its absence is said once per module at debug level. The asyncio layer's
+    chooser (:mod:`tether.asyncio._native`) uses this too.
+    """
+    if os.environ.get("TETHER_NO_SPEEDUPS"):
+        return None
     try:
-        from tether import _speedups  # type: ignore[attr-defined, unused-ignore]
+        return importlib.import_module(name)
     except ImportError:
         # Imported here: logging loads threading, which the sans-I/O core must not.
         import logging
 
         logging.getLogger("tether").debug(
-            "tether: native speedups unavailable, using the pure-Python fallback"
+            "tether: %s unavailable, using the pure-Python fallback", name
         )
-    else:
-        apply_mask = _speedups.apply_mask
-        parse_simple_frames = _speedups.parse_simple_frames
-        Utf8Validator = _speedups.Utf8Validator  # type: ignore[assignment]
-        frame_unmasked = _speedups.frame_unmasked
-        USING_SPEEDUPS = True
+        return None
+
+
+_speedups = load_native("tether._speedups")
+if _speedups is not None:
+    apply_mask = _speedups.apply_mask
+    parse_simple_frames = _speedups.parse_simple_frames
+    Utf8Validator = _speedups.Utf8Validator
+    frame_unmasked = _speedups.frame_unmasked
+    USING_SPEEDUPS = True

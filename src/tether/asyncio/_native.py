@@ -7,23 +7,14 @@ pure-Python code (the test suite runs both), and without a compiled
 
 from __future__ import annotations
 
-import os
-
+from tether._native import load_native
 from tether.asyncio import _receiver
 
 # A connection's fast read path (the BufferedProtocol side); see tether.asyncio._receiver.
 Receiver: type[_receiver.Receiver] = _receiver.Receiver
 USING_SPEEDUPS = False
 
-if not os.environ.get("TETHER_NO_SPEEDUPS"):
-    try:
-        from tether.asyncio import _speedups
-    except ImportError:
-        import logging
-
-        logging.getLogger("tether").debug(
-            "tether: native read path unavailable, using the pure-Python fallback"
-        )
-    else:
-        Receiver = _speedups.Receiver  # type: ignore[assignment]
-        USING_SPEEDUPS = True
+_speedups = load_native("tether.asyncio._speedups")
+if _speedups is not None:
+    Receiver = _speedups.Receiver
+    USING_SPEEDUPS = True

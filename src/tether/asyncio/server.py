@@ -59,15 +59,6 @@ class ServerConnection(Connection):
         """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
         return make_response(status, text, Headers(headers) if headers is not None else None)
 
-    @property
-    def writing_paused(self) -> bool:
-        """Whether the write buffer is above the high-water mark of ``write_limit``.
-
-        ``send`` waits while this holds and :func:`broadcast` skips the
-        connection, so a caller that must not drop messages queues them.
-        """
-        return self._writing_paused
-
     async def read_body(self, max_size: int = 2**20) -> bytes:
         """Read the request's ``Content-Length`` body, for ``process_request``.
 
