@@ -24,7 +24,7 @@ from tether.hub.config import ChannelOptions, HubConfig
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
 from tether.hub.metrics import Metrics
-from tether.hub.model import JSON, ClientInfo, Publication, StreamPosition
+from tether.hub.model import JSON, RESERVED_PREFIX, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tether.hub")
 
 # Node-to-node messages (e.g. "disconnect this user everywhere") travel on this
-# broker channel; client channel names may not start with the prefix.
-RESERVED_PREFIX = "__tether."
+# broker channel (RESERVED_PREFIX: see tether.hub.model).
 CONTROL_CHANNEL = RESERVED_PREFIX + "control"
 
 
