@@ -1,4 +1,5 @@
-"""Build hook for tether's optional C extension, ``tether._speedups``.
+"""Build hook for tether's optional C extensions, ``tether._speedups`` and
+``tether.asyncio._speedups``.
 
 All metadata lives in pyproject.toml; this file only adds the extension.  The
 extension is optional: when it cannot be built (no compiler, missing Python
@@ -86,19 +87,27 @@ class OptionalBuildExt(build_ext):
 
 ext_modules = []
 if not _env_flag("TETHER_NO_EXTENSIONS"):
-    ext_modules.append(
-        Extension(
-            "tether._speedups",
-            sources=["src/tether/_speedups.c"],
-            # Lets a failure through to setuptools' own handling as a warning
-            # too; but it must not swallow the error when it is required.
-            optional=not _env_flag("TETHER_REQUIRE_EXTENSIONS"),
+    # Native code lives in the layer it serves: the core's hot path
+    # (masking, UTF-8, framing) and the asyncio layer's read path (Receiver).
+    # Both include the shared masking kernels.
+    for name, source in (
+        ("tether._speedups", "src/tether/_speedups.c"),
+        ("tether.asyncio._speedups", "src/tether/asyncio/_speedups.c"),
+    ):
+        ext_modules.append(
+            Extension(
+                name,
+                sources=[source],
+                depends=["src/tether/_mask_kernels.h"],
+                # Lets a failure through to setuptools' own handling as a warning
+                # too; but it must not swallow the error when it is required.
+                optional=not _env_flag("TETHER_REQUIRE_EXTENSIONS"),
+            )
         )
-    )
 
 setup(
     ext_modules=ext_modules,
     cmdclass={"build_ext": OptionalBuildExt},
     # The C source goes into the sdist (as an extension source), not wheels.
-    exclude_package_data={"tether": ["*.c"]},
+    exclude_package_data={"tether": ["*.c", "*.h"], "tether.asyncio": ["*.c"]},
 )

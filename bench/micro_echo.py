@@ -85,7 +85,7 @@ async def run_listener(size: int, count: int) -> float:
     conn = server._make_connection()
     transport = NullTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
-    conn.protocol.state = State.OPEN
+    conn.protocol._set_state(State.OPEN)  # the checked transition keeps send_ready true
     conn._listener = EchoListener()
     conn._enable_fast_paths()
     frame = serialize_frame(2, os.urandom(size), mask=os.urandom(4))
@@ -115,7 +115,7 @@ async def run(size: int, count: int) -> float:
     conn = server._make_connection()
     transport = NullTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
-    conn.protocol.state = State.OPEN
+    conn.protocol._set_state(State.OPEN)  # the checked transition keeps send_ready true
     conn._handler_task = server._track(conn._run_handler())
     conn._enable_fast_paths()
     frame = serialize_frame(2, os.urandom(size), mask=os.urandom(4))

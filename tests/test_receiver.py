@@ -1,7 +1,8 @@
 """The fast read path, ``Receiver``: the native one and its pure-Python twin must agree.
 
-Every test runs against ``tether._speedups.Receiver`` (skipped, with the reason
-shown, when the C extension is not built) and ``tether._receiver.Receiver``.
+Every test runs against ``tether.asyncio._speedups.Receiver`` (skipped, with the
+reason shown, when the C extension is not built) and
+``tether.asyncio._receiver.Receiver``.
 Reads are simulated the way an asyncio BufferedProtocol does them:
 ``get_buffer()``, copy bytes in, then ``feed(n)``, ``take(n)`` or
 ``buffer_updated(n)``. Whatever the fast path does not deliver must come back
@@ -10,6 +11,7 @@ from ``take()`` byte for byte as it was on the wire.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import random
 import types
@@ -18,11 +20,19 @@ from typing import Any
 
 import pytest
 
-from tether import _receiver
+from tether.asyncio import _receiver
 from tether.protocol.frames import serialize_frame
-from tether_testing import load_native, needs_native, require_native
 
-native = load_native()
+
+def _load_native() -> types.ModuleType | None:
+    try:
+        return importlib.import_module("tether.asyncio._speedups")
+    except ImportError:
+        return None
+
+
+native = _load_native()
+NATIVE_MISSING = "tether.asyncio._speedups is not built (no C compiler at install time?)"
 
 OK, SLOW = 0, 1
 MASK = b"\x37\xfa\x21\x3d"
@@ -32,13 +42,14 @@ MASKED = pytest.mark.parametrize("masked", [True, False], ids=["server", "client
 
 @pytest.fixture(
     params=[
-        "native",
+        pytest.param("native", marks=pytest.mark.skipif(native is None, reason=NATIVE_MISSING)),
         "pure",
     ]
 )
 def impl(request: pytest.FixtureRequest) -> Any:
     if request.param == "native":
-        return require_native().Receiver
+        assert native is not None
+        return native.Receiver
     return _receiver.Receiver
 
 
@@ -47,7 +58,7 @@ def frame(opcode: int, payload: bytes, masked: bool, *, fin: bool = True) -> byt
 
 
 def new_core(discard: bool = False) -> Any:
-    return types.SimpleNamespace(_discard_input=discard)
+    return types.SimpleNamespace(discarding_input=discard)
 
 
 def write_into(rx: Any, data: bytes) -> int:
@@ -252,7 +263,7 @@ def test_discard_input_stops_after_the_message(impl: Any) -> None:
 
     def deliver(conn: object, message: object) -> None:
         seen.append(message)
-        core._discard_input = True
+        core.discarding_input = True
 
     rx = impl(True, 1000)
     assert feed_once(rx, frame(0x1, b"one", True) + rest, deliver, core) == SLOW
@@ -330,16 +341,16 @@ class RecordingConn:
         self.errors: list[Exception] = []
         self.corks: list[str] = []
 
-    def _receive(self, data: bytes, after_messages: bool) -> None:
+    def receive_read(self, data: bytes, after_messages: bool) -> None:
         self.slow.append((data, after_messages))
 
-    def _fast_receive_failed(self, exc: Exception) -> None:
+    def fast_receive_failed(self, exc: Exception) -> None:
         self.errors.append(exc)
 
-    def _cork(self) -> None:
+    def cork_writes(self) -> None:
         self.corks.append("cork")
 
-    def _uncork(self) -> None:
+    def uncork_writes(self) -> None:
         self.corks.append("uncork")
 
 
@@ -367,7 +378,7 @@ def test_buffer_updated_routing(impl: Any) -> None:
     two = frame(0x1, b"a", True) + frame(0x2, b"b", True)
     for enable, fast, discard in ((True, False, False), (False, True, False), (True, True, True)):
         b = Bound(impl, enable=enable, fast=fast)
-        b.core._discard_input = discard
+        b.core.discarding_input = discard
         b.read(two)
         assert (b.sink.messages, b.slow) == ([], [(two, False)]), (enable, fast, discard)
 
@@ -539,8 +550,8 @@ def test_buffer_updated_corks_from_the_second_message(impl: Any) -> None:
 
     order: list[str] = []
     b = Bound(impl)
-    b.conn._cork = lambda: order.append("cork")  # type: ignore[method-assign]
-    b.conn._uncork = lambda: order.append("uncork")  # type: ignore[method-assign]
+    b.conn.cork_writes = lambda: order.append("cork")  # type: ignore[method-assign]
+    b.conn.uncork_writes = lambda: order.append("uncork")  # type: ignore[method-assign]
 
     def deliver(conn: object, message: object) -> None:
         order.append(f"msg {message!r}")
@@ -555,7 +566,7 @@ def test_buffer_updated_corks_from_the_second_message(impl: Any) -> None:
 
 
 def test_feed_never_corks(impl: Any) -> None:
-    """feed() itself is for callers without _cork/_uncork (only buffer_updated corks)."""
+    """feed() is for callers without cork_writes/uncork_writes (only buffer_updated corks)."""
     rx = impl(True, 1000)
     sink = Sink()
     assert feed_once(rx, frame(0x2, b"a", True) + frame(0x2, b"b", True), sink) == OK
@@ -563,7 +574,7 @@ def test_feed_never_corks(impl: Any) -> None:
 
 
 def test_deliver_error_then_the_rest_goes_to_the_core(impl: Any) -> None:
-    """After a failed callback, the read's remaining bytes still reach _receive (a Close, say)."""
+    """After a failed callback, the rest of the read still reaches receive_read (a Close, say)."""
     b = Bound(impl)
 
     def deliver(conn: object, message: object) -> None:
@@ -577,7 +588,7 @@ def test_deliver_error_then_the_rest_goes_to_the_core(impl: Any) -> None:
     assert b.rx.pending == 0
 
 
-@needs_native
+@pytest.mark.skipif(native is None, reason=NATIVE_MISSING)
 def test_announced_length_alone_allocates_little() -> None:
     """A large frame's buffer follows the bytes that came, not the length announced.
 
@@ -598,3 +609,18 @@ def test_announced_length_alone_allocates_little() -> None:
     room = len(rx.get_buffer(-1))
     assert room <= 3 * sent + 64 * 1024  # at most 4x what came, plus 64 KiB
     assert rx.take() == wire[:fed]
+
+
+@pytest.mark.skipif(native is None, reason=NATIVE_MISSING)
+def test_native_is_what_the_asyncio_layer_uses() -> None:
+    import os
+
+    from tether.asyncio import _native as native_io
+
+    if os.environ.get("TETHER_NO_SPEEDUPS"):
+        assert native_io.USING_SPEEDUPS is False
+        assert native_io.Receiver is _receiver.Receiver
+    else:
+        assert native is not None
+        assert native_io.USING_SPEEDUPS is True
+        assert native_io.Receiver is native.Receiver

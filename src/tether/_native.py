@@ -1,4 +1,6 @@
-"""Chooses between the native hot path and its pure-Python twin.
+"""Chooses between the core's native hot path and its pure-Python twin.
+
+The asyncio layer's read path has its own chooser, :mod:`tether.asyncio._native`.
 
 ``TETHER_NO_SPEEDUPS=1`` forces the pure-Python code (the test suite runs both).
 Without a compiled ``_speedups`` module tether still works, only slower, and
@@ -7,11 +9,12 @@ says so once at debug level.
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 from collections.abc import Callable
+from typing import Any
 
-from tether import _frame_out, _mask, _receiver, _utf8
+from tether import _frame_out, _mask, _utf8
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 FrameBatchParser = Callable[[bytes | bytearray, int, bool, int, list[object]], int]
@@ -25,27 +28,43 @@ parse_simple_frames: FrameBatchParser | None = None
 Utf8Validator: type[_utf8.Utf8Validator] = _utf8.Utf8Validator
 # A whole unmasked frame (a server's), header and payload in one bytes object.
 frame_unmasked: FrameFunction = _frame_out.frame_unmasked
-# A connection's fast read path (asyncio BufferedProtocol side); see tether._receiver.
-Receiver: type[_receiver.Receiver] = _receiver.Receiver
 USING_SPEEDUPS = False
 # Why the speedups are off ("" while they are on), for `tether --version` and
 # tether.speedups_status(): a user asking "is it fast?" deserves the reason.
 SPEEDUPS_OFF_REASON = ""
+# Why each native module is off, by name (filled by load_native).
+OFF_REASONS: dict[str, str] = {}
 
-if os.environ.get("TETHER_NO_SPEEDUPS"):
-    SPEEDUPS_OFF_REASON = f"TETHER_NO_SPEEDUPS={os.environ['TETHER_NO_SPEEDUPS']}"
-else:
+
+def load_native(name: str) -> Any:
+    """The compiled module ``name``, or None: not built, or ``TETHER_NO_SPEEDUPS=1``.
+
+    Its absence is said once per module at debug level. The asyncio layer's
+    chooser (:mod:`tether.asyncio._native`) uses this too.
+    """
+    if os.environ.get("TETHER_NO_SPEEDUPS"):
+        OFF_REASONS[name] = f"TETHER_NO_SPEEDUPS={os.environ['TETHER_NO_SPEEDUPS']}"
+        return None
     try:
-        from tether import _speedups  # type: ignore[attr-defined, unused-ignore]
+        return importlib.import_module(name)
     except ImportError as exc:
-        SPEEDUPS_OFF_REASON = f"tether._speedups failed to import: {exc}"
+        OFF_REASONS[name] = f"{name} failed to import: {exc}"
+
+        # Imported here: logging loads threading, which the sans-I/O core must not.
+        import logging
+
         logging.getLogger("tether").debug(
-            "tether: native speedups unavailable, using the pure-Python fallback"
+            "tether: %s unavailable, using the pure-Python fallback", name
         )
-    else:
-        apply_mask = _speedups.apply_mask
-        parse_simple_frames = _speedups.parse_simple_frames
-        Utf8Validator = _speedups.Utf8Validator  # type: ignore[assignment]
-        Receiver = _speedups.Receiver  # type: ignore[assignment]
-        frame_unmasked = _speedups.frame_unmasked
-        USING_SPEEDUPS = True
+        return None
+
+
+_speedups = load_native("tether._speedups")
+if _speedups is not None:
+    apply_mask = _speedups.apply_mask
+    parse_simple_frames = _speedups.parse_simple_frames
+    Utf8Validator = _speedups.Utf8Validator
+    frame_unmasked = _speedups.frame_unmasked
+    USING_SPEEDUPS = True
+else:
+    SPEEDUPS_OFF_REASON = OFF_REASONS["tether._speedups"]

@@ -1,12 +1,11 @@
 """Type stubs for the optional C extension ``tether._speedups``.
 
 Pure-Python twins: :mod:`tether._mask` (masking), :mod:`tether._utf8`
-(UTF-8 validation), :mod:`tether._receiver` (the fast read path) and
-:mod:`tether._frame_out` (server frames).
+(UTF-8 validation) and :mod:`tether._frame_out` (server frames). The asyncio
+layer's read path is a module of its own: :mod:`tether.asyncio._speedups`.
 """
 
-from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Final, final
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -49,22 +48,3 @@ def parse_simple_frames(
 
 def frame_unmasked(opcode: int, data: bytes, /) -> bytes:
     """One whole unmasked frame (FIN, no RSV), header and payload in one bytes object."""
-
-@final
-class Receiver:
-    """A connection's fast read path for an asyncio BufferedProtocol (see tether._receiver)."""
-
-    fast: bool
-    def __init__(self, expect_mask: bool = True, limit: int = 0) -> None: ...
-    @property
-    def pending(self) -> int: ...
-    @property
-    def delivered(self) -> int: ...
-    def get_buffer(self, sizehint: int = -1, /) -> memoryview: ...
-    def feed(
-        self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any, /
-    ) -> int: ...
-    def take(self, nbytes: int = 0, /) -> bytes: ...
-    def bind(self, conn: Any, core: Any, expect_mask: bool, limit: int, /) -> None: ...
-    def enable(self, deliver: Callable[[Any, Any], object], /) -> None: ...
-    def buffer_updated(self, nbytes: int, /) -> None: ...

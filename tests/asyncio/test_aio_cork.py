@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import tether
+from tether.asyncio import cork
 from tether.asyncio.connection import Connection, Data
 from tether.protocol.events import Fragment
 from tether.protocol.frames import serialize_frame
@@ -178,11 +179,10 @@ async def test_broadcast_while_corked_keeps_order_per_socket(raw_client: Any) ->
 
 async def test_a_cork_left_by_a_stopped_loop_holds_nothing(raw_client: Any) -> None:
     """A loop that stopped before its uncork ran must not leave writes held in the next."""
-    from tether.asyncio import connection
 
     dead = asyncio.new_event_loop()
     dead.close()
-    connection._cork_state.loop = dead
+    cork.cork_state.loop = dead
     try:
         async with counted_echo(raw_client) as (client, _):
             client.send_all("a")
@@ -191,12 +191,11 @@ async def test_a_cork_left_by_a_stopped_loop_holds_nothing(raw_client: Any) -> N
             for m in (b"b", b"c", b"d"):
                 assert await asyncio.wait_for(client.recv_frame(), GUARD) == (1, m)
     finally:
-        connection._cork_state.loop = None
+        cork.cork_state.loop = None
 
 
 async def test_a_large_broadcast_after_held_frames_keeps_order(raw_client: Any) -> None:
     """Large frames are not held; held small ones still go out before them."""
-    from tether.asyncio import connection
 
     clients: list[Connection] = []
     opened = asyncio.Event()
@@ -210,16 +209,16 @@ async def test_a_large_broadcast_after_held_frames_keeps_order(raw_client: Any) 
         client = await raw_client(server)
         await asyncio.wait_for(opened.wait(), GUARD)
         big = os.urandom(100 * 1024)
-        # As while a read's second message is delivered (see Connection._cork):
-        connection._cork_state.loop = asyncio.get_running_loop()
+        # As while a read's second message is delivered (see Connection.cork_writes):
+        cork.cork_state.loop = asyncio.get_running_loop()
         try:
             tether.broadcast(clients, b"s1")
             assert clients[0]._held_frames is not None  # held
             tether.broadcast(clients, big)  # written now, after s1
             tether.broadcast(clients, b"s2")
         finally:
-            clients[0]._uncork()
-        assert connection._cork_state.loop is None
+            clients[0].uncork_writes()
+        assert cork.cork_state.loop is None
         for m in (b"s1", big, b"s2"):
             assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, m)
         client.writer.close()

@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 
 import tether
-from tether import _native, _receiver, _utf8
+from tether import _native, _utf8
+from tether.asyncio import _native as _native_io
+from tether.asyncio import _receiver
 from tether.asyncio.server import Server
 from tether.protocol.connection import State
 from tether.protocol.exceptions import ConnectionClosed
 from tether.protocol.frames import serialize_frame
-from tether_testing import require_native
 
 LIMIT = 200_000  # max_size
 MAX_FRAMES = 12  # per case
@@ -227,7 +228,7 @@ async def observe(
     conn: Any = server._make_connection()
     transport = RecordingTransport()
     conn.connection_made(transport)
-    conn.protocol.state = State.OPEN
+    conn.protocol._set_state(State.OPEN)
     recorder = conn._listener = listener() if listener else None
     if fast:
         conn._enable_fast_paths()
@@ -254,8 +255,12 @@ async def observe(
 @pytest.fixture(params=["native", "pure"])
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The native twins (skipped when not built) or the pure-Python ones, as the core sees them."""
-    native = require_native() if request.param == "native" else None
-    monkeypatch.setattr(_native, "Receiver", native.Receiver if native else _receiver.Receiver)
+    native = pytest.importorskip("tether._speedups") if request.param == "native" else None
+    native_io = (
+        pytest.importorskip("tether.asyncio._speedups") if request.param == "native" else None
+    )
+    receiver = native_io.Receiver if native_io else _receiver.Receiver
+    monkeypatch.setattr(_native_io, "Receiver", receiver)
     monkeypatch.setattr(_native, "parse_simple_frames", native and native.parse_simple_frames)
     validator = native.Utf8Validator if native else _utf8.Utf8Validator
     monkeypatch.setattr(_native, "Utf8Validator", validator)

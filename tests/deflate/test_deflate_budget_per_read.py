@@ -21,12 +21,12 @@ BUDGET = 16 * 256 * KiB  # 16 x the default offload_threshold
 
 
 def instrument(monkeypatch):
-    """Bytes inflated on the event loop's thread, per call of Connection._receive."""
+    """Bytes inflated on the event loop's thread, per call of Connection.receive_read."""
     loop_thread = threading.current_thread()
     per_read: list[int] = []
     current = [0]
     original_decode = PerMessageDeflate.decode
-    original_receive = Connection._receive
+    original_receive = Connection.receive_read
 
     def decode(self, frame, **kwargs):
         result = original_decode(self, frame, **kwargs)
@@ -42,7 +42,7 @@ def instrument(monkeypatch):
             per_read.append(current[0])
 
     monkeypatch.setattr(PerMessageDeflate, "decode", decode)
-    monkeypatch.setattr(Connection, "_receive", receive)
+    monkeypatch.setattr(Connection, "receive_read", receive)
     return per_read
 
 

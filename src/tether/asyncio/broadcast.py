@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
-from tether.asyncio.connection import _ONE_WRITE, Connection, Data, _cork_state
-from tether.protocol.connection import State
+from tether.asyncio.connection import Connection, Data
+from tether.asyncio.cork import ONE_WRITE, corked_loop
+from tether.protocol.connection import Side
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import Frame, Opcode, frame_header
 
@@ -43,38 +43,22 @@ def broadcast(
     plain = frame_header(opcode, len(payload)) + payload
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0
-    open_ = State.OPEN
     # Called while a read's messages are delivered: hold small frames (see
-    # _cork). A large one gains little from sharing a system call, and every
-    # socket's write buffer keeps a reference to the same bytes instead.
-    cork_loop = _cork_state.loop
-    corked = (
-        cork_loop is not None
-        and len(plain) < _ONE_WRITE
-        and cork_loop is asyncio._get_running_loop()
-    )
+    # tether.asyncio.cork). A large one gains little from sharing a system
+    # call, and every socket's write buffer keeps a reference to the same
+    # bytes instead.
+    corked = len(plain) < ONE_WRITE and corked_loop() is not None
     for conn in connections:
         proto = conn.protocol
-        if conn._fast_tx and proto.state is open_ and proto._sending is None:
-            # The common case first: an open server connection, no extension.
-            if conn._writing_paused:
-                skipped += 1
-            elif corked:
-                conn._hold(plain)
-            else:
-                if conn._held_frames is not None:
-                    conn._flush_held()  # a large message after small held ones
-                conn.transport.write(plain)  # type: ignore[union-attr]
-            continue
-        transport = conn.transport
-        if proto.state is not State.OPEN or transport is None or proto._sending is not None:
-            continue
-        if conn._writing_paused or conn._busy is not None:
+        if not proto.send_ready or conn.transport is None:
+            continue  # closing, or in the middle of sending a fragmented message
+        if conn.writing_paused or conn._busy is not None:
             # Over its write limit, or a worker thread is using its core.
             skipped += 1
             continue
-        if proto._is_client or (proto.extensions and compress is not False):
-            key = _shareable_key(proto.extensions) if not proto._is_client else None
+        client = proto.side is Side.CLIENT
+        if client or (proto.extensions and compress is not False):
+            key = None if client else _shareable_key(proto.extensions)
             if key is None:
                 # Clients mask every frame with a fresh key, and a compressor
                 # with context takeover is per connection: send individually.
@@ -87,9 +71,11 @@ def broadcast(
             frame = shared.get(key)
             if frame is None:
                 frame = shared[key] = _encode_shared(proto.extensions, opcode, payload, compress)
-            transport.write(frame)
+            conn._write_frame(frame, hold=False)
             continue
-        transport.write(plain)
+        # The common case: an open server connection, no extension. Only the
+        # fast path's connections hold frames (a traced one writes at once).
+        conn._write_frame(plain, hold=corked and conn._fast_tx)
     if skipped:
         logger.warning("broadcast skipped %d slow connection(s)", skipped)
         if raise_exceptions:

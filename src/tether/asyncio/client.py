@@ -46,7 +46,8 @@ class ClientConnection(Connection):
 
     def _handshake_data(self, data: bytes) -> None:
         proto = self.protocol
-        self._set_parse_budget()  # frames may follow the response in this read
+        # Frames may follow the response in this read.
+        self._set_parse_budget(self._read_inflate_budget())
         proto.receive_data(data)
         events = proto.events_received()
         for event in events:
@@ -151,8 +152,11 @@ class connect:
             max_size=self.max_size,
             max_frame_size=self.max_frame_size,
             stream_fragments=self.stream_fragments,
+            # Messages that arrive just before a protocol error reach the
+            # application before the connection fails (see Connection._fail_pending).
+            defer_failure=True,
+            frame_observer=self.frame_observer,
         )
-        protocol.frame_observer = self.frame_observer
         return ClientConnection(protocol, **self._conn_kwargs)
 
     async def _open(self) -> ClientConnection:

@@ -59,15 +59,6 @@ class ServerConnection(Connection):
         """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
         return make_response(status, text, Headers(headers) if headers is not None else None)
 
-    @property
-    def writing_paused(self) -> bool:
-        """Whether the write buffer is above the high-water mark of ``write_limit``.
-
-        ``send`` waits while this holds and :func:`broadcast` skips the
-        connection, so a caller that must not drop messages queues them.
-        """
-        return self._writing_paused
-
     async def read_body(self, max_size: int = 2**20) -> bytes:
         """Read the request's ``Content-Length`` body, for ``process_request``.
 
@@ -99,7 +90,7 @@ class ServerConnection(Connection):
         if length and expects and transport is not None and not transport.is_closing():
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # RFC 9112 §6.3: the body is exactly Content-Length bytes after the head.
-        while len(proto._pending) < length:
+        while proto.body_received < length:
             if self._lost:
                 raise RequestBodyError(400, "connection closed before the body was complete")
             self._body_waiter = self.loop.create_future()
@@ -107,9 +98,7 @@ class ServerConnection(Connection):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
-        body = bytes(proto._pending[:length])
-        del proto._pending[:length]
-        return body
+        return proto.take_body(length)
 
     def _wake_body_reader(self) -> None:
         waiter = self._body_waiter
@@ -186,7 +175,7 @@ class ServerConnection(Connection):
         self.response = response
         # Frames pipelined behind the request are parsed by send_response:
         # the same parse budget as for any read applies to them.
-        self._set_parse_budget()
+        self._set_parse_budget(self._read_inflate_budget())
         proto.send_response(response)
         if self._open_handle is not None:
             self._open_handle.cancel()
@@ -319,6 +308,9 @@ class Server:
             max_header_line=self.max_header_line,
             max_headers=self.max_headers,
             stream_fragments=self.stream_fragments,
+            # Messages that arrive just before a protocol error reach the
+            # handler before the connection fails (see Connection._fail_pending).
+            defer_failure=True,
         )
         return ServerConnection(self, protocol, **self._conn_kwargs)
 

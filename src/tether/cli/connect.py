@@ -487,7 +487,7 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
     elif aborted.is_set():
         _error("interrupted: dropped the connection without waiting for the server's close")
     elif proto.close_rcvd is None:
-        lost = ws._lost_exc
+        lost = ws.lost_exception
         _error(f"connection lost: {lost}" if lost else "connection closed without a close frame")
     return 0 if failure is None and code in (1000, 1001) else 1
 

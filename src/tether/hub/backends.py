@@ -7,11 +7,22 @@ presence: when only the broker is given, history and presence follow it if
 it is Redis, and stay in memory otherwise (NATS keeps no presence: pair it
 with ``--history nats://…`` or ``redis://…`` and ``--presence redis://…``
 for several nodes).
+
+Backends are registered by URL scheme (:func:`register_backend`): the
+package registers memory, Redis and NATS; another package adds its own
+through the ``tether.backends`` entry point group, each entry point named
+after its scheme and pointing at a :class:`Backend`::
+
+    [project.entry-points."tether.backends"]
+    kafka = "tether_kafka:BACKEND"
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
 from tether.hub.brokers.base import Broker
@@ -22,22 +33,85 @@ from tether.hub.history.memory import MemoryHistory
 from tether.hub.presence.base import Presence
 from tether.hub.presence.memory import MemoryPresence
 
+logger = logging.getLogger("tether.hub")
+
 MEMORY = "memory"
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+ENTRY_POINT_GROUP = "tether.backends"
+
+# ``factory(url, prefix)``: prefix is the hub's backplane_prefix (config).
+BrokerFactory = Callable[[str, str], Broker]
+HistoryFactory = Callable[[str, str], History]
+PresenceFactory = Callable[[str, str], Presence]
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """What the URLs of one scheme (or a few) can provide; ``None``: not this one."""
+
+    kind: str
+    """A short name, shown in errors (``redis``, ``nats`` ...)."""
+    broker: BrokerFactory | None = None
+    history: HistoryFactory | None = None
+    presence: PresenceFactory | None = None
+    follows: bool = False
+    """History and presence follow a broker of this kind when not given."""
+    label: str = ""
+    """How errors name it (``NATS``); the kind when empty."""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
+
+
+_BACKENDS: dict[str, Backend] = {}
+_entry_points_loaded = False
+
+
+def register_backend(schemes: Iterable[str], backend: Backend) -> None:
+    """Make ``scheme://`` URLs select ``backend`` (a later registration replaces one)."""
+    for scheme in schemes:
+        _BACKENDS[scheme.lower()] = backend
+
+
+def registered_schemes() -> list[str]:
+    _load_entry_points()
+    return sorted(_BACKENDS)
+
+
+def _load_entry_points() -> None:
+    """Register the backends other packages declare (once, on first use)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            backend = point.load()
+        except Exception:
+            logger.exception("cannot load the %s backend (entry point %s)", point.name, point.value)
+            continue
+        if not isinstance(backend, Backend):
+            logger.error("entry point %s of %s is not a Backend", point.name, ENTRY_POINT_GROUP)
+            continue
+        register_backend([point.name], backend)
+
+
+def backend_of(url: str) -> Backend:
+    """The backend registered for ``url``'s scheme; :class:`ConfigError` if there is none."""
+    if not url or url == MEMORY:
+        return _MEMORY
+    _load_entry_points()
+    backend = _BACKENDS.get(urlsplit(url).scheme.lower())
+    if backend is None:
+        raise ConfigError(
+            f"unknown backend {url!r}: use memory, redis://HOST:PORT/DB or nats://HOST:PORT"
+        )
+    return backend
 
 
 def backend_kind(url: str) -> str:
-    """``memory``, ``redis`` or ``nats`` for a backend URL; :class:`ConfigError` otherwise."""
-    if not url or url == MEMORY:
-        return MEMORY
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in _REDIS_SCHEMES:
-        return "redis"
-    if scheme in ("nats", "tls"):
-        return "nats"
-    raise ConfigError(
-        f"unknown backend {url!r}: use memory, redis://HOST:PORT/DB or nats://HOST:PORT"
-    )
+    """``memory``, ``redis``, ``nats`` (or a registered kind) for a backend URL."""
+    return backend_of(url).kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,47 +127,86 @@ class BackendUrls:
 def resolve(config: HubConfig) -> BackendUrls:
     """The URL of each backend, with the defaults of the module doc applied."""
     broker = config.broker or MEMORY
-    kind = backend_kind(broker)
-    follow = broker if kind == "redis" else MEMORY
+    follow = broker if backend_of(broker).follows else MEMORY
     history = config.history or follow
     presence = config.presence or follow
-    if backend_kind(presence) == "nats":
-        raise ConfigError("presence cannot be NATS: use memory or redis://")
+    for url, role in ((history, "history"), (presence, "presence")):
+        backend = backend_of(url)
+        if getattr(backend, role) is None:
+            raise ConfigError(f"{role} cannot be {backend.name}: use memory or redis://")
     return BackendUrls(broker, history, presence)
 
 
 def make_broker(url: str, prefix: str) -> Broker:
-    kind = backend_kind(url)
-    if kind == "redis":
-        from tether.hub.brokers.redis import RedisBroker
-
-        return RedisBroker(url, prefix=prefix + ":")
-    if kind == "nats":
-        from tether.hub.brokers.nats import NatsBroker
-
-        return NatsBroker(url, prefix=prefix)
-    return MemoryBroker()
+    backend = backend_of(url)
+    if backend.broker is None:
+        raise ConfigError(f"broker cannot be {backend.name}")
+    return backend.broker(url, prefix)
 
 
 def make_history(url: str, prefix: str) -> History:
-    kind = backend_kind(url)
-    if kind == "redis":
-        from tether.hub.history.redis import RedisHistory
-
-        return RedisHistory(url, prefix=prefix + ":")
-    if kind == "nats":
-        from tether.hub.history.nats import NatsHistory
-
-        return NatsHistory(url, prefix=prefix)
-    return MemoryHistory()
+    backend = backend_of(url)
+    if backend.history is None:
+        raise ConfigError(f"history cannot be {backend.name}")
+    return backend.history(url, prefix)
 
 
 def make_presence(url: str, prefix: str) -> Presence:
-    if backend_kind(url) == "redis":
-        from tether.hub.presence.redis import RedisPresence
+    backend = backend_of(url)
+    if backend.presence is None:
+        raise ConfigError(f"presence cannot be {backend.name}: use memory or redis://")
+    return backend.presence(url, prefix)
 
-        return RedisPresence(url, prefix=prefix + ":")
-    return MemoryPresence()
+
+# The package's own backends. Redis and NATS import their client libraries
+# only when a backend is made (they are optional extras).
+
+
+def _redis_broker(url: str, prefix: str) -> Broker:
+    from tether.hub.brokers.redis import RedisBroker
+
+    return RedisBroker(url, prefix=prefix + ":")
+
+
+def _redis_history(url: str, prefix: str) -> History:
+    from tether.hub.history.redis import RedisHistory
+
+    return RedisHistory(url, prefix=prefix + ":")
+
+
+def _redis_presence(url: str, prefix: str) -> Presence:
+    from tether.hub.presence.redis import RedisPresence
+
+    return RedisPresence(url, prefix=prefix + ":")
+
+
+def _nats_broker(url: str, prefix: str) -> Broker:
+    from tether.hub.brokers.nats import NatsBroker
+
+    return NatsBroker(url, prefix=prefix)
+
+
+def _nats_history(url: str, prefix: str) -> History:
+    from tether.hub.history.nats import NatsHistory
+
+    return NatsHistory(url, prefix=prefix)
+
+
+_MEMORY = Backend(
+    MEMORY,
+    broker=lambda url, prefix: MemoryBroker(),
+    history=lambda url, prefix: MemoryHistory(),
+    presence=lambda url, prefix: MemoryPresence(),
+)
+REDIS = Backend(
+    "redis", broker=_redis_broker, history=_redis_history, presence=_redis_presence, follows=True
+)
+# NATS keeps no presence (see the module doc).
+NATS = Backend("nats", broker=_nats_broker, history=_nats_history, label="NATS")
+
+register_backend([MEMORY], _MEMORY)
+register_backend(["redis", "rediss", "unix"], REDIS)
+register_backend(["nats", "tls"], NATS)
 
 
 def backends_for(

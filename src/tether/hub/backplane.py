@@ -40,7 +40,7 @@ from tether.hub.brokers.backplane import (
 )
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.errors import HubCloseCode
-from tether.hub.model import StreamPosition
+from tether.hub.model import RESERVED_PREFIX, StreamPosition
 from tether.hub.wire import loads
 
 if TYPE_CHECKING:
@@ -99,8 +99,6 @@ class BackplaneWatcher:
 
     async def position_of(self, channel: str) -> StreamPosition | None:
         """The history position of a channel that keeps history, else ``None``."""
-        from tether.hub.node import RESERVED_PREFIX
-
         if channel.startswith(RESERVED_PREFIX):
             return None
         options = self.node.config.channel_options(channel)

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether.hub.model import RESERVED_PREFIX
 from tether.hub.wire import dumps, loads
 
 # Client channel names may not start with the prefix (error 107).
-RESERVED_PREFIX = "__tether."
 CONTROL_CHANNEL = RESERVED_PREFIX + "control"
 
 

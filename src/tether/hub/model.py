@@ -8,6 +8,12 @@ from typing import Any
 # Any value that json.dumps accepts.
 JSON = Any
 
+# Node-to-node messages (e.g. "disconnect this user everywhere") travel on
+# broker channels under this prefix; client channel names may not start with
+# it. Here, not in node.py, so that the modules around the node (the
+# backplane watcher) need not import it.
+RESERVED_PREFIX = "__tether."
+
 
 @dataclass(frozen=True, slots=True)
 class StreamPosition:

@@ -21,13 +21,13 @@ from tether.hub.backends import backends_for
 from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
-from tether.hub.control import CONTROL_CHANNEL, RESERVED_PREFIX
+from tether.hub.control import CONTROL_CHANNEL
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
 from tether.hub.hooks import Hooks
 from tether.hub.inbound import is_valid_text
 from tether.hub.metrics import Metrics
-from tether.hub.model import JSON, ClientInfo, Publication, StreamPosition
+from tether.hub.model import JSON, RESERVED_PREFIX, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
 from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry

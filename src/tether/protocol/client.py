@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tether.protocol.connection import Connection, Side, State
+from tether.protocol.connection import Connection, FrameObserver, Side, State
 from tether.protocol.events import ResponseReceived
 from tether.protocol.exceptions import (
     InvalidHandshake,
@@ -99,6 +99,8 @@ class ClientProtocol(Connection):
         max_size: int | None = 2**20,
         max_frame_size: int | None = None,
         stream_fragments: bool = False,
+        defer_failure: bool = False,
+        frame_observer: FrameObserver | None = None,
     ) -> None:
         super().__init__(
             Side.CLIENT,
@@ -106,6 +108,8 @@ class ClientProtocol(Connection):
             max_size=max_size,
             max_frame_size=max_frame_size,
             stream_fragments=stream_fragments,
+            defer_failure=defer_failure,
+            frame_observer=frame_observer,
         )
         self.uri = uri
         self.origin = origin
@@ -175,7 +179,7 @@ class ClientProtocol(Connection):
             self._handshake_failed(exc)
             self._events.append(ResponseReceived(response))
             return
-        self.state = State.OPEN
+        self._set_state(State.OPEN)
         self._events.append(ResponseReceived(response))
         if rest:
             self.receive_data(rest)
@@ -219,8 +223,8 @@ class ClientProtocol(Connection):
 
     def _handshake_failed(self, exc: InvalidHandshake) -> None:
         self.handshake_exc = exc
-        self.state = State.CLOSED
-        self._discard_input = True
+        self._set_state(State.CLOSED)
+        self.discarding_input = True
         self.close_transport = True
 
     def _check_response(self, response: Response) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import codecs
 import enum
-import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tether import _native
 from tether._lengths import payload_length
@@ -35,7 +35,21 @@ from tether.protocol.frames import (
     serialize_close_payload,
 )
 
-logger = logging.getLogger("tether.protocol")
+# State is re-exported: it lived here before the table had its own module.
+from tether.protocol.states import State as State
+from tether.protocol.states import check_transition
+
+if TYPE_CHECKING:
+    import logging
+
+
+def _logger() -> logging.Logger:
+    # Imported on first use, not with the module: logging loads threading,
+    # and importing the sans-I/O core must load no thread or event loop.
+    import logging
+
+    return logging.getLogger("tether.protocol")
+
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
@@ -48,13 +62,6 @@ FrameObserver = Callable[[str, int, bool, int, int, bool, bytes], None]
 class Side(enum.Enum):
     SERVER = "server"
     CLIENT = "client"
-
-
-class State(enum.IntEnum):
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
 
 
 class _MaskPool:
@@ -91,7 +98,6 @@ class Connection:
     # Slots: one of these per connection, thousands per process.
     __slots__ = (
         "_buf",
-        "_discard_input",
         "_events",
         "_is_client",
         "_msg_compressed",
@@ -111,6 +117,7 @@ class Connection:
         "close_transport",
         "defer_failure",
         "defer_pongs",
+        "discarding_input",
         "eof_received",
         "extensions",
         "failure",
@@ -122,6 +129,7 @@ class Connection:
         "max_size",
         "parse_paused",
         "pending_failure",
+        "send_ready",
         "side",
         "state",
         "stream_fragments",
@@ -136,9 +144,15 @@ class Connection:
         max_frame_size: int | None = None,
         extensions: list[Extension] | None = None,
         stream_fragments: bool = False,
+        defer_failure: bool = False,
+        frame_observer: FrameObserver | None = None,
     ) -> None:
         self.side = side
         self.state = state
+        # Open and not in the middle of a fragmented send: a whole message may
+        # go out now. Kept by _set_state and _send_data; an I/O layer's send
+        # path reads it (one attribute, not two checks per message).
+        self.send_ready = state is State.OPEN
         self.max_size = max_size
         self.max_frame_size = max_frame_size
         self.extensions: list[Extension] = extensions or []
@@ -181,18 +195,18 @@ class Connection:
         # failing at once: the application gets those messages and may still
         # answer them (Autobahn 3.2, 4.1.3, 5.15 ...) before the I/O layer
         # calls :meth:`fail_pending`. Nothing after the bad frame is parsed.
-        self.defer_failure = False
+        self.defer_failure = defer_failure
         self.pending_failure: ProtocolError | None = None
         self.eof_received = False
         # Set when the I/O layer should close the TCP connection after flushing.
         self.close_transport = False
-        self._discard_input = False
-        # Set by the I/O layer while its write buffer is full: keep only the
-        # latest Pong to send, until send_pending_pong().
+        self.discarding_input = False
+        # Set (pause_pongs) while the I/O layer's write buffer is full: keep
+        # only the latest Pong to send, until resume_pongs().
         self.defer_pongs = False
         self._pending_pong: bytes | None = None
         # Debugging hook (``tether connect --trace``): called for every complete frame.
-        self.frame_observer: FrameObserver | None = None
+        self.frame_observer: FrameObserver | None = frame_observer
 
     # ------------------------------------------------------------------ input
 
@@ -214,7 +228,7 @@ class Connection:
         a worker thread, with no budget). An I/O layer uses this to bound the
         time one read can take on its event loop.
         """
-        if self._discard_input or (not data and not self.parse_paused):
+        if self.discarding_input or (not data and not self.parse_paused):
             return
         if self.state is State.CONNECTING:
             self._receive_handshake(data)
@@ -235,20 +249,81 @@ class Connection:
                 or any(type(event) in (str, bytes, Fragment) for event in self._events)
             ):
                 self.pending_failure = exc
-                self._discard_input = True
+                self.discarding_input = True
             else:
                 self.fail(exc.code, exc.reason, exc)
         except Exception as exc:  # a bug must not escape receive_data
-            logger.exception("unexpected error while parsing frames")
+            _logger().exception("unexpected error while parsing frames")
             self.fail(CloseCode.INTERNAL_ERROR, "internal error", ProtocolError(str(exc), 1011))
+
+    def _set_state(self, state: State) -> None:
+        """Every change of :attr:`state` goes through here, checked against the table
+        in :mod:`tether.protocol.states`."""
+        check_transition(self.state, state)
+        self.state = state
+        self.send_ready = state is State.OPEN and self._sending is None
+
+    # ------------------------------------------------ the I/O contract: asking
+    # What an I/O layer may read besides the public attributes (see
+    # docs/protocol.md, "The I/O contract"); none of these changes anything.
+
+    @property
+    def between_frames(self) -> bool:
+        """Nothing buffered and no message half-received: the next byte starts a frame.
+
+        An I/O layer with a fast path of its own for whole frames (the
+        asyncio Receiver) may use it only while this holds.
+        """
+        return not self._buf and self._msg_text is None
+
+    @property
+    def buffered_input(self) -> int:
+        """Bytes received but not parsed yet (a frame still arriving, or paused)."""
+        return len(self._buf)
+
+    # ------------------------------------------------- the I/O contract: setting
+
+    def set_read_budget(self, *, max_messages: int | None, inflate_budget: int | None) -> None:
+        """Bound what the next :meth:`receive_data` calls may parse.
+
+        ``max_messages``: stop after that many messages that an extension may
+        have expanded (``parse_paused`` turns true; ``receive_data(b"")``
+        resumes). ``inflate_budget``: bytes that extensions may inflate into,
+        in all, until the next call of this method (see :meth:`receive_data`).
+        ``None`` lifts a bound.
+        """
+        self.max_messages = max_messages
+        self.inflate_budget = inflate_budget
+
+    def take_inflate_deferred(self) -> bool:
+        """Whether a frame waits because it could inflate past the budget; clears it.
+
+        The I/O layer then parses on (``receive_data(b"")``) with a larger
+        budget, say in a worker thread.
+        """
+        deferred, self.inflate_deferred = self.inflate_deferred, False
+        return deferred
+
+    def pause_pongs(self) -> None:
+        """The I/O layer cannot write for now: answer only the latest Ping, later.
+
+        RFC 6455 §5.5.3: an endpoint MAY answer only the most recent Ping; a
+        peer flooding Pings without reading costs no memory meanwhile.
+        """
+        self.defer_pongs = True
+
+    def resume_pongs(self) -> None:
+        """The I/O layer can write again: answer the Ping kept while paused."""
+        self.defer_pongs = False
+        self.send_pending_pong()
 
     def receive_eof(self) -> None:
         """The peer closed its side of the TCP connection. Never raises."""
         if self.eof_received:
             return
         self.eof_received = True
-        self._discard_input = True
-        self.state = State.CLOSED
+        self.discarding_input = True
+        self._set_state(State.CLOSED)
         self.close_transport = True
 
     def _receive_handshake(self, data: bytes) -> None:  # pragma: no cover - overridden
@@ -271,7 +346,7 @@ class Connection:
         budget = self.max_messages if self.extensions else None
         self.parse_paused = False
         batch = _native.parse_simple_frames if simple and self.frame_observer is None else None
-        while n - pos >= 2 and not self._discard_input:
+        while n - pos >= 2 and not self.discarding_input:
             if budget is not None and len(events) >= budget:
                 # Each compressed message may inflate to max_size: bound what
                 # one read can turn into (the caller resumes when it drained).
@@ -535,8 +610,8 @@ class Connection:
                 self._send_close_frame(echo, "")
             elif self.close_rcvd_then_sent is None:
                 self.close_rcvd_then_sent = False
-            self.state = State.CLOSING
-            self._discard_input = True
+            self._set_state(State.CLOSING)
+            self.discarding_input = True
             # RFC 6455 §7.1.1: "the server SHOULD close the underlying TCP
             # connection first"; a client waits for it (with a timeout).
             if not self._is_client:
@@ -597,6 +672,7 @@ class Connection:
                 frame = ext.encode(frame, compress=compress)
             data, rsv1 = frame.data, frame.rsv1
         self._sending = None if fin else (opcode or self._sending)
+        self.send_ready = fin
         self._write(opcode, data, fin, rsv1)
 
     def send_text(self, data: str | bytes, fin: bool = True, compress: bool | None = None) -> None:
@@ -639,7 +715,7 @@ class Connection:
             return
         payload = serialize_close_payload(code, reason)  # ValueError for bad input
         self._send_close_payload(payload, code, reason)
-        self.state = State.CLOSING
+        self._set_state(State.CLOSING)
 
     def _send_close_frame(self, code: int, reason: str) -> None:
         self._send_close_payload(serialize_close_payload(code, reason), code, reason)
@@ -658,15 +734,15 @@ class Connection:
         """Fail the WebSocket connection (RFC 6455 §7.1.7): Close frame, then drop TCP."""
         if self.failure is None:
             self.failure = exc or ProtocolError(reason, code)
-            logger.debug("failing connection: %s %s", code, reason)
+            _logger().debug("failing connection: %s %s", code, reason)
         if self.state is State.OPEN and self.close_sent is None:
             if not is_valid_close_code(code):
                 code = CloseCode.INTERNAL_ERROR  # e.g. 1006 may never go on the wire
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
             self._send_close_frame(code, reason)
         if self.state is not State.CLOSED:
-            self.state = State.CLOSING
-        self._discard_input = True
+            self._set_state(State.CLOSING)
+        self.discarding_input = True
         self.close_transport = True
 
     # --------------------------------------------------------------- draining

@@ -7,9 +7,14 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from tether.protocol.connection import Connection, Side, State
+from tether.protocol.connection import Connection, FrameObserver, Side, State
 from tether.protocol.events import RequestReceived
-from tether.protocol.exceptions import InvalidHandshake, InvalidHeader, NegotiationError
+from tether.protocol.exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidState,
+    NegotiationError,
+)
 from tether.protocol.extensions.base import Extension, ServerExtensionFactory
 from tether.protocol.handshake import (
     HeadError,
@@ -62,6 +67,8 @@ class ServerProtocol(Connection):
         max_header_line: int = 8192,
         max_headers: int = 128,
         stream_fragments: bool = False,
+        defer_failure: bool = False,
+        frame_observer: FrameObserver | None = None,
     ) -> None:
         super().__init__(
             Side.SERVER,
@@ -69,6 +76,8 @@ class ServerProtocol(Connection):
             max_size=max_size,
             max_frame_size=max_frame_size,
             stream_fragments=stream_fragments,
+            defer_failure=defer_failure,
+            frame_observer=frame_observer,
         )
         self.origins = origins
         self.extension_factories = list(extensions or [])
@@ -123,6 +132,28 @@ class ServerProtocol(Connection):
         self.request = Request(path, self._head.headers, method)
         self._events.append(RequestReceived(self.request))
 
+    @property
+    def body_received(self) -> int:
+        """Bytes received after the request head, before the handshake is answered.
+
+        A plain HTTP request's body (see ``take_body``), or frames a client
+        pipelined behind its upgrade request.
+        """
+        return len(self._pending)
+
+    def take_body(self, size: int) -> bytes:
+        """Remove and return the first ``size`` bytes after the request head.
+
+        For an I/O layer that answers a plain HTTP request with a body instead
+        of upgrading it (RFC 9112 §6.3: the body is exactly ``Content-Length``
+        bytes after the head).
+        """
+        if self.state is not State.CONNECTING:
+            raise InvalidState("the handshake was answered: there is no request body")
+        body = bytes(self._pending[:size])
+        del self._pending[:size]
+        return body
+
     def _reject_now(self, response: Response) -> None:
         self.response = response
         if self.request is not None and self.request.method == "HEAD":
@@ -131,8 +162,8 @@ class ServerProtocol(Connection):
             # headers (Content-Length included) stay those of the GET answer.
             response = replace(response, body=b"")
         self._out.append(response.serialize())
-        self.state = State.CLOSED
-        self._discard_input = True
+        self._set_state(State.CLOSED)
+        self.discarding_input = True
         self.close_transport = True
 
     def reject(self, status: int, text: str = "", headers: Headers | None = None) -> Response:
@@ -169,7 +200,7 @@ class ServerProtocol(Connection):
         if response.status_code == 101:
             self._out.append(response.serialize())
             self.extensions = getattr(self, "_accepted_extensions", [])
-            self.state = State.OPEN
+            self._set_state(State.OPEN)
             pending, self._pending = bytes(self._pending), bytearray()
             if pending:
                 self.receive_data(pending)

@@ -47,7 +47,7 @@ def escape_token(channel: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in channel.encode())
 
 
-def _nats() -> Any:
+def import_nats() -> Any:
     try:
         import nats
     except ImportError:  # pragma: no cover - depends on the environment
@@ -74,7 +74,7 @@ class NatsBroker(BackplaneBroker):
             ping_interval=ping_interval,
             timeout=timeout,
         )
-        _nats()
+        import_nats()
         self.url = url
         self.prefix = prefix
         self._nc: NatsClient | None = None
@@ -88,7 +88,7 @@ class NatsBroker(BackplaneBroker):
     # --------------------------------------------------------- connection
 
     async def _open(self) -> None:
-        nats = _nats()
+        nats = import_nats()
         loop = asyncio.get_running_loop()
         lost: asyncio.Future[str] = loop.create_future()
         self._lost = lost

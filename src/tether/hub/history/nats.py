@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.hub.brokers.base import BrokerUnavailable
-from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, _nats, escape_token
+from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, escape_token, import_nats
 from tether.hub.history.base import AddResult, History, Recovery
 from tether.hub.model import ClientInfo, Publication, StreamPosition
 from tether.hub.wire import dumps, loads
@@ -93,7 +93,7 @@ class NatsHistory(History):
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        _nats()
+        import_nats()
         self.url = url
         self.prefix = prefix
         self.meta_ttl = meta_ttl
@@ -120,7 +120,7 @@ class NatsHistory(History):
         async with self._lock:
             if self._nc is not None and not self._nc.is_closed:
                 return
-            nats = _nats()
+            nats = import_nats()
             from nats.js.api import StorageType, StreamConfig
             from nats.js.errors import BadRequestError
 
@@ -156,7 +156,7 @@ class NatsHistory(History):
     @asynccontextmanager
     async def _unavailable_on_error(self) -> AsyncIterator[None]:
         """Turn a lost connection, a timeout or JetStream down into :class:`BrokerUnavailable`."""
-        nats = _nats()
+        nats = import_nats()
         from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
         try:

@@ -1,4 +1,4 @@
-"""Pure-Python twin of the native ``_speedups.Receiver``: a connection's fast read path.
+"""The asyncio layer's fast read path: the interface it calls, and its pure-Python twin.
 
 An asyncio ``BufferedProtocol`` asks :meth:`Receiver.get_buffer` for memory
 to read into, then calls :meth:`Receiver.feed`, which turns each whole
@@ -13,18 +13,58 @@ it checks UTF-8 as the bytes come and fails fast (Autobahn 6.4.*).
 
 Reads land in one buffer shared by the thread's connections; only the bytes
 of a frame cut by the end of a read are copied into the connection, so an
-idle connection holds no buffer. The native twin also reads a large binary
-frame straight into the bytes object that becomes the message.
+idle connection holds no buffer. The native twin
+(``tether.asyncio._speedups.Receiver``) also reads a large binary frame
+straight into the bytes object that becomes the message.
+
+Both twins call the connection and its core only through
+:class:`ReceiverHost` and :class:`ReceiverCore`: public names, part of the
+I/O contract (docs/protocol.md). This module lives in the asyncio layer
+because it serves that layer alone; the sans-I/O core never imports it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tether._lengths import payload_length
 from tether._mask import apply_mask
+
+
+class ReceiverCore(Protocol):
+    """What the Receiver reads of the sans-I/O core (``tether.protocol.Connection``)."""
+
+    @property
+    def discarding_input(self) -> bool:
+        """True once the core ignores input (failed, closing, or a failure pending)."""
+        ...
+
+
+class ReceiverHost(Protocol):
+    """What the Receiver calls on the connection it serves (``tether.asyncio.Connection``)."""
+
+    def receive_read(self, data: bytes, after_messages: bool) -> None:
+        """Bytes the fast path did not deliver, exactly as read, for the core.
+
+        ``after_messages``: the fast path delivered messages from the same read
+        just before these bytes (see ``Connection.receive_data`` of the core).
+        """
+        ...
+
+    def fast_receive_failed(self, exc: Exception) -> None:
+        """``deliver`` raised ``exc`` while the fast path delivered a message."""
+        ...
+
+    def cork_writes(self) -> None:
+        """Hold small writes: more messages of the same read are coming."""
+        ...
+
+    def uncork_writes(self) -> None:
+        """Write what was held while corked."""
+        ...
+
 
 OK = 0  # every whole simple frame was delivered; at most an incomplete one is held
 SLOW = 1  # what is held needs the full parser: call take()
@@ -41,7 +81,7 @@ def _shared_buffer() -> memoryview:
 
 
 class Receiver:
-    """See the module docstring; the API matches ``tether._speedups.Receiver``."""
+    """See the module docstring; the API matches ``tether.asyncio._speedups.Receiver``."""
 
     __slots__ = (
         "_busy",
@@ -66,17 +106,12 @@ class Receiver:
         self._busy = False
         self._delivered = 0
         self.fast = False
-        self._conn: Any = None
-        self._core: Any = None
+        self._conn: ReceiverHost | None = None
+        self._core: ReceiverCore | None = None
         self._deliver: Callable[[Any, Any], object] | None = None
 
-    def bind(self, conn: Any, core: Any, expect_mask: bool, limit: int) -> None:
-        """Attach to a connection for :meth:`buffer_updated`.
-
-        ``conn`` has the methods ``_receive(data, after_messages)``,
-        ``_fast_receive_failed(exc)``, ``_cork()`` and ``_uncork()``; ``core``
-        is its sans-I/O connection.
-        """
+    def bind(self, conn: ReceiverHost, core: ReceiverCore, expect_mask: bool, limit: int) -> None:
+        """Attach to a connection (``conn``) and its sans-I/O core for :meth:`buffer_updated`."""
         if limit < 0:
             raise ValueError("limit must be >= 0")
         self._mask_bit = 0x80 if expect_mask else 0
@@ -90,25 +125,25 @@ class Receiver:
         self.fast = True
 
     def buffer_updated(self, nbytes: int) -> None:
-        """The BufferedProtocol callback: feed(), then the rest to ``conn._receive``."""
-        conn = self._conn
-        if conn is None:
+        """The BufferedProtocol callback: feed(), then the rest to ``conn.receive_read``."""
+        conn, core = self._conn, self._core
+        if conn is None or core is None:
             raise RuntimeError("Receiver.bind() was not called")
         deliver = self._deliver
-        if self.fast and deliver is not None and not self._core._discard_input:
+        if self.fast and deliver is not None and not core.discarding_input:
             try:
-                if self._feed(nbytes, deliver, conn, self._core, True) == OK:
+                if self._feed(nbytes, deliver, conn, core, True) == OK:
                     return
             except Exception as exc:
-                conn._fast_receive_failed(exc)
+                conn.fast_receive_failed(exc)
                 if not self._held:
                     return
                 # The rest of the read still counts (say a Close, while the
                 # connection was closing anyway): the core takes it, or drops
                 # it if the failure failed the connection.
-            conn._receive(self.take(), self._delivered > 0)
+            conn.receive_read(self.take(), self._delivered > 0)
         else:
-            conn._receive(self.take(nbytes), False)
+            conn.receive_read(self.take(nbytes), False)
 
     @property
     def delivered(self) -> int:
@@ -158,15 +193,23 @@ class Receiver:
         self._held = bytearray()
         return held
 
-    def feed(self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any) -> int:
+    def feed(
+        self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: ReceiverCore
+    ) -> int:
         return self._feed(nbytes, deliver, conn, core, False)
 
     def _feed(
-        self, nbytes: int, deliver: Callable[[Any, Any], object], conn: Any, core: Any, cork: bool
+        self,
+        nbytes: int,
+        deliver: Callable[[Any, Any], object],
+        conn: Any,
+        core: ReceiverCore,
+        cork: bool,
     ) -> int:
-        # With ``cork``: conn._cork() before a read's second message, so that
-        # what the callbacks write leaves in one system call per socket, and
-        # conn._uncork() at the end. A single message goes out at once.
+        # With ``cork`` (``conn`` is then a ReceiverHost): conn.cork_writes()
+        # before a read's second message, so that what the callbacks write
+        # leaves in one system call per socket, and conn.uncork_writes() at the
+        # end. A single message goes out at once.
         self._check_idle()
         data = self._commit(nbytes)
         buf: bytes | bytearray = self._held if data is None else data
@@ -219,11 +262,11 @@ class Receiver:
                         break
                 pos = end
                 if cork and self._delivered == 1:
-                    conn._cork()
+                    conn.cork_writes()
                     corked = True
                 self._delivered += 1
                 deliver(conn, message)
-                if pos < n and core._discard_input:
+                if pos < n and core.discarding_input:
                     status = SLOW  # the callback failed or closed the connection
                     break
         finally:
@@ -234,5 +277,5 @@ class Receiver:
             elif pos < n:
                 self._held += data[pos:]
             if corked:
-                conn._uncork()
+                conn.uncork_writes()
         return status
