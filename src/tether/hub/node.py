@@ -174,8 +174,11 @@ class Node:
 
     async def drain(self) -> None:
         """Wait for the background work started so far (closing sessions, mostly)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # Wait on the tasks not done yet, not on the set: a finished task leaves
+        # it only when its done callback runs, so looping on the set could spin.
+        while pending := [task for task in self._tasks if not task.done()]:
+            await asyncio.wait(pending)
+        self._tasks.difference_update([task for task in self._tasks if task.done()])
 
     async def close(self) -> None:
         starting = self._starting
