@@ -399,11 +399,16 @@ async def run_workload(
             work = _rtt if workload.mode == "rtt" else _pipeline
             run.begin()
             await asyncio.gather(*(work(ws, run, payload) for ws in connections))
-    except ConnectionClosed:
-        lost = next((ws for ws in connections if ws.close_code is not None), connections[0])
-        raise BenchError(
-            f"the server ended a connection during the run: {_describe_close(lost)}"
-        ) from None
+    except ConnectionClosed as exc:
+        # The exception carries the server's Close frame even while the closing
+        # handshake is still under way (close_code is set only once it is done).
+        if exc.rcvd is not None:
+            code, reason = exc.rcvd
+            how = f"closed with {code}" + (f" ({reason})" if reason else "")
+        else:
+            lost = next((ws for ws in connections if ws.close_code is not None), connections[0])
+            how = _describe_close(lost)
+        raise BenchError(f"the server ended a connection during the run: {how}") from None
     finally:
         if ticker is not None:
             ticker.cancel()
