@@ -36,7 +36,14 @@ SRC = Path(tether.__file__).parent
 PROTOCOL = SRC / "protocol"
 
 
+# namedtuple's documented public methods carry an underscore only to stay out
+# of the field names' way (e.g. urllib's SplitResult._replace).
+NAMEDTUPLE_API = frozenset({"_replace", "_asdict", "_fields", "_make", "_field_defaults"})
+
+
 def _private(name: str) -> bool:
+    if name in NAMEDTUPLE_API:
+        return False
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
