@@ -45,6 +45,7 @@ MIN_HS256_SECRET = 32
 SERVE_ENVIRONMENT = {
     "TETHER_HOST": "address to listen on (--host)",
     "TETHER_PORT": "port to listen on (--port)",
+    "TETHER_WORKERS": "worker processes on the port, or 'auto' (--workers)",
     "TETHER_NO_SPEEDUPS": "1: use the pure-Python code instead of the native speedups",
 }
 
@@ -73,6 +74,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.lazy_epilog = environment_help  # at --help time: building the parser loads no hub
     p.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
     p.add_argument("--port", type=port_number, help=f"port to listen on (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes sharing the port (SO_REUSEPORT), or 'auto' for one per core; "
+        "more than 1 needs a shared --broker (default 1, env TETHER_WORKERS)",
+    )
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--api-key", help="key for the HTTP API (env TETHER_API_KEY)")
     p.add_argument(
@@ -150,6 +157,10 @@ class Plan:
     """Printed on stderr before starting (e.g. a short JWT secret on loopback)."""
     loop: str = "asyncio"
     """The event loop ``run`` uses: ``asyncio`` or ``uvloop``."""
+    workers: int = 1
+    """Processes serving the port (``--workers``); more than one need a shared backplane."""
+    worker_pids: list[int] = field(default_factory=list)
+    """The workers' process ids, for the banner."""
 
 
 class UsageError(CliError):
@@ -219,6 +230,22 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     if not 0 <= port <= 65535:
         raise UsageError(f"invalid port {port} (0 to 65535)")
     result = Plan(config, str(host), port)
+    from tether.cli import workers
+
+    result.workers = workers.count_from(
+        next(
+            (
+                v
+                for v in (
+                    getattr(args, "workers", None),
+                    env.get("TETHER_WORKERS"),
+                    file_data.get("workers"),
+                )
+                if v is not None and v != ""
+            ),
+            1,
+        )
+    )
     result.backend_urls = {
         "broker": backends.broker,
         "history": backends.history,
@@ -338,6 +365,12 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
     if proxied:
         lines.append(f"  proxy     : {', '.join(proxied)} -> backend URLs")
     lines.append(f"  runtime   : {loop.describe(p.loop)}, native speedups {speedups_status()}")
+    if p.workers > 1:
+        pids = ", ".join(map(str, p.worker_pids))
+        lines.append(
+            f"  workers   : {p.workers} processes on one port (SO_REUSEPORT), pids {pids}; "
+            "SIGHUP reloads and replaces them one at a time"
+        )
     if p.dev_mode:
         lines.append("")
         lines.append("DEVELOPMENT MODE (loopback only; pass --jwt-secret or --allow-anonymous):")
@@ -345,10 +378,26 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
     return "\n".join(lines)
 
 
-async def serve(p: Plan) -> int:
+@dataclass
+class WorkerRole:
+    """This process is worker ``index`` of ``count`` under a supervisor (``--workers``)."""
+
+    index: int
+    count: int
+    runtime_dir: Path
+    ready_fd: int
+
+
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before they are accepted (Linux caps it at somaxconn):
+a burst of reconnecting clients must not see refused or retried SYNs."""
+
+
+async def serve(p: Plan, worker: WorkerRole | None = None) -> int:
     from tether.hub import Node, serve_hub
 
-    await preflight.require_reachable(p.backend_urls)
+    if worker is None:  # a supervisor checked them once for all its workers
+        await preflight.require_reachable(p.backend_urls)
     p.loop = loop.running()  # the banner reports the loop in use, not only the one asked for
     running = asyncio.get_running_loop()
     stop: asyncio.Future[int] = running.create_future()
@@ -361,20 +410,90 @@ async def serve(p: Plan) -> int:
     # another node, or this one restarted) and recover what they missed.
     running.add_signal_handler(signal.SIGTERM, request_stop, 1012)
     running.add_signal_handler(signal.SIGINT, request_stop, 1001)
-    hub = serve_hub(Node(p.config), p.host, p.port)
+    node = Node(p.config)
+    options: dict[str, Any] = {"backlog": LISTEN_BACKLOG}
+    if worker is not None:
+        options["reuse_port"] = True
+    hub = serve_hub(node, p.host, p.port, **options)
     try:
         await hub.start()
     except OSError as exc:  # start() has closed the node again
         raise UsageError(f"cannot listen on {p.host}:{p.port}: {exc.strerror or exc}") from exc
-    print(banner(p, hub.url, hub.websocket_url), flush=True)
+    gatherer = None
+    if worker is None:
+        print(banner(p, hub.url, hub.websocket_url), flush=True)
+    else:
+        from tether.cli.workers import tell_ready
+        from tether.hub.routes import HttpRoutes
+        from tether.hub.worker_metrics import WorkerMetrics
+
+        gatherer = WorkerMetrics(
+            worker.runtime_dir, worker.index, worker.count, HttpRoutes(node).render_metrics
+        )
+        await gatherer.start()
+        node.metrics_gather = gatherer.gather
+        tell_ready(worker.ready_fd, worker.index)
     try:
         code = await stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             running.remove_signal_handler(sig)
+    if gatherer is not None:
+        await gatherer.close()
     await hub.close(code)
-    print(f"tether hub stopped (clients told {code})", flush=True)
+    if worker is None:
+        print(f"tether hub stopped (clients told {code})", flush=True)
     return 0
+
+
+def run_worker(p: Plan, index: int, count: int, runtime_dir: Path, ready_fd: int) -> int:
+    """In a forked worker: serve until told to stop."""
+    return loop.run(serve(p, WorkerRole(index, count, runtime_dir, ready_fd)), p.loop)
+
+
+def run_group(args: argparse.Namespace, p: Plan) -> int:
+    """``--workers N`` (N > 1): a supervisor and its workers on one port."""
+    from tether.cli import workers
+
+    workers.require_shared_backplane(p.backend_urls, p.workers)
+    loop.run(preflight.require_reachable(p.backend_urls), p.loop)
+    try:
+        holder = workers.reserve_port(p.host, p.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {p.host}:{p.port}: {exc.strerror or exc}") from exc
+    # Port 0: the workers all take the one the holder got.
+    p.port = int(holder.getsockname()[1])
+    host, port = p.host, p.port
+
+    def replan() -> tuple[Plan, int]:
+        new = plan(args)
+        workers.require_shared_backplane(new.backend_urls, new.workers)
+        if new.dev_mode:  # keep this run's made-up secrets: issued tokens stay valid
+            new.config.jwt_secret = p.config.jwt_secret
+            new.config.api_key = p.config.api_key
+        new.host, new.port = host, port  # the port is held; moving it needs a restart
+        return new, new.workers
+
+    def announce(current: Plan, count: int, pids: list[int]) -> None:
+        current.workers, current.worker_pids = count, pids
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}/"
+        ws_url = f"ws://{shown}:{port}{current.config.websocket_path}"
+        print(banner(current, url, ws_url), flush=True)
+
+    def log(message: str) -> None:
+        print(f"tether serve: {message}", file=sys.stderr, flush=True)
+
+    runtime_dir = workers.make_runtime_dir()
+    group = workers.Group(p, p.workers, runtime_dir, run_worker)
+    try:
+        status = workers.supervise(group, replan, announce, log)
+    finally:
+        holder.close()
+        workers.remove_runtime_dir(runtime_dir)
+    if status == 0:
+        print("tether hub stopped (every worker told its clients to come back)", flush=True)
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -385,4 +504,6 @@ def run(args: argparse.Namespace) -> int:
     preflight.require_proxy_dependency(p.config)
     for warning in p.warnings:
         print(f"tether serve: {warning}", file=sys.stderr, flush=True)
+    if p.workers > 1:
+        return run_group(args, p)
     return loop.run(serve(p), p.loop)

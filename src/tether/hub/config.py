@@ -215,9 +215,11 @@ def _build(cls: type[Any], data: Mapping[str, Any], where: str, base: Any = None
 def config_from_mapping(data: Mapping[str, Any]) -> HubConfig:
     """Build a :class:`HubConfig` from a TOML document's tables (see docs/hub.md)."""
     data = dict(data)
-    # Where to listen is the server's business (``tether serve`` reads these).
+    # Where to listen, and with how many processes, is the server's business
+    # (``tether serve`` reads these).
     data.pop("host", None)
     data.pop("port", None)
+    data.pop("workers", None)
     config = HubConfig()
     if "channels" in data:
         config.channels = _build(ChannelOptions, data.pop("channels"), "channels")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +101,9 @@ class Node:
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
         self.id = uuid.uuid4().hex
         self.metrics = Metrics()
+        self.metrics_gather: Callable[[str], Awaitable[str]] | None = None
+        """Set on a worker of ``tether serve --workers``: turns this node's ``/metrics``
+        text into the whole group's (see :mod:`tether.hub.worker_metrics`)."""
         self.registry: ChannelRegistry[Session] = ChannelRegistry()
         self.sessions: dict[str, Session] = {}
         self._users: dict[str, set[Session]] = {}

@@ -192,7 +192,10 @@ class HttpRoutes:
                 )
                 response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
                 return response
-            text = self._render_metrics()
+            text = self.render_metrics()
+            gather = self.node.metrics_gather
+            if gather is not None:  # one of several workers: answer for all of them
+                text = await gather(text)
             return _content(200, text.encode(), metrics_module.CONTENT_TYPE)
         if path in STATIC_FILES:
             return self._static(*STATIC_FILES[path])
@@ -256,7 +259,8 @@ class HttpRoutes:
             return error_response(404, f"{name} not found", ErrorCode.NOT_FOUND)
         return _content(200, body, content_type)
 
-    def _render_metrics(self) -> str:
+    def render_metrics(self) -> str:
+        """This node's metrics in the Prometheus text format."""
         node = self.node
         return node.metrics.render(
             {
