@@ -303,6 +303,7 @@ def main() -> int:
     time.sleep(1.0)
     pids = group_pids(root) if root else []
     base_rss = rss_bytes(pids)
+    base_cpu = cpu_seconds(pids)
     per_loader = -(-args.sessions // args.loaders)
     loaders = []
     for k in range(args.loaders):
@@ -339,11 +340,16 @@ def main() -> int:
     errors = sum(r["errors"] for r in reports)
     pids = group_pids(root) if root else []
     rss = rss_bytes(pids)
+    accept_cpu = cpu_seconds(pids) - base_cpu
     print(f"sessions: {ok} of {args.sessions} ({errors} failed)", flush=True)
     for r in reports:
         if "first_error" in r:
             print(f"  first error: {r['first_error']}")
-    print(f"accept: {accept_seconds:.1f} s, {ok / accept_seconds:,.0f} sessions/s")
+    print(
+        f"accept: {accept_seconds:.1f} s, {ok / accept_seconds:,.0f} sessions/s; server CPU "
+        f"{accept_cpu / max(ok, 1) * 1e6:.0f} us per session "
+        f"(= {ok / max(accept_cpu, 1e-9):,.0f} sessions/s per busy core)"
+    )
     if pids:
         print(
             f"server RSS: {base_rss / 2**20:.1f} -> {rss / 2**20:.1f} MiB, "

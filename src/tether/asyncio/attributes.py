@@ -46,6 +46,8 @@ class ConnectionAttributes(asyncio.BufferedProtocol):
         "_half_closed",
         "_held_frames",
         "_keepalive_handle",
+        "_keepalive_ping",
+        "_keepalive_slot",
         "_listener",
         "_lost",
         "_lost_exc",
@@ -109,7 +111,11 @@ class ConnectionAttributes(asyncio.BufferedProtocol):
     _held_frames: list[bytes] | None
     _fast_tx: bool
     # Keepalive (keepalive.py) and closing (closing.py).
-    _pings: dict[bytes, tuple[asyncio.Future[float], float]]
+    _pings: dict[bytes, tuple[asyncio.Future[float] | None, float]]
     _keepalive_handle: asyncio.TimerHandle | None
+    _keepalive_slot: int | None
+    """The keepalive wheel's slot this connection waits in (wheel.py), if any."""
+    _keepalive_ping: bytes | None
+    """The wheel's Ping waiting for its Pong (then the slot is the Pong's deadline)."""
     _close_handle: asyncio.TimerHandle | None
     _closed_waiter: asyncio.Future[None]

@@ -101,6 +101,8 @@ class Connection(
         self._drain_waiters = []
         self._pings = {}
         self._keepalive_handle = None
+        self._keepalive_slot = None
+        self._keepalive_ping = None
         self._close_handle = None
         self._lost = False
         self._lost_exc = None
@@ -346,12 +348,13 @@ class Connection(
         for handle in (self._keepalive_handle, self._close_handle):
             if handle is not None:
                 handle.cancel()
+        self._stop_keepalive()
         closed = self._closed_exception()
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         for fut, _ in self._pings.values():
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(closed)
                 fut.exception()  # nobody may await a keepalive ping: mark retrieved
         self._pings.clear()

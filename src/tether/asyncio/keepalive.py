@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from typing import TYPE_CHECKING
 
 from tether.asyncio.attributes import ConnectionAttributes, Data
 from tether.asyncio.messages import ConcurrencyError
+from tether.asyncio.wheel import MIN_PERIOD, wheel_of
 from tether.protocol.connection import State
 from tether.protocol.exceptions import (
     ConnectionClosed,
@@ -65,15 +67,64 @@ class Keepalive(ConnectionAttributes):
         for payload in list(self._pings):
             fut, sent_at = self._pings.pop(payload)
             latency = now - sent_at
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(latency)
+            if payload == self._keepalive_ping:
+                self._keepalive_answered()
             if payload == data:
                 self.latency = latency
                 break
 
     def _start_keepalive(self: Connection) -> None:
-        if self.ping_interval is not None:
-            self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+        interval, timeout = self.ping_interval, self.ping_timeout
+        if interval is None:
+            return
+        if interval >= MIN_PERIOD and (timeout is None or timeout >= MIN_PERIOD):
+            # Seconds-long periods share the loop's wheel. The first Ping comes
+            # at a random point of the second half of the interval, so clients
+            # that connected together (after a deploy) are not pinged together.
+            first = interval * (0.5 + random.random() / 2)
+            self._keepalive_slot = wheel_of(self.loop).add(self, first)
+        else:
+            self._keepalive_handle = self.loop.call_later(interval, self._keepalive)
+
+    def _stop_keepalive(self: Connection) -> None:
+        slot = self._keepalive_slot
+        if slot is not None:
+            self._keepalive_slot = None
+            wheel_of(self.loop).remove(self, slot)
+        self._keepalive_ping = None
+
+    def _keepalive_due(self: Connection) -> None:
+        """The wheel's call: send a Ping, or fail if the last one got no Pong in time."""
+        self._keepalive_slot = None
+        if self.protocol.state is not State.OPEN:
+            return
+        if self._keepalive_ping is not None:  # its Pong's deadline passed
+            self._keepalive_ping = None
+            logger.info("keepalive ping timeout; closing connection")
+            self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        payload = os.urandom(4)
+        while payload in self._pings:
+            payload = os.urandom(4)
+        # No future: nobody awaits a keepalive Ping, _pong_received sees the payload.
+        self._pings[payload] = (None, time.monotonic())
+        self._keepalive_ping = payload
+        self._when_idle(lambda: self._send_ping(payload))
+        if self.ping_timeout is not None:
+            self._keepalive_slot = wheel_of(self.loop).add(self, self.ping_timeout)
+
+    def _keepalive_answered(self: Connection) -> None:
+        """The wheel's Ping got its Pong: the next Ping is due an interval from now."""
+        self._keepalive_ping = None
+        wheel = wheel_of(self.loop)
+        if self._keepalive_slot is not None:
+            wheel.remove(self, self._keepalive_slot)
+        if self.ping_interval is not None and self.protocol.state is State.OPEN:
+            self._keepalive_slot = wheel.add(self, self.ping_interval)
+        else:
+            self._keepalive_slot = None
 
     def _keepalive(self: Connection) -> None:
         self._keepalive_handle = None
