@@ -148,6 +148,8 @@ class ServerConnection(Connection):
             if server.process_request is not None:
                 result = server.process_request(self, request)
                 response = await result if inspect.isawaitable(result) else result
+                # This frame lives on as the handler's: keep no finished coroutine in it.
+                del result
             if response is None:
                 response = self.protocol.accept(request)
             if server.process_response is not None:

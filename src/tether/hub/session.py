@@ -65,6 +65,21 @@ MAX_CLOSE_REASON = 120
 
 Result = dict[str, JSON]
 
+# Command -> the Session method that handles it (looked up per command: a dict
+# of bound methods per session would cost about 1 KiB each).
+_HANDLERS = {
+    "connect": "_connect",
+    "subscribe": "_subscribe",
+    "unsubscribe": "_unsubscribe",
+    "publish": "_publish",
+    "presence": "_presence",
+    "presence_stats": "_presence_stats",
+    "history": "_history",
+    "refresh": "_refresh",
+    "ping": "_ping",
+    "rpc": "_rpc",
+}
+
 
 class Session:
     def __init__(
@@ -109,25 +124,13 @@ class Session:
         self._recovered_top: dict[str, StreamPosition] = {}
         self._to_flush: list[str] = []
         self._held_bytes = 0
-        self._logged: set[object] = set()
+        self._logged: set[object] | None = None  # made on the first thing logged
         loop = asyncio.get_running_loop()
         self._expiry: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._connect_deadline: asyncio.TimerHandle | None = loop.call_later(
             limits.connect_timeout, self._connect_timed_out
         )
-        self._handlers: dict[str, Callable[[dict[str, JSON]], Awaitable[Result]]] = {
-            "connect": self._connect,
-            "subscribe": self._subscribe,
-            "unsubscribe": self._unsubscribe,
-            "publish": self._publish,
-            "presence": self._presence,
-            "presence_stats": self._presence_stats,
-            "history": self._history,
-            "refresh": self._refresh,
-            "ping": self._ping,
-            "rpc": self._rpc,
-        }
         node.add_session(self)
 
     def subscriptions(self) -> list[str]:
@@ -208,7 +211,10 @@ class Session:
             self.send(error_reply(command.id, HubError(ErrorCode.UNAUTHORIZED, "connect first")))
             self.disconnect(HubCloseCode.BAD_REQUEST, "connect first", reconnect=False)
             return
-        handler = self._handlers.get(command.method)
+        name = _HANDLERS.get(command.method)
+        handler: Callable[[dict[str, JSON]], Awaitable[Result]] | None = (
+            getattr(self, name) if name is not None else None
+        )
         try:
             if command.refusal is not None:
                 raise command.refusal
@@ -249,6 +255,8 @@ class Session:
             self.disconnect(HubCloseCode.FORBIDDEN, _close_reason(err.message), reconnect=False)
 
     def _log_once(self, kind: object, message: str, *args: Any) -> None:
+        if self._logged is None:
+            self._logged = set()
         if kind not in self._logged:
             self._logged.add(kind)
             logger.info(message, *args)

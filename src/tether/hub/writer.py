@@ -36,7 +36,9 @@ class SessionWriter:
         self.max_bytes = max_bytes
         self.metrics = metrics
         self.on_overflow = on_overflow
-        self._queue: collections.deque[tuple[str, int]] = collections.deque()
+        # Made when something has to wait, dropped once drained: most sessions are
+        # idle and write directly, and an empty deque costs 600 bytes each.
+        self._queue: collections.deque[tuple[str, int]] | None = None
         self._queued_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -70,6 +72,8 @@ class SessionWriter:
             self.close()
             self.on_overflow()
             return
+        if self._queue is None:
+            self._queue = collections.deque()
         self._queue.append((text, size))
         self._queued_bytes += size
         if self._task is None:
@@ -80,6 +84,8 @@ class SessionWriter:
         try:
             while self._queue and not self._closed:
                 text, size = self._queue.popleft()
+                if not self._queue:
+                    self._queue = None
                 self._queued_bytes -= size
                 await transport.write(text)
                 self.metrics.sent(1, size)
@@ -94,7 +100,7 @@ class SessionWriter:
     def close(self) -> None:
         """Drop what is queued and accept nothing more."""
         self._closed = True
-        self._queue.clear()
+        self._queue = None
         self._queued_bytes = 0
         task = self._task
         if task is not None and task is not asyncio.current_task():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -73,6 +74,10 @@ class HeadError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+MAX_SHARED_VALUE = 64
+"""Header values up to this long are interned (see ``HeadParser._line``)."""
 
 
 @dataclass(slots=True)
@@ -138,4 +143,11 @@ class HeadParser:
         value = value.strip(b" \t")
         if b"\r" in value or b"\n" in value or b"\x00" in value:
             raise HeadError(400, "invalid character in header value")
-        self.headers[name.decode("latin-1")] = value.decode("latin-1")
+        # Names, and most values, are the same in every request: share one copy
+        # of each (a server holding 20,000 connections keeps their requests).
+        # Interned strings are freed with their last user, so unique values
+        # (Sec-WebSocket-Key) cost nothing lasting.
+        text = value.decode("latin-1")
+        self.headers[sys.intern(name.decode("latin-1"))] = (
+            sys.intern(text) if len(text) <= MAX_SHARED_VALUE else text
+        )

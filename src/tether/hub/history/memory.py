@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import secrets
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from tether.hub.history.base import AddResult, History, Recovery
 from tether.hub.model import Publication, StreamPosition
@@ -16,16 +18,25 @@ def new_epoch() -> str:
     return secrets.token_urlsafe(6)
 
 
+# Streams of channels that were subscribed to but never published in (a
+# position for each subscriber) share these until their first publication:
+# an empty deque and OrderedDict cost about 1 KiB per channel.
+_NO_PUBLICATIONS = cast("collections.deque[Publication]", ())
+_NO_KEYS = cast(
+    "collections.OrderedDict[str, tuple[StreamPosition, float]]", types.MappingProxyType({})
+)
+
+
 @dataclass(slots=True)
 class _Stream:
     epoch: str
     meta_expires: float
     top: int = 0
-    publications: collections.deque[Publication] = field(default_factory=collections.deque)
+    publications: collections.deque[Publication] = _NO_PUBLICATIONS
     pubs_expire: float = 0.0
     # Idempotency key -> (position, expiry), oldest first.
     keys: collections.OrderedDict[str, tuple[StreamPosition, float]] = field(
-        default_factory=collections.OrderedDict
+        default_factory=lambda: _NO_KEYS
     )
 
 
@@ -59,6 +70,10 @@ class MemoryHistory(History):
     ) -> AddResult:
         stream = self._stream(channel)
         now = self.clock()
+        if stream.publications is _NO_PUBLICATIONS:
+            stream.publications = collections.deque()
+        if idempotency_key is not None and stream.keys is _NO_KEYS:
+            stream.keys = collections.OrderedDict()
         keys = stream.keys
         while keys and next(iter(keys.values()))[1] <= now:
             keys.popitem(last=False)
