@@ -28,10 +28,10 @@ GUARD = 10.0
 TETHER_SOURCES = str(Path(tether.__file__).parent / "*")
 
 HANDSHAKE = (
-    "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tether.v1\r\n\r\n"
-).encode()
+    b"GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: tether.v1\r\n\r\n"
+)
 
 
 def masked_text(payload: bytes) -> bytes:
@@ -48,7 +48,7 @@ async def idle_session(port: int, channel: str) -> asyncio.StreamWriter:
     command = {"id": 1, "method": "connect", "params": {"subs": {channel: None}}}
     writer.write(masked_text(json.dumps(command).encode()))
     while True:  # until the connect reply (a join push may come first)
-        b0, b1 = await reader.readexactly(2)
+        _b0, b1 = await reader.readexactly(2)
         n = b1 & 0x7F
         if n == 126:
             n = int.from_bytes(await reader.readexactly(2), "big")
