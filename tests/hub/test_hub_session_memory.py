@@ -62,12 +62,14 @@ async def test_idle_sessions_stay_under_the_memory_bound() -> None:
     # Keepalive on (25 s, as deployed), so its cost is counted too.
     node = Node(HubConfig(allow_anonymous=True))
     async with serve_hub(node, "127.0.0.1", 0) as hub:
-        warm = [await idle_session(hub.port, f"warm:{i}") for i in range(20)]
+        port = hub.port
+        assert port is not None
+        warm = [await idle_session(port, f"warm:{i}") for i in range(20)]
         gc.collect()
         tracemalloc.start()
         try:
             before = tracemalloc.take_snapshot()
-            writers = [await idle_session(hub.port, f"idle:{i}") for i in range(SESSIONS)]
+            writers = [await idle_session(port, f"idle:{i}") for i in range(SESSIONS)]
             await asyncio.sleep(0)  # let the last session's writes settle
             gc.collect()
             after = tracemalloc.take_snapshot()
