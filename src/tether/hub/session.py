@@ -122,6 +122,9 @@ class Session:
         # Channels being subscribed: pushes wait here until the reply is out.
         self._recovering: dict[str, list[tuple[str, int]]] = {}
         self._recovered_top: dict[str, StreamPosition] = {}
+        # Per channel, the position its subscribe reply covered, until a later
+        # publication arrives (see buffer).
+        self._covered: dict[str, StreamPosition] = {}
         self._to_flush: list[str] = []
         self._held_bytes = 0
         self._logged: set[object] | None = None  # made on the first thing logged
@@ -169,9 +172,25 @@ class Session:
         self.writer.send(text, len(text.encode()))
 
     def buffer(self, channel: str, text: str, size: int) -> bool:
-        """Hold a push for a channel whose subscribe reply is not out yet."""
+        """Hold a push for a channel whose subscribe reply is not out yet.
+
+        Also drops a publication the reply already covered that arrives after
+        it: with a backplane, a publication is in the shared history before
+        the broker brings it to this node, so a subscribe (or recovery) can
+        read it there first. A channel's publications arrive in order, so the
+        first one past the reply's position ends the check.
+        """
         pending = self._recovering.get(channel)
         if pending is None:
+            if not self._covered:
+                return False
+            top = self._covered.get(channel)
+            if top is None:
+                return False
+            if _already_sent(text, top):
+                return True
+            if text.startswith('{"push":"pub"'):
+                del self._covered[channel]
             return False
         # Held pushes count against the send queue: a hot channel and a slow
         # history read must not grow memory without bound either.
@@ -188,6 +207,8 @@ class Session:
         for channel in self._to_flush:
             pending = self._recovering.pop(channel, [])
             top = self._recovered_top.pop(channel, None)
+            if top is not None and top.offset > 0:
+                self._covered[channel] = top
             for text, size in pending:
                 self._held_bytes -= size
                 if top is not None and _already_sent(text, top):
