@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -262,9 +263,17 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]
         command += ["--workers", str(args.workers)]
     if args.broker:
         command += ["--broker", args.broker]
+    if args.broker:
+        # Our own key prefix on a shared Redis; presence off unless asked for
+        # (each session's join would be a write to the shared server).
+        config = Path(tempfile.mkdtemp(prefix="hub-conns-")) / "hub.toml"
+        config.write_text(
+            f'backplane_prefix = "benchconns{port}"\n'
+            f"[channels]\npresence = {'true' if args.presence else 'false'}\n"
+        )
+        command += ["--config", str(config)]
     command += args.server_arg
-    env = {**os.environ, "TETHER_BACKPLANE_PREFIX": f"bench{port}"}
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -276,6 +285,9 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds to idle and watch")
     parser.add_argument("--workers", default="1", help="tether serve --workers")
     parser.add_argument("--broker", default="", help="tether serve --broker")
+    parser.add_argument(
+        "--presence", action="store_true", help="with --broker: keep presence on (default off)"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve argument")
     parser.add_argument("--port", type=int, default=0, help="use a running server on this port")
     parser.add_argument("--server-pid", type=int, default=0, help="its pid, for RSS and CPU")
