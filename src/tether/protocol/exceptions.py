@@ -37,8 +37,49 @@ class InflateDeferred(Exception):
     """
 
 
+class InvalidURI(WebSocketError, ValueError):
+    """A URI is not a valid ws:// or wss:// URI (RFC 6455 §3).
+
+    Also a ValueError, which is what tether raised for it before.
+    """
+
+    def __init__(self, uri: str, msg: str) -> None:
+        super().__init__(f"invalid WebSocket URI {uri!r}: {msg}")
+        self.uri = uri
+        self.msg = msg
+
+
+class InvalidProxy(WebSocketError, ValueError):
+    """A proxy address is not one the client can use (scheme, host, credentials)."""
+
+    def __init__(self, proxy: str, msg: str) -> None:
+        super().__init__(f"invalid proxy {proxy!r}: {msg}")
+        self.proxy = proxy
+        self.msg = msg
+
+
 class InvalidHandshake(WebSocketError):
     """The opening handshake failed."""
+
+
+class SecurityError(InvalidHandshake):
+    """The handshake broke a security rule (a redirect from wss:// to ws://, too many redirects)."""
+
+
+class ProxyError(InvalidHandshake):
+    """The proxy could not open a tunnel to the server."""
+
+
+class InvalidProxyMessage(ProxyError):
+    """An HTTP proxy answered CONNECT with something that is not an HTTP response."""
+
+
+class InvalidProxyStatus(ProxyError):
+    """An HTTP proxy refused CONNECT: ``response`` is its answer (407, 403, 502 ...)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"proxy rejected the connection: HTTP {response.status_code}")
+        self.response = response
 
 
 class InvalidHeader(InvalidHandshake):

@@ -6,6 +6,7 @@ RFC 6455 §9.1 and RFC 7230 §3.2.6 define Sec-WebSocket-Extensions as a list of
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -90,6 +91,19 @@ class Headers:
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def build_authorization_basic(username: str, password: str) -> str:
+    """The value of an ``Authorization`` (or ``Proxy-Authorization``) header for Basic auth.
+
+    RFC 7617 §2: base64 of ``user-id ":" password``, UTF-8 encoded (§2.1);
+    a user-id with a colon cannot be represented.
+    """
+    if ":" in username:
+        raise ValueError("a Basic auth username cannot contain a colon (RFC 7617 §2)")
+    credentials = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
+
 
 _TOKEN_RE = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _QUOTED_RE = re.compile(r'"(?:[\x09\x20-\x21\x23-\x5b\x5d-\x7e]|\\[\x09\x20-\x7e\x80-\xff])*"')
