@@ -78,7 +78,7 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(uri, "not a ws:// or wss:// URI")
     if parts.fragment:
         # RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs".
-        raise InvalidURI(uri, "it has a fragment (RFC 6455 §3)")
+        raise InvalidURI(uri, "a WebSocket URI has no fragment")
     if not parts.hostname:
         raise InvalidURI(uri, "no host")
     secure = parts.scheme == "wss"

@@ -49,7 +49,7 @@ class InvalidURI(WebSocketError, ValueError):
         self.msg = msg
 
 
-class InvalidProxy(WebSocketError, ValueError):
+class InvalidProxy(WebSocketError):
     """A proxy address is not one the client can use (scheme, host, credentials)."""
 
     def __init__(self, proxy: str, msg: str) -> None:
@@ -72,6 +72,10 @@ class ProxyError(InvalidHandshake):
 
 class InvalidProxyMessage(ProxyError):
     """An HTTP proxy answered CONNECT with something that is not an HTTP response."""
+
+
+class InvalidMessage(InvalidHandshake):
+    """A handshake response is malformed, or the connection ended during the handshake."""
 
 
 class InvalidProxyStatus(ProxyError):

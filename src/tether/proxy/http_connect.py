@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tether.protocol.exceptions import InvalidProxyMessage, InvalidProxyStatus
 from tether.protocol.handshake import HeadError, HeadParser, Response
-from tether.protocol.headers import Headers, build_authorization_basic
+from tether.protocol.headers import build_authorization_basic
 from tether.proxy.address import Proxy
 
 # A proxy's answer to CONNECT is a status line and a few headers; these
@@ -25,13 +25,16 @@ def authority(host: str, port: int) -> str:
 def connect_request(proxy: Proxy, host: str, port: int, user_agent: str | None) -> bytes:
     """The ``CONNECT host:port`` request, with ``Proxy-Authorization: Basic`` from the proxy URL."""
     target = authority(host, port)
-    headers = Headers([("Host", target)])
+    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
     if user_agent is not None:
-        headers["User-Agent"] = user_agent
+        lines.append(f"User-Agent: {user_agent}")
     if proxy.user_info is not None:
         # RFC 9110 §11.7.2; Basic per RFC 7617, as curl and browsers send it.
-        headers["Proxy-Authorization"] = build_authorization_basic(*proxy.user_info)
-    return f"CONNECT {target} HTTP/1.1\r\n".encode("ascii") + headers.serialize() + b"\r\n"
+        lines.append(f"Proxy-Authorization: {build_authorization_basic(*proxy.user_info)}")
+    if any(c in line for line in lines for c in "\r\n\x00"):
+        # A CR or LF inside a value would end the header early and inject others.
+        raise ValueError("invalid character in the CONNECT request's host or User-Agent")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class ConnectResponseReader:
