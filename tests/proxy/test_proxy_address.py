@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import sys
 
 import pytest
 
+from tether._extras import MissingDependency
 from tether.protocol.client import parse_uri
 from tether.protocol.exceptions import InvalidProxy, InvalidProxyMessage, InvalidProxyStatus
-from tether.proxy import Proxy, get_proxy, parse_proxy
+from tether.proxy import Proxy, get_proxy, open_tunnel_sync, parse_proxy
 from tether.proxy.http_connect import ConnectResponseReader, connect_request
 
 
@@ -140,3 +142,9 @@ def test_reader_refusals_and_garbage() -> None:
     assert cut.feed(b"HTTP/1.1 200 OK\r\n") is False
     with pytest.raises(InvalidProxyMessage, match="closed"):
         cut.feed_eof()
+
+
+def test_socks_without_python_socks_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "python_socks", None)  # as if not installed
+    with pytest.raises(MissingDependency, match=r"tether\[socks\]"):
+        open_tunnel_sync("socks5h://127.0.0.1:1080", "h", 80, timeout=1)

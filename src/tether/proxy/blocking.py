@@ -65,7 +65,8 @@ def open_tunnel_sync(
     :class:`~tether.protocol.exceptions.InvalidProxyMessage` when it answers
     something that is not HTTP, :class:`~tether.protocol.exceptions.ProxyError`
     when a SOCKS proxy refuses, :class:`TimeoutError` past ``timeout``,
-    :class:`OSError` when the proxy cannot be reached, and :class:`ImportError`
+    :class:`OSError` when the proxy cannot be reached, and
+    :class:`~tether._extras.MissingDependency` (an ImportError)
     for a SOCKS proxy without python-socks installed.
     """
     parsed = parse_proxy(proxy) if isinstance(proxy, str) else proxy

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tether._extras import MissingDependency
 from tether.protocol.exceptions import ProxyError
 from tether.proxy.address import Proxy
 
 if TYPE_CHECKING:
     from python_socks import ProxyType
-
-MISSING = "a SOCKS proxy needs python-socks: pip install 'tether[socks]'"
 
 
 def socks_arguments(proxy: Proxy) -> dict[str, Any]:
@@ -24,7 +23,7 @@ def socks_arguments(proxy: Proxy) -> dict[str, Any]:
     try:
         from python_socks import ProxyType
     except ImportError:
-        raise ImportError(MISSING) from None
+        raise MissingDependency("a SOCKS proxy", "python-socks", "socks") from None
     kind: ProxyType = ProxyType.SOCKS5 if proxy.scheme.startswith("socks5") else ProxyType.SOCKS4
     return {
         "proxy_type": kind,
