@@ -32,6 +32,7 @@ import pytest
 from tether_testing import require
 
 START_TIMEOUT = 10.0
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"])
 
 
 def free_port() -> int:
@@ -97,7 +98,7 @@ PidFile "{pid}"
 async def tinyproxy(
     tmp_path: Path, daemons: Daemons
 ) -> AsyncIterator[Callable[..., Awaitable[str]]]:
-    binary = shutil.which("tinyproxy")
+    binary = shutil.which("tinyproxy", path=SBIN_PATH)
 
     async def start(auth: tuple[str, str] | None = None) -> str:
         require(binary, "tinyproxy is not installed (apt-get install tinyproxy)")
@@ -135,7 +136,10 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
 
 @pytest.fixture
 async def danted(tmp_path: Path, daemons: Daemons) -> AsyncIterator[Callable[..., Awaitable[str]]]:
-    binary = shutil.which("danted") or shutil.which("sockd")
+    # /usr/sbin may be missing from a non-root PATH.
+    binary = next(
+        filter(None, (shutil.which(name, path=SBIN_PATH) for name in ("danted", "sockd"))), None
+    )
 
     async def start(method: str = "none") -> str:
         """``method`` "username" asks clients for RFC 1929 credentials (system users)."""

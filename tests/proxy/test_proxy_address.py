@@ -148,3 +148,8 @@ def test_socks_without_python_socks_names_the_extra(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "python_socks", None)  # as if not installed
     with pytest.raises(MissingDependency, match=r"tether\[socks\]"):
         open_tunnel_sync("socks5h://127.0.0.1:1080", "h", 80, timeout=1)
+
+
+def test_a_bare_address_in_the_environment_is_http(environment) -> None:  # type: ignore[no-untyped-def]
+    environment(https_proxy="proxy.corp:3128")
+    assert get_proxy(parse_uri("wss://server.example/")) == "http://proxy.corp:3128"

@@ -1,10 +1,12 @@
 """Which proxy to use, and what a proxy URL says: ``parse_proxy`` and ``get_proxy``.
 
-Pure functions over strings and the environment: no I/O.
+Pure functions over strings and the environment (and, for an https:// proxy,
+the TLS context to reach it): no network I/O.
 """
 
 from __future__ import annotations
 
+import ssl as ssl_module
 import urllib.request
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -123,5 +125,23 @@ def get_proxy(uri: WebSocketURI) -> str | None:
         if key == "socks" and url.startswith("http://"):
             # How some systems spell a SOCKS proxy in socks_proxy.
             return "socks5h://" + url[len("http://") :]
+        if "://" not in url:
+            # "proxy:3128": curl and most tools read a bare address as HTTP.
+            return "http://" + url
         return url
+    return None
+
+
+def proxy_context(
+    proxy: Proxy, proxy_ssl: ssl_module.SSLContext | bool | None
+) -> ssl_module.SSLContext | None:
+    """The TLS context for the connection to the proxy itself: for https:// only."""
+    if proxy.scheme == "https":
+        if isinstance(proxy_ssl, ssl_module.SSLContext):
+            return proxy_ssl
+        if proxy_ssl is False:
+            raise ValueError("an https:// proxy needs TLS: proxy_ssl cannot be False")
+        return ssl_module.create_default_context()
+    if proxy_ssl:
+        raise ValueError("proxy_ssl is for an https:// proxy, not " + proxy.scheme)
     return None

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
-from typing import Any
+from typing import Any, cast
 
 from tether.protocol.exceptions import ProxyError
-from tether.proxy.address import Proxy, parse_proxy
-from tether.proxy.blocking import _NO_LIMIT, _proxy_context
+from tether.proxy.address import Proxy, parse_proxy, proxy_context
 from tether.proxy.http_connect import ConnectResponseReader, connect_request
-from tether.proxy.socks import socks_arguments, translate
+from tether.proxy.socks import NO_LIMIT, socks_arguments, translate
 
 
 class _TunnelProtocol(asyncio.Protocol):
@@ -29,12 +28,12 @@ class _TunnelProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport) or hasattr(transport, "write")
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports do not subclass asyncio.Transport: a cast, no isinstance.
+        self.transport = cast(asyncio.Transport, transport)
         if self.request is None:  # a SOCKS tunnel: already open
             self._open()
         else:
-            self.transport.write(self.request)  # type: ignore[union-attr]
+            self.transport.write(self.request)
 
     def _open(self) -> None:
         # The caller attaches its protocol later: nothing may be read meanwhile.
@@ -108,7 +107,7 @@ async def open_tunnel(
             sock.close()
             raise
     else:
-        context = _proxy_context(parsed, proxy_ssl)
+        context = proxy_context(parsed, proxy_ssl)
         tls: dict[str, Any] = {}
         if context is not None:
             tls = {
@@ -144,7 +143,7 @@ async def _socks_socket(
     socks = AsyncSocksProxy(**arguments, loop=asyncio.get_running_loop())
     try:
         # No limit here: the caller's timeout cancels this coroutine.
-        return await socks.connect(host, port, timeout=_NO_LIMIT, local_addr=local_addr)
+        return await socks.connect(host, port, timeout=NO_LIMIT, local_addr=local_addr)
     except Exception as exc:
         translated = translate(exc, proxy)
         if translated is exc:

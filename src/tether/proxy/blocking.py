@@ -9,12 +9,9 @@ import socket
 import ssl as ssl_module
 import time
 
-from tether.proxy.address import Proxy, parse_proxy
+from tether.proxy.address import Proxy, parse_proxy, proxy_context
 from tether.proxy.http_connect import ConnectResponseReader, connect_request
-from tether.proxy.socks import socks_arguments, translate
-
-# python-socks' own default applies when it gets None; ours is "no limit".
-_NO_LIMIT = 365 * 24 * 3600.0
+from tether.proxy.socks import NO_LIMIT, socks_arguments, translate
 
 
 def open_tunnel_sync(
@@ -75,7 +72,7 @@ def open_tunnel_sync(
         if proxy_ssl is not None or proxy_server_hostname is not None:
             raise ValueError("proxy_ssl and proxy_server_hostname are for an https:// proxy")
         return _socks_tunnel(parsed, host, port, timeout, source_address)
-    context = _proxy_context(parsed, proxy_ssl)
+    context = proxy_context(parsed, proxy_ssl)
     sock = socket.create_connection(
         (parsed.host, parsed.port), _remaining(deadline), source_address=source_address
     )
@@ -115,20 +112,6 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
-def _proxy_context(
-    proxy: Proxy, proxy_ssl: ssl_module.SSLContext | bool | None
-) -> ssl_module.SSLContext | None:
-    if proxy.scheme == "https":
-        if isinstance(proxy_ssl, ssl_module.SSLContext):
-            return proxy_ssl
-        if proxy_ssl is False:
-            raise ValueError("an https:// proxy needs TLS: proxy_ssl cannot be False")
-        return ssl_module.create_default_context()
-    if proxy_ssl:
-        raise ValueError("proxy_ssl is for an https:// proxy, not " + proxy.scheme)
-    return None
-
-
 def _socks_tunnel(
     proxy: Proxy,
     host: str,
@@ -144,7 +127,7 @@ def _socks_tunnel(
         sock = socks.connect(
             host,
             port,
-            timeout=_NO_LIMIT if timeout is None else timeout,
+            timeout=NO_LIMIT if timeout is None else timeout,
             local_addr=source_address,
         )
     except Exception as exc:

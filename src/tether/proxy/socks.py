@@ -17,6 +17,10 @@ from tether.proxy.address import Proxy
 if TYPE_CHECKING:
     from python_socks import ProxyType
 
+# python-socks puts its own 60 s limit on None; the callers bound the time
+# themselves (open_timeout, or open_tunnel_sync's timeout), so: no limit.
+NO_LIMIT = 365 * 24 * 3600.0
+
 
 def socks_arguments(proxy: Proxy) -> dict[str, Any]:
     """Keyword arguments for python-socks' ``Proxy`` (sync or asyncio) for this proxy."""
