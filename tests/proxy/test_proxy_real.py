@@ -38,6 +38,9 @@ async def test_tinyproxy_ws_and_wss(start_server, tinyproxy, tls) -> None:
         assert ws.remote_address[1] == proxy_port  # the peer is the proxy
         await ws.send("through tinyproxy")
         assert await ws.recv() == "through tinyproxy"
+        big = bytes(range(256)) * 3000  # many reads: the tunnel carries the fast read path
+        await ws.send(big)
+        assert await ws.recv() == big
     async with connect(
         secure.url_for("/s", "wss", "localhost"), proxy=proxy, ssl=tls.client, open_timeout=GUARD
     ) as ws:
