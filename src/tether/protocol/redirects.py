@@ -8,6 +8,7 @@ bounded count, with the checks here. No I/O: the client asks, then connects.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -17,8 +18,11 @@ from tether.protocol.handshake import Response
 from tether.protocol.headers import Headers, HeadersLike
 
 REDIRECT_STATUSES = frozenset({300, 301, 302, 303, 307, 308})
-# How many redirects one connect() follows; the next one is a SecurityError.
-MAX_REDIRECTS = 10
+# How many redirects one connect() follows by default; the next one is a
+# SecurityError. TETHER_MAX_REDIRECTS (or websockets' WEBSOCKETS_MAX_REDIRECTS) sets it.
+MAX_REDIRECTS = int(
+    os.environ.get("TETHER_MAX_REDIRECTS", os.environ.get("WEBSOCKETS_MAX_REDIRECTS", "10"))
+)
 # What a request must not carry to another origin (the user did not send it there).
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
