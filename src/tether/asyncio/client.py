@@ -23,7 +23,12 @@ from tether.protocol import reconnect, redirects
 from tether.protocol.client import ClientProtocol, WebSocketURI, parse_uri
 from tether.protocol.connection import FrameObserver, State
 from tether.protocol.events import ResponseReceived
-from tether.protocol.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus
+from tether.protocol.exceptions import (
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidProxy,
+    InvalidStatus,
+)
 from tether.protocol.extensions.base import ClientExtensionFactory
 from tether.protocol.headers import HeadersLike
 from tether.proxy import get_proxy, open_tunnel
@@ -248,6 +253,9 @@ class connect:
 
     async def _connect_through(self, proxy: str, kwargs: dict[str, Any]) -> ClientConnection:
         tls = {key: kwargs.pop(key) for key in _SERVER_TLS_KWARGS if key in kwargs}
+        if sys.version_info < (3, 11) and self.ssl is not None and proxy.startswith("https:"):
+            # asyncio's start_tls() accepts a TLS transport from Python 3.11 on.
+            raise InvalidProxy(proxy, "wss:// through an https:// proxy needs Python 3.11+")
         tunnel = await open_tunnel(
             proxy,
             self.host or self.uri.host,
