@@ -138,7 +138,7 @@ class connect:
         additional_headers: HeadersLike | None = None,
         user_agent_header: str | None = "tether",
         proxy: str | Literal[True] | None = True,
-        process_exception: Callable[[Exception], Exception | None] = (reconnect.process_exception),
+        process_exception: Callable[[Exception], Exception | None] = reconnect.process_exception,
         open_timeout: float | None = 10.0,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
