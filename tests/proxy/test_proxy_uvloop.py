@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
+from typing import Any
 
 import tether
 from tether_testing import require
@@ -46,15 +48,13 @@ async def _through_proxies(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContex
     tls_relay = await asyncio.start_server(_relay, "127.0.0.1", 0, ssl=server_ctx)
     ports = [s.sockets[0].getsockname()[1] for s in (plain, secure, relay, tls_relay)]
     big = bytes(range(256)) * 2000
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any]]] = [
         (f"ws://127.0.0.1:{ports[0]}/", f"http://127.0.0.1:{ports[2]}", {}),
         (f"wss://localhost:{ports[1]}/", f"http://127.0.0.1:{ports[2]}", {"ssl": client_ctx}),
-        (
-            f"wss://localhost:{ports[1]}/",
-            f"https://localhost:{ports[3]}",
-            {"ssl": client_ctx, "proxy_ssl": client_ctx},
-        ),
     ]
+    if sys.version_info >= (3, 11):  # TLS inside TLS: refused before (test_proxy_https.py)
+        tls_in_tls = {"ssl": client_ctx, "proxy_ssl": client_ctx}
+        cases.append((f"wss://localhost:{ports[1]}/", f"https://localhost:{ports[3]}", tls_in_tls))
     try:
         for uri, proxy, options in cases:
             async with tether.connect(uri, proxy=proxy, open_timeout=GUARD, **options) as ws:
@@ -75,4 +75,5 @@ def test_tunnels_on_uvloop(tls) -> None:  # type: ignore[no-untyped-def]
     require(uvloop is not None, "uvloop is not installed (the test extra has it)")
     assert uvloop is not None
     seen = uvloop.run(asyncio.wait_for(_through_proxies(tls.server, tls.client), GUARD * 3))
-    assert seen == ["ws via http", "wss via http", "wss via https"]
+    expected = ["ws via http", "wss via http", "wss via https"]
+    assert seen == (expected if sys.version_info >= (3, 11) else expected[:2])
