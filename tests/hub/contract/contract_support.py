@@ -1,14 +1,17 @@
 """The backends the contract suite runs against.
 
 The ``backend`` fixture runs each contract test once per implementation in
-``BACKENDS``: memory, Redis (broker, history and presence), NATS (broker;
-history and presence in memory) and JetStream (NATS broker and JetStream
-history; presence in memory). A networked backend's factory skips,
-through ``require``, when its server is not running.
+``BACKENDS``: memory, SQLite (memory broker and presence, history in a
+file of a temporary directory), Redis (broker, history and presence), NATS
+(broker; history and presence in memory) and JetStream (NATS broker,
+JetStream history and KeyValue presence). A networked backend's factory
+skips, through ``require``, when its server is not running.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +64,27 @@ def memory_backend() -> Backend:
         MemoryHistory(clock=clock),
         MemoryPresence(clock=clock),
         clock.advance,
+    )
+
+
+def sqlite_backend() -> Backend:
+    """Durable history in a SQLite file (``--data``); broker and presence in memory."""
+    from tether.hub.history.sqlite import SqliteHistory
+
+    clock = FakeClock()
+    bus = MemoryBus()
+    directory = tempfile.mkdtemp(prefix="tether-contract-")
+
+    async def remove_directory() -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return Backend(
+        "sqlite",
+        lambda n: [MemoryBroker(bus) for _ in range(n)],
+        SqliteHistory(directory, clock=clock),
+        MemoryPresence(clock=clock),
+        clock.advance,
+        [remove_directory],
     )
 
 
@@ -164,6 +188,7 @@ def jetstream_backend() -> Backend:
 # name -> factory.
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "memory": memory_backend,
+    "sqlite": sqlite_backend,
     "redis": redis_backend,
     "nats": nats_backend,
     "jetstream": jetstream_backend,
