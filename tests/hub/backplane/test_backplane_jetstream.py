@@ -14,6 +14,7 @@ from hub_support import WireClient, config
 from tether.hub import HubServer, Node
 from tether.hub.backends import resolve
 from tether.hub.history.nats import NatsHistory
+from tether.hub.presence.nats import NatsPresence
 
 StartHub = Callable[..., Awaitable[HubServer]]
 Wire = Callable[..., Awaitable[WireClient]]
@@ -24,23 +25,27 @@ async def jetstream() -> AsyncIterator[dict[str, str]]:
     """Config overrides for nodes with a NATS broker and JetStream history."""
     url = require_nats()
     prefix = unique("js")
-    yield {"broker": url, "history": url, "backplane_prefix": prefix}
+    yield {"broker": url, "backplane_prefix": prefix}
     cleaner = NatsHistory(url, prefix=prefix)
+    presence = NatsPresence(url, prefix=prefix)
     try:
         await cleaner.destroy()
+        await presence.destroy()
     finally:
         await cleaner.close()
+        await presence.close()
 
 
-def test_history_may_be_nats_but_presence_may_not() -> None:
+def test_a_nats_broker_alone_brings_jetstream_history_and_kv_presence() -> None:
     url = "nats://127.0.0.1:4222"
-    urls = resolve(config(broker=url, history=url))
-    assert (urls.broker, urls.history, urls.presence) == (url, url, "memory")
+    urls = resolve(config(broker=url))
+    assert (urls.broker, urls.history, urls.presence) == (url, url, url)
 
 
 async def test_node_builds_jetstream_history_from_the_config(jetstream: dict[str, str]) -> None:
     node = Node(config(**jetstream))
     assert isinstance(node.history_store, NatsHistory)
+    assert isinstance(node.presence_store, NatsPresence)
     await node.start()
     await node.close()
 

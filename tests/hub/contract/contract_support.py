@@ -3,7 +3,7 @@
 The ``backend`` fixture runs each contract test once per implementation in
 ``BACKENDS``: memory, SQLite (memory broker and presence, history in a
 file of a temporary directory), Redis (broker, history and presence), NATS
-(broker; history and presence in memory) and JetStream (NATS broker,
+(broker; history and presence in memory) and JetStream (NATS only: broker,
 JetStream history and KeyValue presence). A networked backend's factory
 skips, through ``require``, when its server is not running.
 """
@@ -159,27 +159,32 @@ def nats_backend() -> Backend:
 
 
 def jetstream_backend() -> Backend:
-    """NATS broker and JetStream history (stream and buckets of this test's own)."""
+    """NATS only: broker, JetStream history and KeyValue presence (of this test's own)."""
     url = require_nats()
     from tether.hub.brokers.nats import NatsBroker
     from tether.hub.history.nats import NatsHistory
+    from tether.hub.presence.nats import NatsPresence
 
     clock = FakeClock()
     prefix = unique("contract")
     history = NatsHistory(url, prefix=prefix, clock=clock)
+    presence = NatsPresence(url, prefix=prefix, clock=clock)
 
     async def drop() -> None:
-        cleaner = NatsHistory(url, prefix=prefix)
+        history_cleaner = NatsHistory(url, prefix=prefix)
+        presence_cleaner = NatsPresence(url, prefix=prefix)
         try:
-            await cleaner.destroy()
+            await history_cleaner.destroy()
+            await presence_cleaner.destroy()
         finally:
-            await cleaner.close()
+            await history_cleaner.close()
+            await presence_cleaner.close()
 
     return Backend(
         "jetstream",
         lambda n: synced([NatsBroker(url, prefix=prefix) for _ in range(n)]),
         history,
-        MemoryPresence(clock=clock),
+        presence,
         clock.advance,
         [drop],
     )
