@@ -125,9 +125,10 @@ def open_database(path: Path) -> sqlite3.Connection:
         # FULL: a commit returns once the WAL is synced, so an acknowledged
         # publish survives a crash of the machine, not only of the process.
         db.execute("PRAGMA synchronous = FULL")
-        db.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        )
+        if version < SCHEMA_VERSION:  # a new file (an existing one is opened without writing)
+            db.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
     except HistoryUnavailable:
         if db is not None:
             db.close()
