@@ -83,7 +83,7 @@ async def test_concurrent_adds_share_transactions_on_the_history_thread(tmp_path
 async def test_a_damaged_file_stops_the_node_at_start(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_bytes(b"definitely not SQLite" * 500)
     node = Node(config(data=str(tmp_path)))
-    with pytest.raises(HistoryUnavailable, match="file is not a database.*damaged"):
+    with pytest.raises(HistoryUnavailable, match=r"file is not a database.*damaged"):
         await node.start()
     await node.close()
 
@@ -98,7 +98,7 @@ async def test_damaged_pages_stop_the_node_at_start(tmp_path: Path) -> None:
     assert len(raw) > 8 * 4096
     raw[3 * 4096 : 6 * 4096] = b"\xa5" * (3 * 4096)  # pages of the tables, not the header
     path.write_bytes(bytes(raw))
-    with pytest.raises(HistoryUnavailable, match="damaged|malformed"):
+    with pytest.raises(HistoryUnavailable, match=r"damaged|malformed"):
         await SqliteHistory(tmp_path).start()
 
 
