@@ -5,13 +5,14 @@ Each test uses a prefix of its own and deletes its stream and buckets after.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from backplane_services import require_nats, unique
 from hub_support import WireClient, config
 
-from tether.hub import HubServer, Node
+from tether.hub import HubServer, Node, Publication, StreamPosition
 from tether.hub.backends import resolve
 from tether.hub.history.nats import NatsHistory
 from tether.hub.presence.nats import NatsPresence
@@ -83,3 +84,68 @@ async def test_a_client_recovers_missed_publications_after_reconnecting(
         "subscribe", {"channel": "room", "recover": True, "offset": 1, "epoch": "gone"}
     )
     assert lost["recovered"] is False
+
+
+@pytest.fixture
+async def histories() -> AsyncIterator[list[NatsHistory]]:
+    """Three nodes' JetStream histories on one prefix of this test's own."""
+    url = require_nats()
+    prefix = unique("js")
+    made = [NatsHistory(url, prefix=prefix) for _ in range(3)]
+    yield made
+    try:
+        await made[0].destroy()
+    finally:
+        for history in made:
+            await history.close()
+
+
+async def test_nodes_racing_for_offsets_leave_no_hole_and_no_repeat(
+    histories: list[NatsHistory],
+) -> None:
+    # A new channel: the nodes agree on one epoch (one marker wins the race).
+    epochs = await asyncio.gather(*(h.position("race") for h in histories))
+    assert len({p.epoch for p in epochs}) == 1 and {p.offset for p in epochs} == {0}
+
+    async def adds(history: NatsHistory, node: int) -> list[int]:
+        offsets = []
+        for i in range(15):
+            added = await history.add("race", Publication([node, i]), size=100, ttl=60)
+            offsets.append(added.position.offset)
+        return offsets
+
+    results = await asyncio.gather(*(adds(h, n) for n, h in enumerate(histories)))
+    assert sorted(o for r in results for o in r) == list(range(1, 46))
+    pubs, position = await histories[1].read("race", limit=100)
+    assert [p.offset for p in pubs] == list(range(1, 46))
+    assert position == StreamPosition(45, epochs[0].epoch)
+    by_offset = {o: n for n, r in enumerate(results) for o in r}
+    assert all(by_offset[p.offset] == p.data[0] for p in pubs)  # type: ignore[index]
+
+
+async def test_a_key_is_honoured_even_if_its_node_died_before_recording_it(
+    histories: list[NatsHistory],
+) -> None:
+    first, other = histories[0], histories[1]
+    added = await first.add("ch", Publication("once"), size=10, ttl=60, idempotency_key="k")
+    # As if the node died between storing the publication and writing the key's
+    # entry: the retry, through another node, finds it through JetStream's
+    # duplicate window (Nats-Msg-Id) and gets the original position.
+    assert first._idem is not None
+    await first._idem.purge(f"c{b'ch'.hex()}.k{b'k'.hex()}")
+    retry = await other.add("ch", Publication("once"), size=10, ttl=60, idempotency_key="k")
+    assert retry.duplicate and retry.position == added.position
+    pubs, _ = await other.read("ch", limit=10)
+    assert [p.data for p in pubs] == ["once"]
+
+
+async def test_trimming_and_expiry_keep_reads_exact(histories: list[NatsHistory]) -> None:
+    history = histories[0]
+    for i in range(12):
+        await history.add("ch", Publication(i), size=4, ttl=60)
+    pubs, position = await history.read("ch", limit=10)
+    assert [p.data for p in pubs] == [8, 9, 10, 11] and position.offset == 12
+    recovery = await histories[2].since("ch", StreamPosition(9, position.epoch), limit=10)
+    assert recovery.recovered and [p.data for p in recovery.publications] == [9, 10, 11]
+    gone = await histories[2].since("ch", StreamPosition(2, position.epoch), limit=100)
+    assert not gone.recovered
