@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backplane_services import (
@@ -64,7 +65,7 @@ async def peers() -> AsyncIterator[list[Peer]]:
     await asyncio.gather(*(asyncio.wait_for(p.client.close(), GUARD) for p in made))
 
 
-async def api(port: int, path: str, body: dict[str, object]) -> dict[str, object]:
+async def api(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
     status, _, raw = await http(port, "POST", path, body, headers=api_headers(API_KEY))
     assert status == 200, raw
     result = json.loads(raw)
@@ -87,7 +88,7 @@ async def test_three_nodes_share_history_and_presence(
     everyone = {p.id for p in peers}
     histories = [await api(hub.port, "/api/history", {"channel": CHANNEL}) for hub in cluster]
     assert all(h == histories[0] for h in histories)  # one history, the same epoch everywhere
-    assert [p["data"] for p in histories[0]["publications"]] == [{"from": i} for i in range(3)]  # type: ignore[index, union-attr]
+    assert [p["data"] for p in histories[0]["publications"]] == [{"from": i} for i in range(3)]
     for hub, peer in zip(cluster, peers, strict=True):
         assert set(await peer.client.presence(CHANNEL)) == everyone
         stats = await api(hub.port, "/api/presence_stats", {"channel": CHANNEL})
@@ -109,7 +110,7 @@ async def test_publishes_through_every_node_at_once_get_contiguous_offsets(
         offsets = []
         for i in range(n):
             result = await api(hub.port, "/api/publish", {"channel": CHANNEL, "data": i})
-            offsets.append(int(result["offset"]))  # type: ignore[call-overload]
+            offsets.append(int(result["offset"]))
         return offsets
 
     results = await asyncio.gather(*(publish_from(hub, per_node) for hub in cluster))
@@ -121,7 +122,7 @@ async def test_publishes_through_every_node_at_once_get_contiguous_offsets(
         got = [await listener.next_pub() for _ in range(total)]
         assert [p.offset for p in got] == list(range(1, total + 1))
     history = await api(cluster[0].port, "/api/history", {"channel": CHANNEL})
-    assert [p["offset"] for p in history["publications"]] == list(range(1, total + 1))  # type: ignore[union-attr, index]
+    assert [p["offset"] for p in history["publications"]] == list(range(1, total + 1))
 
 
 async def test_a_client_moving_to_another_node_recovers_what_it_missed(
@@ -200,9 +201,9 @@ async def test_the_nats_server_restarted_mid_traffic(
             i += 1
             progress.set()
 
-    async def until(what: str, check: object) -> None:
+    async def until(what: str, check: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 2 * GUARD
-        while not check():  # type: ignore[operator]
+        while not check():
             progress.clear()
             assert time.monotonic() < deadline, f"not {what}: {len(acked)} acks, errors {errors}"
             await asyncio.wait_for(progress.wait(), GUARD)
