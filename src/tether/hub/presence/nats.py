@@ -18,7 +18,7 @@ passed and delete them (only if nobody refreshed them meanwhile: the delete
 is conditional on the entry's revision), so a SIGKILLed node's clients drop
 out of every node's view within the TTL. The bucket's own ``max_age``
 (``max_ttl``, an hour) only collects what nobody read; it must outlast the
-longest presence TTL, and :meth:`NatsPresence.add` refuses a longer one.
+longest presence TTL, so an add with a longer TTL raises it first.
 
 (nats-server 2.11 added TTLs per message; stamping the expiry in the entry
 works with every JetStream server, 2.9 included, and with a test's clock.)
@@ -68,6 +68,7 @@ class NatsPresence(Presence):
         self.clock = clock
         self.bucket = bucket_name(prefix)
         self._nc: Any = None
+        self._js: Any = None
         self._kv: Any = None
         self._lock = asyncio.Lock()
 
@@ -111,7 +112,7 @@ class NatsPresence(Presence):
             except BaseException:
                 await nc.close()
                 raise
-            self._nc, self._kv = nc, kv
+            self._nc, self._js, self._kv = nc, js, kv
 
     @asynccontextmanager
     async def _unavailable_on_error(self) -> AsyncIterator[None]:
@@ -142,26 +143,28 @@ class NatsPresence(Presence):
     def _value(self, info: ClientInfo, expires: int) -> bytes:
         return json.dumps({"i": info.to_json(), "x": expires}, separators=(",", ":")).encode()
 
-    def _check_ttl(self, ttl: float) -> None:
-        if ttl > self.max_ttl:
-            raise ValueError(
-                f"presence TTL {ttl:g} s is longer than the bucket keeps entries "
-                f"({self.max_ttl:g} s): lower presence_ttl"
-            )
+    async def _fit(self, ttl: float) -> None:
+        """Make the bucket keep entries at least twice ``ttl`` (a presence TTL over an hour)."""
+        if ttl * 2 <= self.max_ttl:
+            return
+        info = await self._js.stream_info(f"KV_{self.bucket}")
+        info.config.max_age = ttl * 2
+        await self._js.update_stream(info.config)
+        self.max_ttl = ttl * 2
 
     async def add(self, channel: str, info: ClientInfo, *, ttl: float) -> None:
-        self._check_ttl(ttl)
         expires = self._now() + max(1, int(ttl * 1000))
         async with self._unavailable_on_error():
+            await self._fit(ttl)
             await self._kv.put(self._key(channel, info.client), self._value(info, expires))
 
     async def add_many(self, channel: str, infos: Sequence[ClientInfo], *, ttl: float) -> None:
         """Every entry's put in flight at once: one round trip's wait, not one per entry."""
         if not infos:
             return
-        self._check_ttl(ttl)
         expires = self._now() + max(1, int(ttl * 1000))
         async with self._unavailable_on_error():
+            await self._fit(ttl)
             await asyncio.gather(
                 *(
                     self._kv.put(self._key(channel, info.client), self._value(info, expires))
