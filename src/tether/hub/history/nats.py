@@ -39,6 +39,8 @@ Idempotency keys: a keyed publish also carries ``Nats-Msg-Id`` (channel,
 epoch and key), so JetStream's duplicate window (``duplicate_window``, two
 minutes) catches a retry even when the node died before writing the key to
 the KV bucket; the bucket answers retries for the rest of the history TTL.
+The bucket is written after the acknowledgement, not before (one round trip
+less per publish): the duplicate window covers the moment in between.
 
 An empty channel (a new channel, one whose messages all aged out after
 ``meta_ttl``, or one removed) gets a new epoch from its marker, written
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import secrets
 import time
@@ -67,6 +70,8 @@ from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, escape_token, i
 from tether.hub.history.base import AddResult, History, Recovery
 from tether.hub.model import ClientInfo, Publication, StreamPosition
 from tether.hub.wire import dumps, loads
+
+logger = logging.getLogger("tether.hub.backplane")
 
 _EPOCH = "Tether-Epoch"
 _OFFSET = "Tether-Offset"
@@ -161,6 +166,7 @@ class NatsHistory(History):
         # channel -> the last message this node wrote or read (a hint: a stale
         # one only costs a refused publish and a read).
         self._lasts: dict[str, _Last] = {}
+        self._recording: set[asyncio.Task[None]] = set()
 
     def subject(self, channel: str) -> str:
         return f"{self.prefix}.h.{escape_token(channel)}"
@@ -184,6 +190,10 @@ class NatsHistory(History):
                 servers=[self.url],
                 connect_timeout=max(1, round(self.timeout)),
                 max_reconnect_attempts=-1,
+                # No reconnect buffer: while disconnected a call fails at once
+                # (112) instead of being sent, and maybe stored, after its
+                # caller was told it failed.
+                pending_size=0,
                 name="tether-hub-history",
             )
             try:
@@ -346,9 +356,26 @@ class NatsHistory(History):
             self._lasts[channel] = written
             await self._trim(channel, written, expired)
             if idem_key is not None:
-                await self._idem.put(idem_key, f"{last.epoch} {offset} {now + ttl_ms}".encode())
+                self._record(idem_key, f"{last.epoch} {offset} {now + ttl_ms}".encode())
             return AddResult(written.position)
         raise BrokerUnavailable(f"nats history: channel {channel!r} too contended")
+
+    def _record(self, idem_key: str, value: bytes) -> None:
+        """Write a key's entry without holding up the acknowledgement.
+
+        Until it lands (a millisecond), and if it never does because this node
+        died, a retry is still caught by JetStream's duplicate window.
+        """
+
+        async def record() -> None:
+            try:
+                await self._idem.put(idem_key, value)
+            except Exception as exc:  # the duplicate window covers the retries meanwhile
+                logger.warning("nats history: idempotency key not recorded: %r", exc)
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _seen(self, idem_key: str, epoch: str, now: int) -> StreamPosition | None:
         from nats.js.errors import NotFoundError
@@ -463,6 +490,8 @@ class NatsHistory(History):
         self._lasts.pop(channel, None)
 
     async def close(self) -> None:
+        if self._recording:
+            await asyncio.wait(list(self._recording), timeout=self.timeout)
         nc, self._nc = self._nc, None
         self._lasts.clear()
         if nc is not None and not nc.is_closed:

@@ -42,8 +42,8 @@ from tether.hub.presence.base import Presence, PresenceStats
 
 MAX_TTL = 3600.0
 """Seconds: the bucket's max_age, the longest presence TTL it can hold."""
-# Listing a channel waits this long at most for the bucket to answer.
-_LIST_TIMEOUT = 5.0
+# Messages fetched per request when listing a channel.
+_FETCH_BATCH = 256
 
 
 def bucket_name(prefix: str) -> str:
@@ -97,6 +97,10 @@ class NatsPresence(Presence):
                 servers=[self.url],
                 connect_timeout=max(1, round(self.timeout)),
                 max_reconnect_attempts=-1,
+                # No reconnect buffer: while disconnected a call fails at once
+                # (112) instead of being sent, and maybe stored, after its
+                # caller was told it failed.
+                pending_size=0,
                 name="tether-hub-presence",
             )
             try:
@@ -179,19 +183,48 @@ class NatsPresence(Presence):
 
     # -------------------------------------------------------------- read
 
-    async def _entries(self, channel: str) -> list[Any]:
-        """The channel's live KV entries (deleted and purged ones left out)."""
-        watcher = await self._kv.watch(f"{self._channel_key(channel)}.>", ignore_deletes=True)
-        entries: list[Any] = []
+    async def _entries(self, channel: str) -> list[tuple[str, int, bytes]]:
+        """The channel's entries as (key, revision, value); deleted ones left out.
+
+        A pull consumer of the channel's keys, last revision of each: its
+        ``num_pending``, read before anything is delivered, says exactly how
+        many messages to fetch (a push watcher's "that was all" marker can
+        come before messages already on their way).
+        """
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        stream = f"KV_{self.bucket}"
+        prefix = f"$KV.{self.bucket}."
+        sub = await self._js.pull_subscribe(
+            f"{prefix}{self._channel_key(channel)}.>",
+            stream=stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=max(5.0, 2 * self.timeout),
+                mem_storage=True,
+            ),
+        )
+        entries: list[tuple[str, int, bytes]] = []
+        consumer: str | None = None
         try:
-            while True:
-                entry = await watcher.updates(timeout=_LIST_TIMEOUT)
-                if entry is None:  # the initial values are all in
-                    break
-                entries.append(entry)
+            info = await sub.consumer_info()
+            consumer = str(info.name)
+            remaining = int(info.num_pending)
+            while remaining > 0:
+                batch = await sub.fetch(min(remaining, _FETCH_BATCH), timeout=self.timeout)
+                remaining -= len(batch)
+                for msg in batch:
+                    if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
+                        continue
+                    key = msg.subject[len(prefix) :]
+                    entries.append((key, int(msg.metadata.sequence.stream), msg.data))
         finally:
+            if consumer is not None:
+                with contextlib.suppress(Exception):  # it expires by itself otherwise
+                    await self._js.delete_consumer(stream, consumer)
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await sub.unsubscribe()
         return entries
 
     async def get(self, channel: str) -> dict[str, ClientInfo]:
@@ -199,12 +232,12 @@ class NatsPresence(Presence):
         clients: dict[str, ClientInfo] = {}
         async with self._unavailable_on_error():
             expired: list[tuple[str, int]] = []
-            for entry in await self._entries(channel):
-                if not entry.value:
+            for key, revision, value in await self._entries(channel):
+                if not value:
                     continue
-                stored = json.loads(entry.value)
+                stored = json.loads(value)
                 if int(stored["x"]) <= now:
-                    expired.append((entry.key, int(entry.revision)))
+                    expired.append((key, revision))
                     continue
                 info = ClientInfo.from_json(stored["i"])
                 clients[info.client] = info
