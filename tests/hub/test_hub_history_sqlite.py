@@ -85,6 +85,11 @@ async def test_a_damaged_file_stops_the_node_at_start(tmp_path: Path) -> None:
     node = Node(config(data=str(tmp_path)))
     with pytest.raises(HistoryUnavailable, match=r"file is not a database.*damaged"):
         await node.start()
+    assert not node.started
+    # The operator moves the file away: the same node starts.
+    (tmp_path / FILE_NAME).rename(tmp_path / "damaged.sqlite3")
+    await node.start()
+    assert (await node.publish("ch", "fresh")).position is not None
     await node.close()
 
 

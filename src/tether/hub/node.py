@@ -141,16 +141,22 @@ class Node:
         # Resets the sessions that missed publications while a networked broker was down.
         # A damaged history file or a server without JetStream stops the node
         # here, with a sentence saying so, before it accepts any client.
-        await self.history_store.start()
-        await self.presence_store.start()
-        self.backplane = watcher = BackplaneWatcher.attach(self)
+        watcher = None
         try:
+            await self.history_store.start()
+            await self.presence_store.start()
+            self.backplane = watcher = BackplaneWatcher.attach(self)
             await self.broker.start(self._on_broker_message)
             await self.broker.subscribe(CONTROL_CHANNEL)
         except BaseException:
             if watcher is not None:
                 watcher.detach()
             self.backplane = None
+            # Released, not lost: a later start() opens them again.
+            with contextlib.suppress(Exception):
+                await self.history_store.close()
+            with contextlib.suppress(Exception):
+                await self.presence_store.close()
             raise
         with contextlib.suppress(HubError):  # a backplane down now: said at the next round
             await self.users.hello()

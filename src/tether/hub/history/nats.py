@@ -49,7 +49,9 @@ two epochs. Expiry of publications and keys is checked against the clock
 passed in (``time.time`` by default); the stream's ``max_age``
 (``meta_ttl``) collects garbage. Trimming to the channel's size is a purge
 (``keep``) every quarter of the size, and reads filter by offset, so a
-message beyond the size never leaks into a reply.
+message beyond the size never leaks into a reply. A read fetches the
+channel's messages through one short-lived pull consumer: a few round trips
+however many publications it returns.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -65,6 +66,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tether.hub._jetstream import WRONG_LAST_SEQUENCE, bucket_base, fetch_all, jetstream_missing
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, escape_token, import_nats
 from tether.hub.history.base import AddResult, History, Recovery
@@ -80,8 +82,6 @@ _EXPIRES = "Tether-Expires"
 _SIZE = "Tether-Size"
 _KEY_EXPIRES = "Tether-Key-Expires"
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
-WRONG_LAST_SEQUENCE = 10071
-"""JetStream's error code: the subject's last message is not the one expected."""
 # Attempts before giving up on a very contended channel.
 _ATTEMPTS = 100
 DUPLICATE_WINDOW = 120.0
@@ -92,23 +92,10 @@ def new_epoch() -> str:
     return secrets.token_urlsafe(6)
 
 
-def bucket_base(prefix: str) -> str:
-    """The prefix as a stream or bucket name: ``[A-Za-z0-9_-]`` only."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", prefix) or "tether"
-
-
 def names(prefix: str) -> tuple[str, str]:
     """The stream and the idempotency bucket of ``prefix``."""
     base = bucket_base(prefix)
     return f"{base}_history", f"{base}_history_idem"
-
-
-def jetstream_missing(exc: BaseException) -> bool:
-    """The server answered as one without JetStream does (no responders, 503)."""
-    nats = import_nats()
-    from nats.js.errors import ServiceUnavailableError
-
-    return isinstance(exc, nats.errors.NoRespondersError | ServiceUnavailableError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,28 +402,24 @@ class NatsHistory(History):
 
     async def _publications(self, channel: str, last: _Last, after: int) -> list[Publication]:
         """The channel's live publications after offset ``after``, oldest first."""
-        from nats.js.errors import NotFoundError
-
         if last.offset <= after or last.expires <= self._now():
             return []
         low = max(last.first, last.offset - last.size + 1, after + 1)
-        subject = self.subject(channel)
         found: dict[int, Publication] = {}
-        seq = 1
-        while True:
-            try:
-                msg = await self._js.get_msg(self.stream, seq=seq, subject=subject, next=True)
-            except NotFoundError:
-                break
-            seq = int(msg.seq) + 1
+        messages = await fetch_all(
+            self._js,
+            self.stream,
+            self.subject(channel),
+            last_per_subject=False,
+            timeout=self.timeout,
+        )
+        for msg in messages:
             headers = msg.headers or {}
             if headers.get(_EPOCH) != last.epoch:
                 continue
             offset = int(headers.get(_OFFSET, "0"))
             if low <= offset <= last.offset:
                 found[offset] = _publication(msg.data or b"{}", offset)
-            if seq > last.seq:
-                break
         return [found[o] for o in sorted(found)]
 
     async def since(self, channel: str, position: StreamPosition, *, limit: int) -> Recovery:

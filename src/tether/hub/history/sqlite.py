@@ -177,7 +177,7 @@ class SqliteHistory(History):
         self._db: sqlite3.Connection | None = None
         # One thread: SQLite calls never run on the event loop, and they run
         # one after another in the order they were asked for.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tether-history-sqlite")
+        self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Add] = []
         self._writer: asyncio.Task[None] | None = None
         self._failures: set[str] = set()
@@ -189,6 +189,8 @@ class SqliteHistory(History):
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` on the history's thread, with the database open."""
+        if self._executor is None:  # made on first use, and again after close()
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="tether-history-sqlite")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, work)
 
@@ -433,16 +435,18 @@ class SqliteHistory(History):
             with contextlib.suppress(Exception):
                 await writer
 
-        def shut(db: sqlite3.Connection | None) -> None:
+        def shut() -> None:  # on the history's thread, after the work queued before it
+            db, self._db = self._db, None
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 db.close()
 
-        db, self._db = self._db, None
-        with contextlib.suppress(RuntimeError):  # the executor is already shut down
-            await asyncio.get_running_loop().run_in_executor(self._executor, shut, db)
-        self._executor.shutdown(wait=False)
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, shut)
+        executor.shutdown(wait=False)
 
 
 def _publication(body: str, offset: int) -> Publication:

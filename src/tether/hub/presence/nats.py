@@ -34,16 +34,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from tether.hub._jetstream import WRONG_LAST_SEQUENCE, bucket_base, fetch_all, jetstream_missing
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, import_nats
-from tether.hub.history.nats import WRONG_LAST_SEQUENCE, bucket_base, jetstream_missing
 from tether.hub.model import ClientInfo
 from tether.hub.presence.base import Presence, PresenceStats
 
 MAX_TTL = 3600.0
 """Seconds: the bucket's max_age, the longest presence TTL it can hold."""
-# Messages fetched per request when listing a channel.
-_FETCH_BATCH = 256
 
 
 def bucket_name(prefix: str) -> str:
@@ -184,48 +182,20 @@ class NatsPresence(Presence):
     # -------------------------------------------------------------- read
 
     async def _entries(self, channel: str) -> list[tuple[str, int, bytes]]:
-        """The channel's entries as (key, revision, value); deleted ones left out.
-
-        A pull consumer of the channel's keys, last revision of each: its
-        ``num_pending``, read before anything is delivered, says exactly how
-        many messages to fetch (a push watcher's "that was all" marker can
-        come before messages already on their way).
-        """
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-        stream = f"KV_{self.bucket}"
+        """The channel's entries as (key, revision, value); deleted ones left out."""
         prefix = f"$KV.{self.bucket}."
-        sub = await self._js.pull_subscribe(
+        messages = await fetch_all(
+            self._js,
+            f"KV_{self.bucket}",
             f"{prefix}{self._channel_key(channel)}.>",
-            stream=stream,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=max(5.0, 2 * self.timeout),
-                mem_storage=True,
-            ),
+            last_per_subject=True,
+            timeout=self.timeout,
         )
-        entries: list[tuple[str, int, bytes]] = []
-        consumer: str | None = None
-        try:
-            info = await sub.consumer_info()
-            consumer = str(info.name)
-            remaining = int(info.num_pending)
-            while remaining > 0:
-                batch = await sub.fetch(min(remaining, _FETCH_BATCH), timeout=self.timeout)
-                remaining -= len(batch)
-                for msg in batch:
-                    if msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
-                        continue
-                    key = msg.subject[len(prefix) :]
-                    entries.append((key, int(msg.metadata.sequence.stream), msg.data))
-        finally:
-            if consumer is not None:
-                with contextlib.suppress(Exception):  # it expires by itself otherwise
-                    await self._js.delete_consumer(stream, consumer)
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        return entries
+        return [
+            (msg.subject[len(prefix) :], int(msg.metadata.sequence.stream), msg.data)
+            for msg in messages
+            if not (msg.headers and msg.headers.get("KV-Operation") in ("DEL", "PURGE"))
+        ]
 
     async def get(self, channel: str) -> dict[str, ClientInfo]:
         now = self._now()
