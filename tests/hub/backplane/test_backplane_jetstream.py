@@ -12,7 +12,7 @@ import pytest
 from backplane_services import require_nats, unique
 from hub_support import WireClient, config
 
-from tether.hub import HubServer, Node, Publication, StreamPosition
+from tether.hub import BrokerUnavailable, HubServer, Node, Publication, StreamPosition
 from tether.hub.backends import resolve
 from tether.hub.history.nats import NatsHistory
 from tether.hub.presence.nats import NatsPresence
@@ -152,3 +152,16 @@ async def test_trimming_and_expiry_keep_reads_exact(histories: list[NatsHistory]
     assert recovery.recovered and [p.data for p in recovery.publications] == [9, 10, 11]
     gone = await histories[2].since("ch", StreamPosition(2, position.epoch), limit=100)
     assert not gone.recovered
+
+
+async def test_a_lost_stream_is_made_again_with_a_new_epoch(histories: list[NatsHistory]) -> None:
+    """A NATS server that lost its store: one refused call (112), then a new epoch."""
+    history, other = histories[0], histories[1]
+    old = (await history.add("ch", Publication(1), size=10, ttl=60)).position
+    await other.destroy()  # the stream and bucket are gone, as with a lost store
+    with pytest.raises(BrokerUnavailable, match="stream was missing"):
+        await history.add("ch", Publication(2), size=10, ttl=60)
+    again = (await history.add("ch", Publication(3), size=10, ttl=60)).position
+    assert again.epoch != old.epoch and again.offset == 1
+    pubs, _ = await other.read("ch", limit=10)
+    assert [p.data for p in pubs] == [3]

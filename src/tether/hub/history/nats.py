@@ -208,11 +208,18 @@ class NatsHistory(History):
     async def _unavailable_on_error(self) -> AsyncIterator[None]:
         """Turn a lost connection, a timeout or JetStream down into :class:`BrokerUnavailable`."""
         nats = import_nats()
-        from nats.js.errors import APIError, ServiceUnavailableError
+        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
         try:
             await self._ready()
             yield
+        except NoStreamResponseError as exc:
+            # The server lost its store (or someone deleted the stream): make it
+            # again on the next call rather than failing until a restart.
+            await self._forget_connection()
+            raise BrokerUnavailable(
+                f"nats history: the stream was missing on {self.url}; made again on the next call"
+            ) from exc
         except (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
             if isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError):
                 raise
@@ -471,6 +478,13 @@ class NatsHistory(History):
         async with self._unavailable_on_error():
             await self._js.purge_stream(self.stream, subject=self.subject(channel))
         self._lasts.pop(channel, None)
+
+    async def _forget_connection(self) -> None:
+        self._lasts.clear()
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def close(self) -> None:
         if self._recording:

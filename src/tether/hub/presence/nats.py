@@ -120,11 +120,18 @@ class NatsPresence(Presence):
     async def _unavailable_on_error(self) -> AsyncIterator[None]:
         """A lost connection, a timeout or JetStream down: :class:`BrokerUnavailable`."""
         nats = import_nats()
-        from nats.js.errors import APIError, ServiceUnavailableError
+        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
         try:
             await self._ready()
             yield
+        except NoStreamResponseError as exc:
+            # The server lost its store (or someone deleted the stream): make it
+            # again on the next call rather than failing until a restart.
+            await self._forget_connection()
+            raise BrokerUnavailable(
+                f"nats presence: the stream was missing on {self.url}; made again on the next call"
+            ) from exc
         except (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
             if isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError):
                 raise
@@ -228,6 +235,12 @@ class NatsPresence(Presence):
     async def stats(self, channel: str) -> PresenceStats:
         clients = await self.get(channel)
         return PresenceStats(len(clients), len({info.user for info in clients.values()}))
+
+    async def _forget_connection(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
