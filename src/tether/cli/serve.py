@@ -367,7 +367,7 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
 
 
 async def serve(p: Plan) -> int:
-    from tether.hub import Node, serve_hub
+    from tether.hub import BrokerUnavailable, Node, serve_hub
 
     await preflight.require_reachable(p.backend_urls)
     p.loop = loop.running()  # the banner reports the loop in use, not only the one asked for
@@ -382,8 +382,6 @@ async def serve(p: Plan) -> int:
     # another node, or this one restarted) and recover what they missed.
     running.add_signal_handler(signal.SIGTERM, request_stop, 1012)
     running.add_signal_handler(signal.SIGINT, request_stop, 1001)
-    from tether.hub import BrokerUnavailable
-
     hub = serve_hub(Node(p.config), p.host, p.port)
     try:
         await hub.start()
