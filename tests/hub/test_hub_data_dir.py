@@ -41,6 +41,9 @@ from tether.hub import Publication
 from tether.hub.history.sqlite import FILE_NAME, SqliteHistory
 from tether.hub.model import StreamPosition
 
+# A guard for what spans a restart of ``tether serve`` (GUARD: for the rest).
+RESTART_GUARD = 3 * GUARD
+
 
 def hub_config(tmp_path: Path) -> Path:
     path = write_config(tmp_path / "hub.toml", unique("data"))
@@ -124,15 +127,18 @@ class Publisher:
     async def run(self) -> None:
         while not self.stop.is_set():
             # Survives the node's restarts: resent with its idempotency key
-            # until acknowledged (tether.hub.Client.publish).
-            ack = await asyncio.wait_for(self.peer.client.publish(CHANNEL, len(self.acked)), GUARD)
+            # until acknowledged (tether.hub.Client.publish). One publish may
+            # wait for a whole restart: a new interpreter, on a busy machine.
+            ack = await asyncio.wait_for(
+                self.peer.client.publish(CHANNEL, len(self.acked)), RESTART_GUARD
+            )
             self.acked.append(StreamPosition(int(ack["offset"]), str(ack["epoch"])))
             self.progress.set()
 
     async def until(self, count: int) -> None:
         while len(self.acked) < count:
             self.progress.clear()
-            await asyncio.wait_for(self.progress.wait(), GUARD)
+            await asyncio.wait_for(self.progress.wait(), RESTART_GUARD)
 
 
 @pytest.fixture
@@ -162,7 +168,7 @@ async def test_a_node_restarted_and_killed_mid_traffic_loses_nothing(
         await publisher.until(60)
     finally:
         publisher.stop.set()
-        await asyncio.wait_for(task, GUARD)
+        await asyncio.wait_for(task, RESTART_GUARD)
     acked = publisher.acked
     count = len(acked)
     # One epoch across both restarts, every publish stored exactly once, no hole.
