@@ -165,3 +165,22 @@ async def test_a_lost_stream_is_made_again_with_a_new_epoch(histories: list[Nats
     assert again.epoch != old.epoch and again.offset == 1
     pubs, _ = await other.read("ch", limit=10)
     assert [p.data for p in pubs] == [3]
+
+
+async def test_a_stream_jetstream_refuses_is_a_clear_error_at_start() -> None:
+    """Another stream already takes the history's subjects: said at start, not at a publish."""
+    import nats
+
+    url, prefix = require_nats(), unique("js")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    squatter = unique("squatter")
+    await js.add_stream(name=squatter, subjects=[f"{prefix}.h.>"])
+    history = NatsHistory(url, prefix=prefix)
+    try:
+        with pytest.raises(BrokerUnavailable, match=f"cannot make the stream {prefix}_history"):
+            await history.start()
+    finally:
+        await history.close()
+        await js.delete_stream(squatter)
+        await nc.close()

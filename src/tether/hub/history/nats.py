@@ -231,9 +231,18 @@ class NatsHistory(History):
             raise BrokerUnavailable(f"nats history unavailable: {exc!r}") from exc
 
     async def start(self) -> None:
-        """Connect and create the stream now: a server without JetStream stops the node."""
-        async with self._unavailable_on_error():
-            pass
+        """Connect and make its stream and bucket now: a server without JetStream, or one
+        that refuses them, stops the node with a sentence saying why."""
+        from nats.js.errors import APIError
+
+        try:
+            async with self._unavailable_on_error():
+                pass
+        except APIError as exc:
+            raise BrokerUnavailable(
+                f"nats history: cannot make the stream {self.stream} on {self.url}: "
+                f"{exc.description or exc}"
+            ) from exc
 
     # ------------------------------------------------------ last message
 

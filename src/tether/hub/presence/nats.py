@@ -143,9 +143,18 @@ class NatsPresence(Presence):
             raise BrokerUnavailable(f"nats presence unavailable: {exc!r}") from exc
 
     async def start(self) -> None:
-        """Connect and create the bucket now: a server without JetStream stops the node."""
-        async with self._unavailable_on_error():
-            pass
+        """Connect and make its bucket now: a server without JetStream, or one
+        that refuses them, stops the node with a sentence saying why."""
+        from nats.js.errors import APIError
+
+        try:
+            async with self._unavailable_on_error():
+                pass
+        except APIError as exc:
+            raise BrokerUnavailable(
+                f"nats presence: cannot make the bucket {self.bucket} on {self.url}: "
+                f"{exc.description or exc}"
+            ) from exc
 
     # ------------------------------------------------------------- write
 
