@@ -82,6 +82,7 @@ _EXPIRES = "Tether-Expires"
 _SIZE = "Tether-Size"
 _KEY_EXPIRES = "Tether-Key-Expires"
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_STREAM_NAME_IN_USE = 10058
 # Attempts before giving up on a very contended channel.
 _ATTEMPTS = 100
 DUPLICATE_WINDOW = 120.0
@@ -194,8 +195,10 @@ class NatsHistory(History):
                 )
                 try:
                     await js.add_stream(config)
-                except BadRequestError:
-                    await js.update_stream(config)
+                except BadRequestError as exc:
+                    if exc.err_code != _STREAM_NAME_IN_USE:
+                        raise
+                    await js.update_stream(config)  # made by an older tether, or other settings
                 idem = await js.create_key_value(
                     bucket=self.idem_bucket, history=1, ttl=self.meta_ttl
                 )
