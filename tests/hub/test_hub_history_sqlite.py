@@ -151,3 +151,25 @@ async def test_a_store_that_stops_writing_refuses_publishes_with_125(
     assert after.position.offset == before.position.offset + 1
     result = await node.history("ch", limit=10)
     assert [p.data for p in result.publications] == ["stored", "stored again"]
+
+
+async def test_two_processes_sharing_the_directory_allocate_contiguous_offsets(
+    tmp_path: Path,
+) -> None:
+    """Two connections to one file (as two workers of one machine would hold)."""
+    first, second = SqliteHistory(tmp_path), SqliteHistory(tmp_path)
+    try:
+        results = await asyncio.gather(
+            *(
+                history.add("ch", Publication([n, i]), size=1000, ttl=60)
+                for i in range(100)
+                for n, history in enumerate((first, second))
+            )
+        )
+        assert sorted(r.position.offset for r in results) == list(range(1, 201))
+        assert len({r.position.epoch for r in results}) == 1
+        pubs, position = await second.read("ch", limit=1000)
+        assert [p.offset for p in pubs] == list(range(1, 201)) and position.offset == 200
+    finally:
+        await first.close()
+        await second.close()
