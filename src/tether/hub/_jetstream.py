@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from typing import Any
@@ -12,6 +13,37 @@ WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code: the subject's last message is not the one expected."""
 FETCH_BATCH = 256
 """Messages fetched per request by :func:`fetch_all`."""
+
+
+async def connect(url: str, *, timeout: float, name: str) -> Any:
+    """A connection that reconnects forever once made, but whose first connect gives up.
+
+    nats-py's ``max_reconnect_attempts=-1`` also makes a first connect to a
+    server that is down retry forever: bounded here by ``timeout`` (then
+    ``TimeoutError``, error 112 to the caller). No reconnect buffer
+    (``pending_size=0``): while disconnected a call fails at once instead
+    of being sent, and maybe stored, after its caller was told it failed.
+    """
+    import_nats()
+    from nats.aio.client import Client
+
+    nc = Client()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                servers=[url],
+                connect_timeout=max(1, round(timeout)),
+                max_reconnect_attempts=-1,
+                pending_size=0,
+                name=name,
+            ),
+            timeout,
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    return nc
 
 
 def bucket_base(prefix: str) -> str:

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from backplane_services import require_nats, unique
+from backplane_services import GUARD, free_port, require_nats, unique
 from hub_support import WireClient, config
 
 from tether.hub import BrokerUnavailable, HubServer, Node, Publication, StreamPosition
@@ -184,3 +184,19 @@ async def test_a_stream_jetstream_refuses_is_a_clear_error_at_start() -> None:
         await history.close()
         await js.delete_stream(squatter)
         await nc.close()
+
+
+async def test_a_nats_server_that_is_down_fails_calls_instead_of_hanging() -> None:
+    """nats-py would retry a first connect forever (max_reconnect_attempts=-1): bounded."""
+    require_nats()
+    down = f"nats://127.0.0.1:{free_port()}"
+    history = NatsHistory(down, prefix=unique("js"), timeout=1.0)
+    presence = NatsPresence(down, prefix=unique("js"), timeout=1.0)
+    try:
+        with pytest.raises(BrokerUnavailable, match="nats history unavailable"):
+            await asyncio.wait_for(history.position("ch"), GUARD)
+        with pytest.raises(BrokerUnavailable, match="nats presence unavailable"):
+            await asyncio.wait_for(presence.get("ch"), GUARD)
+    finally:
+        await history.close()
+        await presence.close()

@@ -66,7 +66,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tether.hub._jetstream import WRONG_LAST_SEQUENCE, bucket_base, fetch_all, jetstream_missing
+from tether.hub._jetstream import (
+    WRONG_LAST_SEQUENCE,
+    bucket_base,
+    connect,
+    fetch_all,
+    jetstream_missing,
+)
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, escape_token, import_nats
 from tether.hub.history.base import AddResult, History, Recovery
@@ -170,42 +176,35 @@ class NatsHistory(History):
         async with self._lock:
             if self._nc is not None and not self._nc.is_closed:
                 return
-            nats = import_nats()
-            from nats.js.api import StorageType, StreamConfig
-            from nats.js.errors import BadRequestError
-
-            nc = await nats.connect(
-                servers=[self.url],
-                connect_timeout=max(1, round(self.timeout)),
-                max_reconnect_attempts=-1,
-                # No reconnect buffer: while disconnected a call fails at once
-                # (112) instead of being sent, and maybe stored, after its
-                # caller was told it failed.
-                pending_size=0,
-                name="tether-hub-history",
-            )
+            nc = await connect(self.url, timeout=self.timeout, name="tether-hub-history")
             try:
-                js = nc.jetstream(timeout=self.timeout)
-                config = StreamConfig(
-                    name=self.stream,
-                    subjects=[f"{self.prefix}.h.>"],
-                    storage=StorageType.FILE,
-                    max_age=self.meta_ttl,
-                    duplicate_window=min(DUPLICATE_WINDOW, self.meta_ttl),
-                )
-                try:
-                    await js.add_stream(config)
-                except BadRequestError as exc:
-                    if exc.err_code != _STREAM_NAME_IN_USE:
-                        raise
-                    await js.update_stream(config)  # made by an older tether, or other settings
-                idem = await js.create_key_value(
-                    bucket=self.idem_bucket, history=1, ttl=self.meta_ttl
-                )
+                js, idem = await asyncio.wait_for(self._make(nc), self.timeout)
             except BaseException:
                 await nc.close()
                 raise
             self._nc, self._js, self._idem = nc, js, idem
+
+    async def _make(self, nc: Any) -> tuple[Any, Any]:
+        """The stream and the bucket (made, or updated if an older tether made them)."""
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        js = nc.jetstream(timeout=self.timeout)
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.prefix}.h.>"],
+            storage=StorageType.FILE,
+            max_age=self.meta_ttl,
+            duplicate_window=min(DUPLICATE_WINDOW, self.meta_ttl),
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError as exc:
+            if exc.err_code != _STREAM_NAME_IN_USE:
+                raise
+            await js.update_stream(config)  # made by an older tether, or other settings
+        idem = await js.create_key_value(bucket=self.idem_bucket, history=1, ttl=self.meta_ttl)
+        return js, idem
 
     @asynccontextmanager
     async def _unavailable_on_error(self) -> AsyncIterator[None]:

@@ -34,7 +34,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tether.hub._jetstream import WRONG_LAST_SEQUENCE, bucket_base, fetch_all, jetstream_missing
+from tether.hub._jetstream import (
+    WRONG_LAST_SEQUENCE,
+    bucket_base,
+    connect,
+    fetch_all,
+    jetstream_missing,
+)
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, import_nats
 from tether.hub.model import ClientInfo
@@ -88,29 +94,15 @@ class NatsPresence(Presence):
         async with self._lock:
             if self._nc is not None and not self._nc.is_closed:
                 return
-            nats = import_nats()
             from nats.js.api import KeyValueConfig, StorageType
 
-            nc = await nats.connect(
-                servers=[self.url],
-                connect_timeout=max(1, round(self.timeout)),
-                max_reconnect_attempts=-1,
-                # No reconnect buffer: while disconnected a call fails at once
-                # (112) instead of being sent, and maybe stored, after its
-                # caller was told it failed.
-                pending_size=0,
-                name="tether-hub-presence",
-            )
+            nc = await connect(self.url, timeout=self.timeout, name="tether-hub-presence")
             try:
                 js = nc.jetstream(timeout=self.timeout)
-                kv = await js.create_key_value(
-                    KeyValueConfig(
-                        bucket=self.bucket,
-                        history=1,
-                        ttl=self.max_ttl,
-                        storage=StorageType.FILE,
-                    )
+                config = KeyValueConfig(
+                    bucket=self.bucket, history=1, ttl=self.max_ttl, storage=StorageType.FILE
                 )
+                kv = await asyncio.wait_for(js.create_key_value(config), self.timeout)
             except BaseException:
                 await nc.close()
                 raise
