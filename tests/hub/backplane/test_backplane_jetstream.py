@@ -200,3 +200,35 @@ async def test_a_nats_server_that_is_down_fails_calls_instead_of_hanging() -> No
     finally:
         await history.close()
         await presence.close()
+
+
+async def test_the_key_bucket_keeps_keys_as_long_as_the_longest_history_ttl(
+    histories: list[NatsHistory],
+) -> None:
+    history = histories[0]
+    await history.add("ch", Publication(1), size=10, ttl=60, idempotency_key="short")
+    stream = f"KV_{history.idem_bucket}"
+    assert (await history._js.stream_info(stream)).config.max_age == 600  # not a day
+    await history.add("ch", Publication(2), size=10, ttl=1200, idempotency_key="long")
+    while history._recording:  # the key is recorded after the ack
+        await asyncio.wait(list(history._recording))
+    assert (await history._js.stream_info(stream)).config.max_age == 1200
+    await history._idem.get(f"c{b'ch'.hex()}.k{b'long'.hex()}")  # it is there
+
+
+async def test_a_key_bucket_made_by_an_older_tether_is_used_as_it_is() -> None:
+    import nats
+
+    url, prefix = require_nats(), unique("js")
+    nc = await nats.connect(url)
+    history = NatsHistory(url, prefix=prefix)
+    try:
+        await nc.jetstream().create_key_value(bucket=history.idem_bucket, history=1, ttl=86400)
+        await history.start()
+        added = await history.add("ch", Publication(1), size=10, ttl=60, idempotency_key="k")
+        again = await history.add("ch", Publication(1), size=10, ttl=60, idempotency_key="k")
+        assert again.duplicate and again.position == added.position
+    finally:
+        await history.destroy()
+        await history.close()
+        await nc.close()

@@ -21,7 +21,8 @@ with characters outside ``[A-Za-z0-9_-]`` replaced by ``_``):
 
     So the channel's *last message* is its metadata: the top offset and the
     epoch are read from it, and nothing else needs to agree with it.
-``<name>_history_idem`` (KV, entries live ``meta_ttl``)
+``<name>_history_idem`` (KV, entries kept ``key_ttl``: 10 minutes, or the
+longest history TTL seen if that is longer)
     Per (channel, idempotency key): ``"<epoch> <offset> <expiry ms>"``.
 
 Offsets are allocated and stored in one step. A node reads the channel's
@@ -91,6 +92,8 @@ _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _STREAM_NAME_IN_USE = 10058
 # Attempts before giving up on a very contended channel.
 _ATTEMPTS = 100
+KEY_TTL = 600.0
+"""Seconds the idempotency key bucket keeps entries, unless a history TTL is longer."""
 DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers ``Nats-Msg-Id``s (its default)."""
 
@@ -143,6 +146,7 @@ class NatsHistory(History):
         *,
         prefix: str = DEFAULT_PREFIX,
         meta_ttl: float = 86400.0,
+        key_ttl: float = KEY_TTL,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -150,6 +154,7 @@ class NatsHistory(History):
         self.url = url
         self.prefix = prefix
         self.meta_ttl = meta_ttl
+        self.key_ttl = key_ttl
         self.timeout = timeout
         self.clock = clock
         self.stream, self.idem_bucket = names(prefix)
@@ -203,8 +208,28 @@ class NatsHistory(History):
             if exc.err_code != _STREAM_NAME_IN_USE:
                 raise
             await js.update_stream(config)  # made by an older tether, or other settings
-        idem = await js.create_key_value(bucket=self.idem_bucket, history=1, ttl=self.meta_ttl)
+        try:
+            idem = await js.create_key_value(bucket=self.idem_bucket, history=1, ttl=self.key_ttl)
+        except BadRequestError as exc:
+            if exc.err_code != _STREAM_NAME_IN_USE:
+                raise
+            idem = await js.key_value(self.idem_bucket)  # other settings: kept, fitted below
         return js, idem
+
+    async def _fit_keys(self, ttl: float) -> None:
+        """Make the key bucket keep entries ``ttl`` seconds (a history TTL over ``key_ttl``).
+
+        Each entry carries its own expiry; the bucket's ``max_age`` only has
+        to outlast it, and keeps the garbage short otherwise.
+        """
+        if ttl <= self.key_ttl:
+            return
+        stream = f"KV_{self.idem_bucket}"
+        info = await self._js.stream_info(stream)
+        if (info.config.max_age or 0) < ttl:
+            info.config.max_age = ttl
+            await self._js.update_stream(info.config)
+        self.key_ttl = max(ttl, info.config.max_age or ttl)
 
     @asynccontextmanager
     async def _unavailable_on_error(self) -> AsyncIterator[None]:
@@ -361,11 +386,11 @@ class NatsHistory(History):
             self._lasts[channel] = written
             await self._trim(channel, written, expired)
             if idem_key is not None:
-                self._record(idem_key, f"{last.epoch} {offset} {now + ttl_ms}".encode())
+                self._record(idem_key, f"{last.epoch} {offset} {now + ttl_ms}".encode(), ttl_ms)
             return AddResult(written.position)
         raise BrokerUnavailable(f"nats history: channel {channel!r} too contended")
 
-    def _record(self, idem_key: str, value: bytes) -> None:
+    def _record(self, idem_key: str, value: bytes, ttl_ms: int) -> None:
         """Write a key's entry without holding up the acknowledgement.
 
         Until it lands (a millisecond), and if it never does because this node
@@ -374,6 +399,7 @@ class NatsHistory(History):
 
         async def record() -> None:
             try:
+                await self._fit_keys(ttl_ms / 1000)
                 await self._idem.put(idem_key, value)
             except Exception as exc:  # the duplicate window covers the retries meanwhile
                 logger.warning("nats history: idempotency key not recorded: %r", exc)
