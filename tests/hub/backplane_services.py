@@ -267,12 +267,18 @@ class HubProcess:
 
 
 async def start_hub_process(
-    *args: str, config: Path | None = None, port: int | None = None, **popen: Any
+    *args: str,
+    config: Path | None = None,
+    port: int | None = None,
+    python: list[str] | None = None,
+    **popen: Any,
 ) -> HubProcess:
     """Start ``tether serve`` on ``port`` (a free one by default) with ``args``; return once it
-    listens. ``popen``: more arguments for the subprocess (``preexec_fn``, ``user`` ...)."""
+    listens. ``python``: the interpreter's command (``sys.executable`` by default); ``popen``:
+    more arguments for the subprocess."""
     port = free_port() if port is None else port
-    command = [sys.executable, "-m", "tether", "serve", "--port", str(port), *args]
+    interpreter = python or [sys.executable]
+    command = [*interpreter, "-m", "tether", "serve", "--port", str(port), *args]
     if config is not None:
         command += ["--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

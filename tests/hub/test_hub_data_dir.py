@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -56,6 +55,16 @@ def serve_args(data: Path) -> list[str]:
     return ["--data", str(data), "--allow-anonymous", "--api-key", API_KEY]
 
 
+# A Python whose files cannot grow past argv[1] bytes, running the rest of argv.
+# (Set in the child itself: preexec_fn is not safe in a process with threads.)
+# Python ignores SIGXFSZ, so a write past the limit fails with EFBIG.
+LIMITED = """
+import os, resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
 # ``tether`` as an unprivileged user, for root where nothing can be mounted: the
 # code is loaded as root (the interpreter may live in root's home), then the
 # process drops to nobody before the hub opens its data directory.
@@ -69,13 +78,15 @@ tether.cli.main(sys.argv[1:])
 """
 
 
-async def refused_at_start(*args: str, as_nobody: bool = False, **popen: Any) -> str:
+async def refused_at_start(
+    *args: str, as_nobody: bool = False, python: list[str] | None = None, **popen: Any
+) -> str:
     """Run ``tether serve`` expecting it to refuse to start; its stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     launcher = ["-c", AS_NOBODY] if as_nobody else ["-m", "tether"]
     loop = ["--loop", "asyncio"] if as_nobody else []  # nothing left to import after the drop
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
+        *(python or [sys.executable]),
         *launcher,
         "serve",
         "--port",
@@ -225,15 +236,10 @@ class SmallDisk:
         subprocess.run(["mount", *args], check=True, capture_output=True)
 
     def popen(self) -> dict[str, Any]:
-        """Subprocess arguments: with no tmpfs, the child's files cannot outgrow ``size``."""
+        """How to start the child: with no tmpfs, its files cannot outgrow ``size``."""
         if self.tmpfs or not self.limited:
             return {}
-        size = self.size
-
-        def limit() -> None:  # Python ignores SIGXFSZ: a write past it fails with EFBIG
-            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-        return {"preexec_fn": limit}
+        return {"python": [sys.executable, "-c", LIMITED, str(self.size)]}
 
     @contextlib.contextmanager
     def full(self) -> Iterator[None]:
