@@ -45,7 +45,7 @@ class ErrorCode(enum.IntEnum):
     """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
     NOT_FOUND = 124
     """HTTP: no such path (status 404)."""
-    HISTORY_UNAVAILABLE = 125
+    HISTORY_UNAVAILABLE = 127
     """The history store cannot write or read now (a full disk, a read-only or damaged
     file): nothing was stored or published (docs/hub.md, "Durable history")."""
 

@@ -374,7 +374,7 @@ class Node:
                 ttl=options.history_ttl,
                 idempotency_key=idempotency_key,
             )
-        except BrokerUnavailable as exc:  # 125 for history storage, 112 for the backplane
+        except BrokerUnavailable as exc:  # 127 for history storage, 112 for the backplane
             raise unavailable_error(exc) from None
         if added.duplicate:
             return PublishResult(added.position, duplicate=True)

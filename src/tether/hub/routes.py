@@ -280,7 +280,7 @@ class HttpRoutes:
             refusal = exc
         except HubError as err:
             refusal = ApiRefusal(_STATUS.get(err.code, 400), err.code, err.message)
-        except BrokerUnavailable as exc:  # the backplane, or history storage (125)
+        except BrokerUnavailable as exc:  # the backplane, or history storage (127)
             unavailable = unavailable_error(exc)
             refusal = ApiRefusal(503, unavailable.code, unavailable.message)
         except Exception:

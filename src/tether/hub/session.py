@@ -220,7 +220,7 @@ class Session:
             self._failed(command, err)
         except BrokerUnavailable as exc:
             # History or presence on a backplane that is down, or history storage
-            # failing (125): temporary, retry.
+            # failing (127): temporary, retry.
             self._failed(command, unavailable_error(exc))
         except Exception:
             logger.exception("%s failed for %s", command.method, self.id)
