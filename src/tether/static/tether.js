@@ -139,26 +139,6 @@ function webSocketTransport(client) {
   };
 }
 
-// A downstream frame of an HTTP session: `{"seq": n, "frame": {...}}`. Sequence numbers
-// start at 1 and grow by one; a repeat is dropped, a gap means frames were lost, so the
-// session is given up (the client reconnects and recovers, as after any drop).
-function sequencer() {
-  let last = 0;
-  return {
-    get last() {
-      return last;
-    },
-    accept(item) {
-      if (item === null || typeof item !== "object") throw new Error("bad frame");
-      if (typeof item.seq !== "number") return item.frame ?? item; // unnumbered: pass
-      if (item.seq <= last) return null;
-      if (item.seq !== last + 1) throw new Error(`frames lost (seq ${last} -> ${item.seq})`);
-      last = item.seq;
-      return item.frame;
-    },
-  };
-}
-
 // Posts the commands of an HTTP session upstream, one request at a time so the hub sees
 // them in order, batching those that wait meanwhile (`POST /connection/send`).
 function upstream(client, fail) {
@@ -206,30 +186,36 @@ function upstream(client, fail) {
   };
 }
 
-// An HTTP error from the hub: its JSON body `{"error": {code, message}}` (or its text)
-// becomes the close reason. Every refusal reconnects: a 404 from a hub without fallbacks,
-// or a session the load balancer can no longer reach, is not the client's fault.
+// An HTTP refusal from the hub (`{"error": {code, message}}`) as a close code: a refused
+// or expired token stops (or fetches a new token) as the same refusal on a WebSocket
+// would; anything else (404 code 125 "session not found", 429, 503, a hub without
+// fallbacks) reconnects, with backoff, and recovers.
 async function refusal(response, fail) {
   let reason = `HTTP ${response.status}`;
+  let code = null;
   try {
     const text = (await response.text()).trim();
     const body = text.startsWith("{") ? JSON.parse(text) : null;
-    const detail = body?.error?.message ?? body?.reason ?? text.split("\n")[0];
+    code = body?.error?.code ?? null;
+    const detail = body?.error?.message ?? text.split("\n")[0];
     if (detail) reason += `: ${String(detail).slice(0, 200)}`;
   } catch {
     // the reason stays the status
   }
-  fail(1006, reason);
+  if (code === 109) fail(3000, reason);
+  else if (response.status === 401 || response.status === 403) fail(LocalCode.UNAUTHORIZED, reason);
+  else fail(1006, reason);
 }
 
-// The shared part of the three HTTP transports: a session id from the first downstream
-// frame, sequence numbers, the upstream poster, and one close.
+// The shared part of the three HTTP transports: the session key from the session frame
+// (frame 0), the upstream poster, and one close. Streams count frames (their `seq` is
+// implicit); long polling numbers them explicitly and drops repeats.
 function httpSession(client, name, start) {
   let events = null;
   let closed = false;
   let session = null;
   let started = false;
-  const seq = sequencer();
+  let lastSeq = 0;
   const abort = new AbortController();
   const fail = (code, reason) => {
     if (closed) return;
@@ -246,33 +232,42 @@ function httpSession(client, name, start) {
       return closed;
     },
     get lastSeq() {
-      return seq.last;
+      return lastSeq;
     },
     get session() {
       return session;
     },
     activity: () => events.activity(),
-    // One downstream item (parsed JSON): the session hello first, then frames.
+    // The session frame: `{"session": key, "seq": 0, "transport", "ping"}`.
+    hello(frame) {
+      if (frame === null || typeof frame !== "object" || typeof frame.session !== "string") {
+        fail(1006, "the first frame is not a session frame");
+        return false;
+      }
+      session = frame.session;
+      up.setSession(session);
+      return true;
+    },
+    // Frame number `seq` (replies and pushes are numbered 1, 2, 3 ...): a repeat (a poll
+    // answered again) is dropped; a gap means frames were lost, so the session is given up
+    // and the client reconnects and recovers, as after any drop.
+    frame(frame, seq = lastSeq + 1) {
+      if (closed) return;
+      events.activity();
+      if (seq <= lastSeq) return;
+      if (seq !== lastSeq + 1) {
+        fail(1006, `frames lost (seq ${lastSeq} -> ${seq})`);
+        return;
+      }
+      lastSeq = seq;
+      events.message(frame);
+    },
+    // One frame of a stream (parsed JSON): the session frame first, then the others.
     item(item) {
       if (closed) return;
       events.activity();
-      if (session === null) {
-        if (item === null || typeof item !== "object" || typeof item.session !== "string") {
-          fail(1006, "no session id in the first frame");
-          return;
-        }
-        session = item.session;
-        up.setSession(session);
-        return;
-      }
-      let frame;
-      try {
-        frame = seq.accept(item);
-      } catch (error) {
-        fail(1006, error.message);
-        return;
-      }
-      if (frame !== null && frame !== undefined) events.message(frame);
+      if (session === null) ctx.hello(item);
+      else ctx.frame(item);
     },
     // Every line of an NDJSON body (a trailing partial line stays in the buffer).
     lines(buffer, done) {
@@ -374,7 +369,6 @@ function sseTransport(client) {
       }
       ctx.item(item);
     };
-    source.addEventListener("heartbeat", () => ctx.activity());
     source.onerror = () => {
       source.close();
       ctx.fail(1006, "event stream failed");
@@ -382,16 +376,17 @@ function sseTransport(client) {
   });
 }
 
-// Long polling: `POST /connection/poll`, first with the connect command, then with
-// `{session, seq}` (the last frame received): each answer is an NDJSON batch, and the next
-// poll goes out at once. The last resort behind proxies that buffer whole responses.
+// Long polling: `POST /connection/poll`, first `{"connect": command}`, then
+// `{"session", "ack"}` with the last frame processed. Each answer is
+// `{"session", "seq", "messages"}` (`seq`: the first message's number); the next poll goes
+// out at once. The last resort, behind proxies that buffer whole responses.
 function longPollTransport(client) {
   return httpSession(client, "long_poll", async (connect, ctx) => {
-    let body = connect;
+    let body = `{"connect":${connect}}`;
     while (!ctx.closed) {
       const response = await client.options.fetch(endpointUrl(client.url, "poll"), {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/x-ndjson" },
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
         body,
         signal: ctx.signal,
         credentials: "same-origin",
@@ -401,14 +396,18 @@ function longPollTransport(client) {
         await refusal(response, ctx.fail);
         return;
       }
-      const text = await response.text();
+      const answer = await response.json();
       if (ctx.closed) return;
-      ctx.lines(text.endsWith("\n") ? text : `${text}\n`, true);
-      if (ctx.session === null) {
-        ctx.fail(1006, "no session id in the poll answer");
+      if (ctx.session === null && !ctx.hello(answer)) return;
+      const first = answer?.seq;
+      const messages = answer?.messages;
+      if (!Number.isInteger(first) || !Array.isArray(messages)) {
+        ctx.fail(1006, "bad poll answer");
         return;
       }
-      body = JSON.stringify({ session: ctx.session, seq: ctx.lastSeq });
+      ctx.activity();
+      for (let i = 0; i < messages.length && !ctx.closed; i++) ctx.frame(messages[i], first + i);
+      body = JSON.stringify({ session: ctx.session, ack: ctx.lastSeq });
     }
   });
 }
