@@ -128,9 +128,17 @@ class ResponseStream:
         await self._connection.drain()
 
     def end(self) -> None:
-        """End the response (the last chunk); the connection may serve another request."""
-        if self.open:
+        """End the response (the last chunk); the connection may serve another request.
+
+        A reader that is not reading (the write buffer over its limit) would
+        hold the connection and its buffer: it is dropped instead.
+        """
+        if not self.open:
+            return
+        if self.ready():
             self._connection.end_stream(self)
+        else:
+            self.abort()
 
     def abort(self) -> None:
         """Drop the connection at once (a reader that fell too far behind)."""
@@ -392,6 +400,11 @@ class HttpConnection(asyncio.Protocol):
             return False
         if not isinstance(event, h11.Request):
             return False  # ConnectionClosed (or garbage h11 already refused)
+        # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+        head_size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if head_size > self.limits.max_head_size:
+            await self._refuse(431, "request head too large")
+            return False
         request = HttpRequest(
             method=event.method.decode("ascii", "replace"),
             target=event.target.decode("ascii", "replace"),
