@@ -17,4 +17,11 @@ from tether.http.server import (
     ResponseStream,
 )
 
-__all__ = ["RequestBodyError", "HttpConnection", "HttpExchange", "HttpLimits", "HttpRequest", "ResponseStream"]
+__all__ = [
+    "HttpConnection",
+    "HttpExchange",
+    "HttpLimits",
+    "HttpRequest",
+    "RequestBodyError",
+    "ResponseStream",
+]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -463,9 +464,8 @@ class HttpConnection(asyncio.Protocol):
         """Answer a request that cannot be served (bad head, timeout), then close."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or self._lost:
             return
-        body = (
-            '{"error": {"message": %s, "code": 107}}\n' % _json_string(message[:200])
-        ).encode()
+        error = {"error": {"message": message[:200], "code": 107}}
+        body = (json.dumps(error) + "\n").encode()
         headers = [("Content-Type", "application/json"), ("Connection", "close")]
         headers.append(("Content-Length", str(len(body))))
         with contextlib.suppress(h11.LocalProtocolError):
@@ -479,9 +479,3 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
-
-
-def _json_string(text: str) -> str:
-    import json
-
-    return json.dumps(text)

@@ -93,7 +93,7 @@ class RelayRequest:
     request: str
     origin: str
     """The node that received the HTTP request (and waits for the answer)."""
-    op: str
+    action: str
     """``send`` or ``poll``."""
     key: str
     """The session key."""

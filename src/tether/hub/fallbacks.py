@@ -437,7 +437,9 @@ def _connect_refusal(reply: dict[str, Any] | None) -> Refusal | None:
     error = reply.get("error")
     if error is None:
         subs = reply.get("result", {}).get("subs") or {}
-        error = next((s["error"] for s in subs.values() if isinstance(s, dict) and "error" in s), None)
+        error = next(
+            (s["error"] for s in subs.values() if isinstance(s, dict) and "error" in s), None
+        )
     if error is None:
         return None
     code = int(error.get("code", ErrorCode.INTERNAL))

@@ -87,12 +87,12 @@ class Relay:
 
     async def _answer(self, message: RelayRequest) -> None:
         try:
-            status, body = await self.local(message.op, message.key, message.user, message.body)
+            status, body = await self.local(message.action, message.key, message.user, message.body)
         except Exception:
-            logger.exception("relayed %s failed", message.op)
+            logger.exception("relayed %s failed", message.action)
             status, body = 500, error_body(ErrorCode.INTERNAL, "internal error")
         answer = RelayAnswer(message.request, status, body)
         try:
             await self.node.broker.publish(node_channel(message.origin), encode(answer))
         except BrokerUnavailable:
-            logger.info("could not answer a relayed %s: broker unavailable", message.op)
+            logger.info("could not answer a relayed %s: broker unavailable", message.action)

@@ -177,7 +177,11 @@ class SseTransport:
         elif push in ("join", "leave") and self.presence:
             self._write(event(dumps({"channel": channel, "info": message.get("info")}), name=push))
         elif push == "unsubscribe":
-            body = {"channel": channel, "code": message.get("code"), "reason": message.get("reason")}
+            body = {
+                "channel": channel,
+                "code": message.get("code"),
+                "reason": message.get("reason"),
+            }
             self._write(event(dumps(body), name="unsubscribe"))
         elif push == "subscribe" and isinstance(channel, str):
             self._positioned(channel, message)  # a server-side subscription
