@@ -27,6 +27,17 @@ from e2e_support import Hub, start_hub, stop_hub
 
 REDIS_URL = os.environ.get("TETHER_REDIS_URL") or "redis://127.0.0.1:6379/0"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PRESENCE_TTL = 2.0
+
+# What makes nginx hold every stream: buffering, whatever the hub says in
+# X-Accel-Buffering, and compression, which (buffered, so without a flush per chunk)
+# keeps a stream's few hundred bytes in the compressor until the response ends. Whole
+# responses (long polls) still get through.
+BUFFERING = (
+    "proxy_ignore_headers X-Accel-Buffering;\n"
+    "            gzip on;\n"
+    "            gzip_types application/x-ndjson text/event-stream application/json;"
+)
 
 CONFIG = """\
 {user}
@@ -125,7 +136,7 @@ def start_nginx(backends: list[int], prefix: Path, *, buffering: bool) -> Nginx:
             servers=servers,
             port=port,
             buffering="on" if buffering else "off",
-            ignore="proxy_ignore_headers X-Accel-Buffering;" if buffering else "",
+            ignore=BUFFERING if buffering else "",
         )
     )
     process = subprocess.Popen(
@@ -192,11 +203,17 @@ def start_cluster(tmp: Path, *, buffering: bool) -> Cluster:
     prefix = f"e2e-fallback-{uuid.uuid4().hex[:12]}"
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "hub.toml"
-    config.write_text(f'backplane_prefix = "{prefix}"\n')
+    # A killed node's presence entries live until presence_ttl: short here, so the test
+    # sees the survivors' presence without waiting the default minute.
+    config.write_text(f'backplane_prefix = "{prefix}"\npresence_ttl = {PRESENCE_TTL}\n')
     nodes: list[Hub] = []
     try:
         for _ in range(2):
-            nodes.append(start_hub("--broker", REDIS_URL, "--config", str(config)))
+            # asyncio's loop: the HTTP router of the fallbacks asserts an asyncio.Transport,
+            # which uvloop's transports are not (reported; remove once fixed).
+            nodes.append(
+                start_hub("--broker", REDIS_URL, "--config", str(config), "--loop", "asyncio")
+            )
         nginx = start_nginx([n.port for n in nodes], tmp / "nginx", buffering=buffering)
     except BaseException:
         for node in nodes:
