@@ -24,10 +24,10 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.asyncio.server import RequestBodyError
-from tether.http.server import HttpExchange, HttpRequest
+from tether.http.messages import HttpRequest
 from tether.hub.auth import cookie
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.node import Node
@@ -38,6 +38,9 @@ from tether.hub.transports.http_stream import EVENTSOURCE, HTTP_STREAM, StreamKi
 from tether.hub.transports.long_poll import PollTransport
 from tether.hub.transports.sse import SseTransport, decode_resume
 from tether.hub.wire import dumps, loads
+
+if TYPE_CHECKING:  # h11 is imported only where HTTP is served
+    from tether.http.server import HttpExchange
 
 logger = logging.getLogger("tether.hub")
 

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from tether.http.server import ResponseStream, chunk
+from tether.http.messages import chunk
 from tether.hub.metrics import Metrics
 from tether.hub.transport import PingPolicy, Transport, TransportKind
+
+if TYPE_CHECKING:  # h11 is imported only where HTTP is served
+    from tether.http.server import ResponseStream
 
 
 class StreamKind(TransportKind):

@@ -24,12 +24,16 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from tether.http.server import ResponseStream, chunk
+from tether.http.messages import chunk
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON
 from tether.hub.transport import PingPolicy, Transport, TransportKind
 from tether.hub.wire import dumps, loads
+
+if TYPE_CHECKING:  # h11 is imported only where HTTP is served
+    from tether.http.server import ResponseStream
 
 RESUME_PREFIX = "v1."
 RETRY_MS = 2000
