@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-from tether.http.messages import chunk
+from tether.http.messages import BodyStream, chunk
 from tether.hub.metrics import Metrics
 from tether.hub.transport import PingPolicy, Transport, TransportKind
-
-if TYPE_CHECKING:  # h11 is imported only where HTTP is served
-    from tether.http.server import ResponseStream
 
 
 class StreamKind(TransportKind):
@@ -55,10 +51,10 @@ EVENTSOURCE = StreamKind(
 
 
 class StreamTransport:
-    """Implements :class:`~tether.hub.transport.Transport` over a :class:`ResponseStream`."""
+    """Implements :class:`~tether.hub.transport.Transport` over a :class:`BodyStream`."""
 
     def __init__(
-        self, kind: StreamKind, stream: ResponseStream, *, ping_interval: float, metrics: Metrics
+        self, kind: StreamKind, stream: BodyStream, *, ping_interval: float, metrics: Metrics
     ) -> None:
         self.kind = kind
         self.stream = stream
