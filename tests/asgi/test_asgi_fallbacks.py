@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from asgi_driver import Driver
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+import uvicorn
 from tether.asgi import HubApp
 from tether.hub import HubConfig, Limits, Node
 
