@@ -83,7 +83,7 @@ async def test_sse_and_resume_through_uvicorn(served: tuple[str, HubApp]) -> Non
 
 
 async def test_stream_and_poll_emulation_through_uvicorn(served: tuple[str, HubApp]) -> None:
-    base, hub = served
+    base, _ = served
     connect = {"id": 1, "method": "connect", "params": {}}
     async with httpx.AsyncClient(base_url=base, timeout=GUARD) as client:
         async with client.stream("POST", "/connection/stream", json=connect) as response:
