@@ -453,6 +453,33 @@ async def test_slow_reader_is_cut_and_memory_stays_bounded(start_hub: StartHub) 
     assert not node.sessions
 
 
+async def test_a_client_that_stops_polling_is_cut_with_bounded_memory(start_hub: StartHub) -> None:
+    hub = await start_hub(config=config(limits=Limits(send_queue_size=32 * 1024)))
+    node = hub.node
+    async with http_client(hub) as client:
+        _, first = await post(client, "/connection/poll", {"connect": connect_command()})
+        key = first["session"]
+        command = {"id": 2, "method": "subscribe", "params": {"channel": "firehose"}}
+        await post(client, "/connection/send", {"session": key, "commands": [command]})
+        (session,) = node.sessions.values()
+        transport = session.transport
+        peak = 0
+        for _ in range(200):
+            await node.publish("firehose", "x" * 1000)
+            if session.closed:
+                break
+            peak = max(peak, transport.buffered_bytes + session.writer.queued_bytes)  # type: ignore[attr-defined]
+        assert session.closed and session.close_code == 4010
+        assert peak <= 2 * 32 * 1024 + 2000
+        # The client comes back: what it had not acknowledged (no room was left for a
+        # disconnect push), then "session not found": it reconnects and recovers.
+        _, batch = await post(client, "/connection/poll", {"session": key, "ack": 1})
+        assert batch["messages"][-1]["push"] == "pub"
+        last = batch["seq"] + len(batch["messages"]) - 1
+        status, gone = await post(client, "/connection/poll", {"session": key, "ack": last})
+        assert (status, gone["error"]["code"]) == (404, 125)
+
+
 # ---------------------------------------------------------------- HTTP/1.1
 
 

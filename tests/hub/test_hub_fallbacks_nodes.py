@@ -103,7 +103,11 @@ async def test_a_silent_node_answers_session_not_found(
     while "deadbeef" not in b.node.users.live_peers():
         await asyncio.sleep(0.01)
     async with client(b) as via_b:
-        status, answer = await post(
-            via_b, "/connection/poll", {"session": "deadbeef.x", "ack": 0, "wait": 0}
-        )
+        body = {"session": "deadbeef.x", "ack": 0, "wait": 0}
+        status, answer = await post(via_b, "/connection/poll", body)
+        assert (status, answer["error"]["code"]) == (404, 125)
+        # Counted as gone: the next request does not wait for it again.
+        assert "deadbeef" not in b.node.users.live_peers()
+        body = {"session": "deadbeef.y", "commands": []}
+        status, answer = await post(via_b, "/connection/send", body)
         assert (status, answer["error"]["code"]) == (404, 125)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 Chooser = Callable[[bytes], asyncio.BaseProtocol]
 """The request line (without CRLF; truncated when too long) -> the protocol to serve it."""
@@ -28,9 +29,9 @@ class FirstLineRouter(asyncio.Protocol):
         self._paused_writing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._timer = asyncio.get_running_loop().call_later(self.timeout, transport.abort)
+        # uvloop's transports do not subclass asyncio.Transport: trust the loop.
+        self._transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(self.timeout, self._transport.abort)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data

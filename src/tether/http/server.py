@@ -29,14 +29,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
+from typing import cast
 
 import h11
 
 # The same error as the WebSocket server's read_body, so a route serves both.
 from tether.asyncio.server import RequestBodyError as RequestBodyError
+from tether.http.messages import HttpLimits, HttpRequest, chunk
 from tether.protocol.headers import Headers
 
 logger = logging.getLogger("tether.http")
@@ -45,48 +45,7 @@ logger = logging.getLogger("tether.http")
 MAX_DISCARDED_BODY = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class HttpLimits:
-    """Limits of one HTTP connection; every one has a safe default."""
-
-    max_head_size: int = 16 * 1024
-    """Bytes of a request line plus headers (431 beyond)."""
-    request_timeout: float = 10.0
-    """Seconds to receive a request's head, and then its body."""
-    keepalive_timeout: float = 15.0
-    """Seconds an idle connection waits for its next request."""
-    write_buffer_limit: int = 256 * 1024
-    """Bytes in the socket's write buffer above which a stream is not ready."""
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    method: str
-    target: str
-    """The request target as sent: path and query."""
-    headers: Headers
-    http_version: str
-    remote: str
-    """The peer's IP address ("" when unknown)."""
-    path: str = field(init=False)
-    query: dict[str, list[str]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.target)
-        object.__setattr__(self, "path", parts.path)
-        object.__setattr__(self, "query", parse_qs(parts.query, keep_blank_values=True))
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else None
-
-
 Handler = Callable[[HttpRequest, "HttpExchange"], Awaitable[None]]
-
-
-def chunk(payload: bytes) -> bytes:
-    """``payload`` as one chunk of chunked transfer coding (RFC 9112 section 7.1)."""
-    return b"%x\r\n%b\r\n" % (len(payload), payload)
 
 
 class ResponseStream:
@@ -217,9 +176,9 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------- asyncio protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports do not subclass asyncio.Transport: trust the loop.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._task = self.loop.create_task(self._serve())
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.asyncio.server import RequestBodyError
-from tether.http.server import HttpExchange, HttpRequest
+from tether.http.messages import Exchange, HttpRequest
 from tether.hub.auth import cookie
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.node import Node
@@ -103,7 +103,7 @@ class Fallbacks:
 
     # ----------------------------------------------------------- plumbing
 
-    async def handle(self, request: HttpRequest, exchange: HttpExchange) -> None:
+    async def handle(self, request: HttpRequest, exchange: Exchange) -> None:
         path = request.path
         try:
             if not self.config.enabled:
@@ -151,7 +151,7 @@ class Fallbacks:
             headers.append(("Access-Control-Max-Age", "600"))
         return headers
 
-    async def _answer(self, request: HttpRequest, exchange: HttpExchange, answer: Answer) -> None:
+    async def _answer(self, request: HttpRequest, exchange: Exchange, answer: Answer) -> None:
         status, body = answer
         headers = [
             ("Content-Type", "application/json"),
@@ -171,7 +171,7 @@ class Fallbacks:
             *self._cors(request),
         ]
 
-    async def _body(self, exchange: HttpExchange) -> dict[str, Any]:
+    async def _body(self, exchange: Exchange) -> dict[str, Any]:
         """The request's JSON object (stream, poll, send)."""
         try:
             raw = await exchange.read_body(self.config.max_body_size)
@@ -249,7 +249,7 @@ class Fallbacks:
 
     # --------------------------------------------------------------- SSE
 
-    async def _sse(self, request: HttpRequest, exchange: HttpExchange) -> None:
+    async def _sse(self, request: HttpRequest, exchange: Exchange) -> None:
         channels = list(dict.fromkeys(request.query.get("channel", [])))
         if not channels:
             raise Refusal(400, ErrorCode.MISSING_PARAMETER, "channel is required")
@@ -292,7 +292,7 @@ class Fallbacks:
     async def _stream(
         self,
         request: HttpRequest,
-        exchange: HttpExchange,
+        exchange: Exchange,
         kind: StreamKind,
         command: dict[str, Any],
     ) -> None:
@@ -322,7 +322,7 @@ class Fallbacks:
         metrics.bytes_in += len(text)
         await session.handle(text)
 
-    async def _poll(self, request: HttpRequest, exchange: HttpExchange) -> None:
+    async def _poll(self, request: HttpRequest, exchange: Exchange) -> None:
         body = await self._body(exchange)
         if "connect" in body:
             answer = await self._poll_connect(request, body["connect"])
@@ -363,7 +363,7 @@ class Fallbacks:
         seq, texts = transport.pending()
         return 200, _batch(key, seq, texts)
 
-    async def _send(self, request: HttpRequest, exchange: HttpExchange) -> None:
+    async def _send(self, request: HttpRequest, exchange: Exchange) -> None:
         body = await self._body(exchange)
         key, commands = body.get("session"), body.get("commands")
         if not isinstance(key, str):

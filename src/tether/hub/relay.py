@@ -66,7 +66,9 @@ class Relay:
             text = str(exc) or "broker unavailable"
             return 503, error_body(ErrorCode.BROKER_UNAVAILABLE, text)
         except asyncio.TimeoutError:
+            # Killed without a goodbye: its next hello (if it is alive) brings it back.
             logger.info("node %s did not answer a %s relay within %s s", owner, op, timeout)
+            self.node.users.forget(owner)
             return SESSION_NOT_FOUND
         finally:
             self._waiting.pop(request, None)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tether._extras import MissingDependency
 from tether.asyncio.server import Server, ServerConnection, serve
+from tether.http.messages import HttpLimits, HttpRequest
 from tether.http.router import FirstLineRouter, request_path
-from tether.http.server import HttpConnection, HttpExchange, HttpLimits, HttpRequest
 from tether.hub.auth import token_from_handshake
 from tether.hub.fallbacks import PATHS as FALLBACK_PATHS
 from tether.hub.fallbacks import Fallbacks
@@ -26,6 +28,15 @@ from tether.protocol.exceptions import ConnectionClosed
 from tether.protocol.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request
+
+if TYPE_CHECKING:
+    from tether.http.server import HttpConnection, HttpExchange
+
+
+def require_h11() -> None:
+    """The HTTP fallbacks parse HTTP with h11 (the ``hub`` extra)."""
+    if importlib.util.find_spec("h11") is None:
+        raise MissingDependency("the hub's HTTP fallbacks", "h11", "hub")
 
 
 async def run_session(node: Node, ws: ServerConnection) -> None:
@@ -97,6 +108,8 @@ class HubHttp:
         await exchange.respond(response.status_code, response.headers.items(), response.body)
 
     def connection(self) -> HttpConnection:
+        from tether.http.server import HttpConnection  # h11: the hub extra
+
         conn = HttpConnection(self, self.limits)
         self.connections.add(conn)
         conn.closed.add_done_callback(lambda _: self.connections.discard(conn))
@@ -151,6 +164,7 @@ class HubServer:
             "write_limit": 256 * 1024,
         }
         if config.fallbacks.enabled:
+            require_h11()
             options["front"] = self._front
         if config.origins is not None and "*" not in config.origins:
             # Clients that send no Origin are not browsers (see HttpRoutes.origin_allowed).

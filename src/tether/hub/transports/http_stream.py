@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from tether.http.server import ResponseStream, chunk
+from tether.http.messages import BodyStream, chunk
 from tether.hub.metrics import Metrics
 from tether.hub.transport import PingPolicy, Transport, TransportKind
 
@@ -51,10 +51,10 @@ EVENTSOURCE = StreamKind(
 
 
 class StreamTransport:
-    """Implements :class:`~tether.hub.transport.Transport` over a :class:`ResponseStream`."""
+    """Implements :class:`~tether.hub.transport.Transport` over a :class:`BodyStream`."""
 
     def __init__(
-        self, kind: StreamKind, stream: ResponseStream, *, ping_interval: float, metrics: Metrics
+        self, kind: StreamKind, stream: BodyStream, *, ping_interval: float, metrics: Metrics
     ) -> None:
         self.kind = kind
         self.stream = stream

@@ -25,7 +25,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 
-from tether.http.server import ResponseStream, chunk
+from tether.http.messages import BodyStream, chunk
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON
 from tether.hub.transport import PingPolicy, Transport, TransportKind
@@ -108,13 +108,13 @@ class SseTransport:
         self.positions: dict[str, tuple[int, str]] = {}
         self.metrics = metrics
         self.ping_interval = ping_interval
-        self.stream: ResponseStream | None = None
+        self.stream: BodyStream | None = None
         self.connect_reply: dict[str, JSON] | None = None
         """The session's answer to the ``connect`` the hub sent for the client."""
         self._early: list[bytes] = []
         self._beat: asyncio.TimerHandle | None = None
 
-    def start(self, stream: ResponseStream) -> None:
+    def start(self, stream: BodyStream) -> None:
         """The response head is out: write the events so far, then go live."""
         self.stream = stream
         stream.write(f"retry: {RETRY_MS}\n\n".encode())
