@@ -96,9 +96,8 @@ async def start_node(config: Path) -> tuple[asyncio.subprocess.Process, int]:
 
 
 def sys_loop_args() -> list[str]:
-    """``--loop asyncio`` unless TETHER_BENCH_LOOP says otherwise (the HTTP layer of
-    the fallbacks needs asyncio's transports at the time of writing)."""
-    return ["--loop", os.environ.get("TETHER_BENCH_LOOP", "asyncio")]
+    """``--loop`` from TETHER_BENCH_LOOP (default ``auto``: uvloop when installed)."""
+    return ["--loop", os.environ.get("TETHER_BENCH_LOOP", "auto")]
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

@@ -209,11 +209,7 @@ def start_cluster(tmp: Path, *, buffering: bool) -> Cluster:
     nodes: list[Hub] = []
     try:
         for _ in range(2):
-            # asyncio's loop: the HTTP router of the fallbacks asserts an asyncio.Transport,
-            # which uvloop's transports are not (reported; remove once fixed).
-            nodes.append(
-                start_hub("--broker", REDIS_URL, "--config", str(config), "--loop", "asyncio")
-            )
+            nodes.append(start_hub("--broker", REDIS_URL, "--config", str(config)))
         nginx = start_nginx([n.port for n in nodes], tmp / "nginx", buffering=buffering)
     except BaseException:
         for node in nodes:
