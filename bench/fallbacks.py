@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,12 +58,30 @@ LONG_POLL_SUBSCRIBERS = 20
 MARK = b'"t":'
 HOST = "127.0.0.1"
 KEEP: list[asyncio.StreamWriter] = []  # the streams' writers, alive until the run ends
+TASKS: list[asyncio.Task[None]] = []  # the readers, cancelled after each transport
+DRAINS: list[asyncio.Task[None]] = []  # reading the node's output, so its pipe never fills
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def spawn(coro: Coroutine[None, None, None]) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(coro)
+    TASKS.append(task)
+    return task
+
+
+async def stop_readers() -> None:
+    for task in TASKS:
+        task.cancel()
+    await asyncio.gather(*TASKS, return_exceptions=True)
+    TASKS.clear()
+    for writer in KEEP:
+        writer.close()
+    KEEP.clear()
 
 
 async def start_node(config: Path) -> tuple[asyncio.subprocess.Process, int]:
@@ -91,7 +109,7 @@ async def start_node(config: Path) -> tuple[asyncio.subprocess.Process, int]:
             raise RuntimeError("tether serve exited")
         if "listening on" in line:
             break
-    asyncio.get_running_loop().create_task(_drain(process.stdout))
+    DRAINS.append(asyncio.get_running_loop().create_task(_drain(process.stdout)))
     return process, port
 
 
@@ -160,7 +178,7 @@ async def sub_websocket(port: int, channel: str, sub: Subscriber, _: httpx.Async
         async for message in ws:
             sub.feed(message.encode() if isinstance(message, str) else message)
 
-    asyncio.get_running_loop().create_task(read())
+    spawn(read())
 
 
 async def raw_stream(
@@ -184,7 +202,7 @@ def pump(reader: asyncio.StreamReader, sub: Subscriber) -> None:
         while data := await reader.read(65536):
             sub.feed(data)
 
-    asyncio.get_running_loop().create_task(read())
+    spawn(read())
 
 
 async def sub_sse(port: int, channel: str, sub: Subscriber, _: httpx.AsyncClient) -> None:
@@ -217,26 +235,58 @@ async def sub_http_stream(
     pump(reader, sub)
 
 
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection for JSON POSTs (Content-Length answers), so the
+    long-poll readers cost this process about what a stream reader does."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> RawHttp:
+        return cls(*await asyncio.open_connection(HOST, port))
+
+    async def post(self, path: str, body: bytes) -> bytes:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            body = await self.reader.readexactly(int(length.group(1))) if length else b""
+            raise RuntimeError((head + body).decode(errors="replace"))
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        assert length, head
+        return await self.reader.readexactly(int(length.group(1)))
+
+
 async def sub_long_poll(port: int, channel: str, sub: Subscriber, http: httpx.AsyncClient) -> None:
-    url = f"http://{HOST}:{port}/connection/poll"
+    conn = await RawHttp.open(port)
     connect = {"id": 1, "method": "connect", "params": {}}
-    answer = (await http.post(url, json={"connect": connect})).json()
+    answer = json.loads(
+        await conn.post("/connection/poll", json.dumps({"connect": connect}).encode())
+    )
     session = answer["session"]
     ack = answer["seq"] + len(answer["messages"]) - 1
     command = {"id": 2, "method": "subscribe", "params": {"channel": channel}}
-    await http.post(
+    response = await http.post(
         f"http://{HOST}:{port}/connection/send", json={"session": session, "commands": [command]}
     )
+    response.raise_for_status()
 
     async def poll() -> None:
         nonlocal ack
         while True:
-            response = await http.post(url, json={"session": session, "ack": ack})
-            body = response.json()
-            sub.feed(response.content)
-            ack = max(ack, body["seq"] + len(body["messages"]) - 1)
+            body = await conn.post(
+                "/connection/poll", json.dumps({"session": session, "ack": ack}).encode()
+            )
+            sub.feed(body)
+            answer = json.loads(body)
+            ack = max(ack, answer["seq"] + len(answer["messages"]) - 1)
 
-    asyncio.get_running_loop().create_task(poll())
+    spawn(poll())
 
 
 Opener = Callable[[int, str, Subscriber, httpx.AsyncClient], Awaitable[None]]
@@ -271,7 +321,7 @@ async def measure(
             async for _ in publisher:
                 acks.put_nowait(None)
 
-        acker = asyncio.get_running_loop().create_task(read_acks())
+        acker = spawn(read_acks())
         sent = 0
 
         async def publish() -> None:
@@ -330,6 +380,7 @@ async def measure(
             result["deliveries"] = messages * subscribers / (time.perf_counter() - start)
         acker.cancel()
         await publisher.close()
+        await stop_readers()
         return result
 
 
