@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from e2e_support import ChatPage, DropProxy, api, expect_connected, new_room, say
+from e2e_support import ChatPage, DropProxy, Hub, api, expect_connected, new_room, say
 from e2e_support import playwright_expect as _expect
 from nginx_support import REDIS_URL, Cluster, missing_nginx, start_cluster
 
@@ -182,6 +182,20 @@ async def expect_last(chat: ChatPage, text: str, *, total: int) -> None:
     await expect(locator.last).to_have_text(text)
     texts = await locator.all_inner_texts()
     assert len(set(texts)) == len(texts), texts  # nothing doubled
+
+
+async def test_each_transport_carries_the_chat_when_forced(hub: Hub, open_chat: OpenChat) -> None:
+    """``?transports=`` forces one: the SSE emulation (an ``EventSource`` downstream) and
+    the others each carry a chat that sees itself in presence and gets its messages."""
+    for transport in ("sse", "http_stream", "long_poll"):
+        room = new_room()
+        chat = await open_chat(hub.url, room=room, name=f"via-{transport}", transports=transport)
+        await expect_connected(chat)
+        assert await transport_of(chat) == transport
+        await expect_online(chat, [f"via-{transport}"])
+        await say(chat, f"over {transport}")
+        await expect_messages(chat, [f"over {transport}"])
+        await chat.page.close()
 
 
 # -------------------------------------------------------- plain SSE consumers
