@@ -7,6 +7,7 @@ httpx, raw sockets or curl; the hub is tether's own server on a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -524,6 +525,24 @@ async def test_slow_and_oversized_request_heads_are_cut(start_hub: StartHub) -> 
     answer = await asyncio.wait_for(reader.read(), GUARD)
     assert answer.startswith(b"HTTP/1.1 431")
     writer.close()
+
+
+async def test_closing_the_hub_drops_silent_and_idle_connections(start_hub: StartHub) -> None:
+    hub = await start_hub()
+    silent = await asyncio.open_connection("127.0.0.1", hub.port)  # no request line yet
+    idle = await asyncio.open_connection("127.0.0.1", hub.port)
+    poll = json.dumps({"connect": connect_command()}).encode()
+    idle[1].write(
+        b"POST /connection/poll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
+        % (len(poll), poll)
+    )
+    await asyncio.wait_for(idle[0].readuntil(b"\r\n\r\n"), GUARD)  # kept alive after it
+    await asyncio.wait_for(hub.close(), GUARD)
+    for reader, writer in (silent, idle):
+        with contextlib.suppress(ConnectionError):
+            while await asyncio.wait_for(reader.read(65536), 2.0):
+                pass
+        writer.close()
 
 
 async def test_metrics_count_fallback_transports(start_hub: StartHub) -> None:

@@ -19,8 +19,17 @@ Chooser = Callable[[bytes], asyncio.BaseProtocol]
 
 
 class FirstLineRouter(asyncio.Protocol):
-    def __init__(self, choose: Chooser, *, max_line: int = 8192, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        choose: Chooser,
+        *,
+        max_line: int = 8192,
+        timeout: float = 10.0,
+        finished: Callable[[FirstLineRouter], None] | None = None,
+    ) -> None:
+        """``finished``: called once the socket is handed over or lost (for bookkeeping)."""
         self.choose = choose
+        self.finished = finished
         self.max_line = max_line
         self.timeout = timeout
         self._buffer = bytearray()
@@ -47,6 +56,7 @@ class FirstLineRouter(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._finish()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._paused_writing:
@@ -76,6 +86,17 @@ class FirstLineRouter(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._finish()
+
+    def _finish(self) -> None:
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            finished(self)
+
+    def close(self) -> None:
+        """Drop a connection that has not sent its request line yet (the server stops)."""
+        if self._transport is not None and self.finished is not None:
+            self._transport.abort()
 
 
 def request_path(line: bytes) -> tuple[bytes, bytes]:

@@ -308,6 +308,9 @@ class HttpConnection(asyncio.Protocol):
             self._data_waiter = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._data_waiter), remaining)
+            except asyncio.TimeoutError:
+                # One exception on every Python (3.10's asyncio has its own class).
+                raise TimeoutError from None
             finally:
                 self._data_waiter = None
 

@@ -67,6 +67,10 @@ _CONNECT_STATUS: dict[int, int] = {
 }
 
 
+# How a body that cannot be read maps onto an error code (411 and 400: 122).
+_BODY_CODES: dict[int, int] = {413: ErrorCode.PAYLOAD_TOO_LARGE, 408: ErrorCode.BAD_REQUEST}
+
+
 class Refusal(Exception):
     def __init__(self, status: int, code: int, message: str) -> None:
         super().__init__(message)
@@ -176,7 +180,7 @@ class Fallbacks:
         try:
             raw = await exchange.read_body(self.config.max_body_size)
         except RequestBodyError as exc:
-            code = {413: ErrorCode.PAYLOAD_TOO_LARGE}.get(exc.status, ErrorCode.LENGTH_REQUIRED)
+            code = _BODY_CODES.get(exc.status, ErrorCode.LENGTH_REQUIRED)
             raise Refusal(exc.status, code, exc.reason) from None
         try:
             body = loads(raw.decode("utf-8"))

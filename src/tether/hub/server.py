@@ -131,6 +131,8 @@ class HubServer:
         self.server: Server | None = None
         self.routes = HttpRoutes(node)
         self.http = HubHttp(node, self.routes)
+        self._routers: set[FirstLineRouter] = set()
+        """Connections whose first request line has not arrived yet."""
 
     def _front(self, server: Server) -> asyncio.BaseProtocol:
         """Fallback paths go to the HTTP/1.1 layer, everything else to the WebSocket server."""
@@ -141,7 +143,13 @@ class HubServer:
                 return self.http.connection()
             return server.new_connection()
 
-        return FirstLineRouter(choose, timeout=self.node.config.fallbacks.request_timeout)
+        router = FirstLineRouter(
+            choose,
+            timeout=self.node.config.fallbacks.request_timeout,
+            finished=self._routers.discard,
+        )
+        self._routers.add(router)
+        return router
 
     def _tether_options(self) -> dict[str, Any]:
         config = self.node.config
@@ -203,6 +211,8 @@ class HubServer:
         reason = reason or ("server restarting" if code == 1012 else "server going away")
         await self.node.shutdown(code, reason)
         self.http.close()
+        for router in list(self._routers):
+            router.close()
         if self.server is not None:
             self.server.close(code=code)
             with contextlib.suppress(Exception):

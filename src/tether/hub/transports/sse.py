@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 
 from tether.http.messages import BodyStream, chunk
@@ -79,10 +80,13 @@ def event(data: str, *, name: str | None = None, id: str | None = None) -> bytes
 
 class _SseKind(TransportKind):
     def write_many(self, transports: Sequence[Transport], text: str) -> None:
-        message = loads(text)  # parsed once for every stream
+        # Parsed once; a publication's data line (and, for the usual stream of
+        # one channel, its id) serialized once for every stream.
+        message = json.loads(text)  # the hub's own JSON: no need for the bounded parser
+        shared: dict[object, bytes] = {}
         for transport in transports:
             assert isinstance(transport, SseTransport)
-            transport.write_message(message)
+            transport.write_message(message, shared)
 
 
 SSE = _SseKind("sse", unidirectional=True, ping=PingPolicy.HEARTBEAT)
@@ -164,7 +168,8 @@ class SseTransport:
 
     # ---------------------------------------------------------- messages
 
-    def write_message(self, message: JSON) -> None:
+    def write_message(self, message: JSON, shared: dict[object, bytes] | None = None) -> None:
+        """Turn one hub message into events; ``shared`` caches encodings across streams."""
         if not isinstance(message, dict):
             return
         if "id" in message:
@@ -173,7 +178,7 @@ class SseTransport:
         push = message.get("push")
         channel = message.get("channel")
         if push == "pub" and isinstance(channel, str):
-            self._publication(channel, message)
+            self._publication(channel, message, shared)
         elif push in ("join", "leave") and self.presence:
             self._write(event(dumps({"channel": channel, "info": message.get("info")}), name=push))
         elif push == "unsubscribe":
@@ -189,16 +194,26 @@ class SseTransport:
             body = {k: message.get(k) for k in ("code", "reason", "reconnect")}
             self._write(event(dumps(body), name="disconnect"))
 
-    def _publication(self, channel: str, message: dict[str, JSON]) -> None:
+    def _publication(
+        self, channel: str, message: dict[str, JSON], shared: dict[object, bytes] | None = None
+    ) -> None:
         offset, epoch = message.get("offset"), message.get("epoch")
         if isinstance(offset, int) and isinstance(epoch, str):
             self.positions[channel] = (offset, epoch)
+        # Streams of the same channels at the same positions send the same bytes.
+        key = (self.envelope, *self.positions.items()) if len(self.positions) < 2 else None
+        if shared is not None and key is not None and key in shared:
+            self._write(shared[key])
+            return
         data = message.get("data")
         if self.envelope:
             data = {"channel": channel, "data": data}
             if isinstance(offset, int):
                 data["offset"], data["epoch"] = offset, epoch
-        self._write(event(dumps(data), id=encode_resume(self.positions)))
+        encoded = event(dumps(data), id=encode_resume(self.positions))
+        if shared is not None and key is not None:
+            shared[key] = encoded
+        self._write(encoded)
 
     def _positioned(self, channel: str, result: dict[str, JSON]) -> None:
         offset, epoch = result.get("offset"), result.get("epoch")
