@@ -23,9 +23,7 @@ from tether.asyncio.attributes import ConnectionAttributes, Data
 from tether.asyncio.cork import cork_state
 from tether.protocol.connection import State
 from tether.protocol.events import Fragment
-from tether.protocol.exceptions import (
-    ConnectionClosedOK,
-)
+from tether.protocol.exceptions import ConcurrencyError, ConnectionClosedOK
 
 if TYPE_CHECKING:
     from tether.asyncio.connection import Connection
@@ -36,10 +34,6 @@ logger = logging.getLogger("tether")
 # The queue of a connection that never received a message (see Connection.__init__).
 # An empty tuple: no memory of its own, and appending to it would fail loudly.
 NO_MESSAGES = cast("collections.deque[Any]", ())
-
-
-class ConcurrencyError(RuntimeError):
-    """Two coroutines called recv (or streamed a send) on one connection at once."""
 
 
 class Messages(ConnectionAttributes):

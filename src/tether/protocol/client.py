@@ -12,6 +12,7 @@ from tether.protocol.exceptions import (
     InvalidHandshake,
     InvalidHeader,
     InvalidStatus,
+    InvalidURI,
     NegotiationError,
 )
 from tether.protocol.extensions.base import ClientExtensionFactory, Extension
@@ -47,17 +48,20 @@ class WebSocketURI:
 
 
 def parse_uri(uri: str) -> WebSocketURI:
-    """Parse a ws:// or wss:// URI (RFC 6455 §3); raise ValueError if it is not one."""
+    """Parse a ws:// or wss:// URI (RFC 6455 §3); raise InvalidURI (a ValueError) if not one."""
     parts = urlsplit(uri)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"{uri!r} is not a ws:// or wss:// URI")
+        raise InvalidURI(uri, "not a ws:// or wss:// URI")
     if parts.fragment:
         # RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs".
-        raise ValueError(f"{uri!r} has a fragment")
+        raise InvalidURI(uri, "a WebSocket URI has no fragment")
     if not parts.hostname:
-        raise ValueError(f"{uri!r} has no host")
+        raise InvalidURI(uri, "no host")
     secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError as exc:  # a port out of range or not a number
+        raise InvalidURI(uri, str(exc)) from None
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -149,7 +153,7 @@ class ClientProtocol(Connection):
     def send_request(self, request: Request) -> None:
         self.request = request
         line = f"GET {request.path} HTTP/1.1\r\n".encode("latin-1")
-        self._out.append(line + request.headers.serialize() + b"\r\n")
+        self._out.append(line + request.headers.serialize())
 
     def _receive_handshake(self, data: bytes) -> None:
         if self._body_wanted:

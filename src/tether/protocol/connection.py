@@ -26,6 +26,7 @@ from tether.protocol.exceptions import InflateDeferred, InvalidState, PayloadToo
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import (
     MAX_CONTROL_PAYLOAD,
+    Close,
     CloseCode,
     Frame,
     Opcode,
@@ -185,8 +186,8 @@ class Connection:
         # Message being sent: None when between messages.
         self._sending: int | None = None
 
-        self.close_rcvd: tuple[int, str] | None = None
-        self.close_sent: tuple[int, str] | None = None
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
         self.close_rcvd_then_sent: bool | None = None
         self.failure: ProtocolError | None = None
         # With ``defer_failure`` set (by an I/O layer that runs the application
@@ -602,12 +603,13 @@ class Connection:
                 raise ProtocolError("close reason is not valid UTF-8", 1007) from None
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
-            self.close_rcvd = (code, reason)
+            self.close_rcvd = Close(code, reason)
             if self.close_sent is None:
                 self.close_rcvd_then_sent = True
-                # RFC 6455 §5.5.1: "the endpoint typically echos the status code it received".
-                echo = code if code != CloseCode.NO_STATUS else CloseCode.NO_STATUS
-                self._send_close_frame(echo, "")
+                # RFC 6455 §5.5.1: "the endpoint typically echos the status
+                # code it received"; the reason is echoed too, as websockets
+                # does, so both ends log the same (code, reason).
+                self._send_close_payload(payload, code, reason)
             elif self.close_rcvd_then_sent is None:
                 self.close_rcvd_then_sent = False
             self._set_state(State.CLOSING)
@@ -722,7 +724,7 @@ class Connection:
 
     def _send_close_payload(self, payload: bytes, code: int, reason: str) -> None:
         self._write(Opcode.CLOSE, payload)
-        self.close_sent = (code, reason)
+        self.close_sent = Close(code, reason)
 
     def fail_pending(self) -> None:
         """Fail the connection for the protocol error kept in ``pending_failure``, if any."""

@@ -48,7 +48,7 @@ class Response:
 
     def serialize(self) -> bytes:
         head = f"HTTP/1.1 {self.status_code} {self.reason_phrase}\r\n".encode("latin-1")
-        return head + self.headers.serialize() + b"\r\n" + self.body
+        return head + self.headers.serialize() + self.body
 
 
 def make_response(
@@ -129,7 +129,7 @@ class HeadParser:
         if not line:
             self.complete = True
             return
-        if len(self.headers) >= self.max_headers:
+        if self.headers.line_count >= self.max_headers:
             raise HeadError(431, f"more than {self.max_headers} headers")
         name, sep, value = line.partition(b":")
         # RFC 7230 §3.2.4: no whitespace between the field name and the colon.
