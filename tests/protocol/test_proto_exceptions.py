@@ -50,7 +50,14 @@ def test_handshake_exceptions() -> None:
         (None, None, "", 1006, "", "no close frame received or sent"),
         (None, None, "timeout", 1006, "timeout", "no close frame received or sent: timeout"),
         (None, (1000, "bye"), "", 1006, "", "sent 1000 (OK) bye; no close frame received"),
-        ((1001, "away"), None, "", 1001, "away", "received 1001 (going away) away; no close frame sent"),
+        (
+            (1001, "away"),
+            None,
+            "",
+            1001,
+            "away",
+            "received 1001 (going away) away; no close frame sent",
+        ),
         ((1000, "ok"), (1000, ""), "", 1000, "ok", "received 1000 (OK) ok; then sent 1000 (OK)"),
     ],
 )

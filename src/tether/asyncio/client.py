@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl as ssl_module
 import sys
 from collections.abc import Generator, Sequence
@@ -10,13 +11,22 @@ from types import TracebackType
 from typing import Any
 
 from tether.asyncio.connection import Connection
-from tether.asyncio.options import Compression, client_extensions, connection_options
+from tether.asyncio.options import (
+    Compression,
+    MaxQueue,
+    MaxSize,
+    WriteLimit,
+    client_extensions,
+    connection_options,
+    split_max_size,
+)
 from tether.protocol.client import ClientProtocol, parse_uri
 from tether.protocol.connection import FrameObserver, State
 from tether.protocol.events import ResponseReceived
 from tether.protocol.exceptions import InvalidHandshake
 from tether.protocol.extensions.base import ClientExtensionFactory
 from tether.protocol.headers import HeadersLike
+from tether.typing import LoggerLike
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout
@@ -100,16 +110,20 @@ class connect:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float | None = 10.0,
-        max_size: int | None = 2**20,
+        max_size: MaxSize = 2**20,
         max_frame_size: int | None = None,
-        max_queue: int | None = 16,
-        write_limit: int | tuple[int, int] = 32768,
+        max_queue: MaxQueue = 16,
+        write_limit: WriteLimit = 32768,
         offload_threshold: int = 256 * 1024,
         stream_fragments: bool = False,
         ssl: ssl_module.SSLContext | bool | None = None,
         host: str | None = None,
         port: int | None = None,
         frame_observer: FrameObserver | None = None,
+        logger: LoggerLike | None = None,
+        create_connection: type[ClientConnection] | None = None,
+        unix: bool = False,
+        path: str | None = None,
         **create_connection_kwargs: Any,
     ) -> None:
         self.uri = parse_uri(uri)
@@ -119,8 +133,7 @@ class connect:
         self.additional_headers = additional_headers
         self.user_agent_header = user_agent_header
         self.open_timeout = open_timeout
-        self.max_size = max_size
-        self.max_frame_size = max_frame_size
+        self.max_size, self.max_frame_size = split_max_size(max_size, max_frame_size)
         self.stream_fragments = stream_fragments
         if self.uri.secure and ssl is None:
             ssl = True
@@ -130,6 +143,13 @@ class connect:
         self.host = host
         self.port = port
         self.frame_observer = frame_observer
+        self.logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("tether.client")
+        )
+        # websockets' create_connection=: a ClientConnection subclass to instantiate.
+        self.create_connection = create_connection if create_connection else ClientConnection
+        self.unix = unix
+        self.path = path
         self.create_connection_kwargs = create_connection_kwargs
         self._conn_kwargs = connection_options(
             ping_interval=ping_interval,
@@ -138,6 +158,7 @@ class connect:
             max_queue=max_queue,
             write_limit=write_limit,
             offload_threshold=offload_threshold,
+            logger=self.logger,
         )
         self.connection: ClientConnection | None = None
 
@@ -157,14 +178,18 @@ class connect:
             defer_failure=True,
             frame_observer=self.frame_observer,
         )
-        return ClientConnection(protocol, **self._conn_kwargs)
+        return self.create_connection(protocol, **self._conn_kwargs)
 
     async def _open(self) -> ClientConnection:
         loop = asyncio.get_running_loop()
         kwargs = dict(self.create_connection_kwargs)
         if self.ssl is not None:
             kwargs.setdefault("server_hostname", self.uri.host)
-        if "sock" in kwargs:
+        if self.unix:
+            _, conn = await loop.create_unix_connection(
+                self._make_connection, self.path, ssl=self.ssl, **kwargs
+            )
+        elif "sock" in kwargs:
             _, conn = await loop.create_connection(self._make_connection, ssl=self.ssl, **kwargs)
         else:
             _, conn = await loop.create_connection(
@@ -204,3 +229,15 @@ class connect:
     ) -> None:
         if self.connection is not None:
             await self.connection.close()
+
+
+def unix_connect(path: str | None = None, uri: str | None = None, **kwargs: Any) -> connect:
+    """Open a WebSocket connection over the Unix socket at ``path`` (websockets' ``unix_connect``).
+
+    ``uri`` (``ws://localhost/`` by default, ``wss://localhost/`` with
+    ``ssl=``) gives the Host header and the path; the other options are
+    :class:`connect`'s.
+    """
+    if uri is None:
+        uri = "wss://localhost/" if kwargs.get("ssl") else "ws://localhost/"
+    return connect(uri, unix=True, path=path, **kwargs)

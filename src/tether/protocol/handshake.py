@@ -52,11 +52,20 @@ class Response:
 
 
 def make_response(
-    status: int, text: str = "", headers: Headers | None = None, *, close: bool = True
+    status: int,
+    text: str = "",
+    headers: Headers | None = None,
+    *,
+    close: bool = True,
+    end_line: bool = True,
 ) -> Response:
-    """A plain-text HTTP response, e.g. to reject an upgrade with a clear reason."""
+    """A plain-text HTTP response, e.g. to reject an upgrade with a clear reason.
+
+    ``end_line`` ends a non-empty ``text`` with a newline; without it the body
+    is ``text`` exactly (websockets' ``respond(200, "OK\\n")`` sends ``OK\\n``).
+    """
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    body = (text + "\n").encode("utf-8") if text else b""
+    body = (text + "\n" if end_line else text).encode("utf-8") if text else b""
     out = Headers(headers) if headers is not None else Headers()
     if body:
         out["Content-Type"] = "text/plain; charset=utf-8"

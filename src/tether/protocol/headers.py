@@ -103,7 +103,7 @@ class Headers(MutableMapping[str, str]):
             if isinstance(arg, Headers):
                 pairs: Iterable[tuple[str, str]] = arg._list
             elif isinstance(arg, Mapping) or hasattr(arg, "keys"):
-                pairs = [(k, arg[k]) for k in arg.keys()]  # type: ignore[union-attr,index]
+                pairs = [(k, arg[k]) for k in arg.keys()]  # type: ignore[index]  # noqa: SIM118
             else:
                 pairs = arg
             for name, value in pairs:

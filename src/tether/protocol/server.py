@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -36,6 +37,23 @@ from tether.protocol.headers import (
 MAX_PENDING = 4 * 1024 * 1024
 
 SubprotocolSelector = Callable[[Sequence[str], Sequence[str]], str | None]
+# An allowed Origin: the exact string (None for no Origin header) or a
+# compiled regex that must match it whole (as in websockets).
+OriginLike = str | re.Pattern[str] | None
+
+
+def origin_allowed(origin: str | None, allowed: Sequence[OriginLike]) -> bool:
+    """Whether ``origin`` (None: no Origin header) is one of ``allowed``."""
+    for candidate in allowed:
+        if candidate == origin:
+            return True
+        if (
+            isinstance(candidate, re.Pattern)
+            and origin is not None
+            and candidate.fullmatch(origin) is not None
+        ):
+            return True
+    return False
 
 
 class ServerProtocol(Connection):
@@ -58,7 +76,7 @@ class ServerProtocol(Connection):
     def __init__(
         self,
         *,
-        origins: Sequence[str | None] | None = None,
+        origins: Sequence[OriginLike] | None = None,
         extensions: Sequence[ServerExtensionFactory] | None = None,
         subprotocols: Sequence[str] | None = None,
         select_subprotocol: SubprotocolSelector | None = None,
@@ -253,8 +271,12 @@ class ServerProtocol(Connection):
             # RFC 6455 §4.1: "a randomly selected 16-byte value ... base64-encoded".
             raise _Reject(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
         if self.origins is not None:
-            origin = headers.get("Origin")
-            if origin not in self.origins:
+            origins = headers.get_all("Origin")
+            if len(origins) > 1:
+                # RFC 6454 §7.3: "The user agent MUST NOT include more than one Origin header".
+                raise _Reject(400, "more than one Origin header")
+            origin = origins[0] if origins else None
+            if not origin_allowed(origin, self.origins):
                 raise _Reject(403, f"origin {origin!r} not allowed")
         ext_header, extensions = self._negotiate_extensions(headers)
         subprotocol = self._negotiate_subprotocol(headers)
@@ -291,7 +313,11 @@ class ServerProtocol(Connection):
         except InvalidHeader as exc:
             raise _Reject(400, str(exc)) from None
         if self.select_subprotocol is not None:
-            chosen = self.select_subprotocol(offered, self.available_subprotocols)
+            try:
+                chosen = self.select_subprotocol(offered, self.available_subprotocols)
+            except NegotiationError as exc:
+                # As websockets: a selector declines the handshake by raising it.
+                raise _Reject(400, str(exc) or "subprotocol negotiation failed") from None
             if chosen is not None and chosen not in offered:
                 raise _Reject(500, "selected subprotocol was not offered")
             return chosen
