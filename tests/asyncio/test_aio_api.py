@@ -341,7 +341,7 @@ async def test_process_request_health_check_and_401(start_server, raw_client) ->
         await connect(srv.url)
     assert info.value.response.status_code == 401
     assert info.value.response.headers["WWW-Authenticate"] == "Bearer"
-    assert info.value.response.body == b"unauthorized\n"  # the refusal says why
+    assert info.value.response.body == b"unauthorized"  # the refusal says why
 
     async with connect(srv.url, additional_headers={"Authorization": "Bearer good"}) as ws:
         await ws.send("in")

@@ -9,6 +9,8 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
+from tether.asyncio.auth import basic_auth
+from tether.asyncio.broadcast import broadcast
 from tether.asyncio.connection import Connection
 from tether.asyncio.listener import Listener
 from tether.asyncio.options import (
@@ -30,7 +32,15 @@ from tether.protocol.headers import Headers, HeadersLike
 from tether.protocol.server import OriginLike, ServerProtocol, SubprotocolSelector
 from tether.typing import LoggerLike, StatusLike
 
-logger = logging.getLogger("tether.server")
+__all__ = [
+    "RequestBodyError",
+    "Server",
+    "ServerConnection",
+    "basic_auth",
+    "broadcast",
+    "serve",
+    "unix_serve",
+]
 
 CoroutineHandler = Callable[["ServerConnection"], Awaitable[Any]]
 Handler = CoroutineHandler | type[Listener]
