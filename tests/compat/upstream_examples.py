@@ -392,9 +392,9 @@ def names_missing(code: str) -> list[str]:
                 break
             target = getattr(target, part)
     for attr in re.findall(r"\bwebsocket\.(\w+)", code):
-        if not any(hasattr(cls, attr) for cls in (ServerConnection, ClientConnection)):
-            if attr not in ("username", "handler"):  # set per connection
-                missing.append(f"connection.{attr}")
+        known = any(hasattr(cls, attr) for cls in (ServerConnection, ClientConnection))
+        if not known and attr not in ("username", "handler"):  # set per connection
+            missing.append(f"connection.{attr}")
     for attr in re.findall(r"\bserver\.(\w+)", code):
         if not hasattr(Server, attr):
             missing.append(f"Server.{attr}")
@@ -452,9 +452,8 @@ async def main() -> int:
         print(f"---- {line}")
     passed = sum(outcome.ok for outcome in outcomes)
     print(f"\nprograms: {passed} of {len(outcomes)} ran ({len(apart)} counted apart)")
-    print(
-        f"doc fragments: {fragments - len(fragment_missing)} of {fragments} use only names tether has"
-    )
+    complete = fragments - len(fragment_missing)
+    print(f"doc fragments: {complete} of {fragments} use only names tether has")
     for name, missing in fragment_missing.items():
         print(f"  {name}: {', '.join(sorted(set(missing)))}")
     return 0 if passed == len(outcomes) and not fragment_missing else 1

@@ -18,6 +18,7 @@ def broadcast(
     connections: Iterable[Connection],
     message: Data,
     *,
+    text: bool | None = None,
     compress: bool | None = None,
     raise_exceptions: bool = False,
 ) -> None:
@@ -40,6 +41,9 @@ def broadcast(
         opcode = Opcode.BINARY
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}")
+    if text is not None:
+        # websockets' text=: bytes (UTF-8) in a text frame, or a str in a binary one.
+        opcode = Opcode.TEXT if text else Opcode.BINARY
     plain = frame_header(opcode, len(payload)) + payload
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0

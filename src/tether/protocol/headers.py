@@ -62,8 +62,8 @@ class Headers(MutableMapping[str, str]):
                 raise ValueError(f"invalid character in header {name!r}")
         return str(self).encode("latin-1")
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._dict
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._dict
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._dict)
@@ -71,18 +71,18 @@ class Headers(MutableMapping[str, str]):
     def __len__(self) -> int:
         return len(self._dict)
 
-    def __getitem__(self, name: str) -> str:
-        values = self._dict[name.lower()]
+    def __getitem__(self, key: str) -> str:
+        values = self._dict[key.lower()]
         if len(values) == 1:
             return values[0]
-        raise MultipleValuesError(name)
+        raise MultipleValuesError(key)
 
-    def __setitem__(self, name: str, value: str) -> None:
-        self._dict.setdefault(name.lower(), []).append(value)
-        self._list.append((name, value))
+    def __setitem__(self, key: str, value: str) -> None:
+        self._dict.setdefault(key.lower(), []).append(value)
+        self._list.append((key, value))
 
-    def __delitem__(self, name: str) -> None:
-        lname = name.lower()
+    def __delitem__(self, key: str) -> None:
+        lname = key.lower()
         del self._dict[lname]
         self._list = [(k, v) for k, v in self._list if k.lower() != lname]
 
@@ -111,22 +111,22 @@ class Headers(MutableMapping[str, str]):
         for name, value in kwargs.items():
             self[name] = value
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        """The first value of ``name``, or ``default``."""
-        values = self._dict.get(name.lower())
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """The first value of ``key``, or ``default``."""
+        values = self._dict.get(key.lower())
         return values[0] if values else default
 
-    def get_all(self, name: str) -> list[str]:
-        """Every value of ``name``, in order (an empty list if none)."""
-        return list(self._dict.get(name.lower(), ()))
+    def get_all(self, key: str) -> list[str]:
+        """Every value of ``key``, in order (an empty list if none)."""
+        return list(self._dict.get(key.lower(), ()))
 
     def raw_items(self) -> Iterator[tuple[str, str]]:
         """Every ``(name, value)``, names as they were given, in order."""
         return iter(self._list)
 
-    def set_insecure(self, name: str, value: str) -> None:
+    def set_insecure(self, key: str, value: str) -> None:
         """Add a header without validating it (websockets' name; tether checks on serialize)."""
-        self[name] = value
+        self[key] = value
 
     @property
     def line_count(self) -> int:
