@@ -81,7 +81,7 @@ async def test_send_nowait_and_broadcast_take_text(start_server) -> None:
 
 
 async def test_close_reason_is_echoed_and_exceptions_carry_close_frames(start_server) -> None:
-    """The server echoes code and reason; ``rcvd``, ``sent`` and ``rcvd_then_sent`` as websockets."""
+    """The server echoes code and reason; ``rcvd``, ``sent``, ``rcvd_then_sent`` as websockets."""
     closed: asyncio.Future[tether.ConnectionClosed] = asyncio.get_running_loop().create_future()
 
     async def handler(ws):

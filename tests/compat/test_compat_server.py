@@ -166,11 +166,13 @@ async def test_unix_serve_and_unix_connect_both_ways() -> None:
                 assert await ws.recv() == "again"
                 assert ws.request.headers["Host"] == "localhost"
         other = str(Path(directory) / "websockets.sock")
-        async with ws_unix_serve(_echo, other):
-            async with tether.unix_connect(other, "ws://example/room") as ws:
-                await ws.send("to websockets")
-                assert await ws.recv() == "to websockets"
-                assert ws.request.path == "/room"
+        async with (
+            ws_unix_serve(_echo, other),
+            tether.unix_connect(other, "ws://example/room") as ws,
+        ):
+            await ws.send("to websockets")
+            assert await ws.recv() == "to websockets"
+            assert ws.request.path == "/room"
 
 
 async def _echo(ws) -> None:
