@@ -123,8 +123,8 @@ async def test_client_close_code_and_reason_seen_by_server(start_server, code, r
     assert ws.close_code is None and ws.close_reason is None
     await ws.close(code, reason)
     assert await asyncio.wait_for(seen, GUARD) == (code, reason)
-    # The server echoes the code (RFC 6455 §5.5.1).
-    assert ws.close_code == code
+    # The server echoes the code (RFC 6455 §5.5.1) and the reason, as websockets does.
+    assert (ws.close_code, ws.close_reason) == (code, reason)
 
 
 async def test_server_close_code_and_reason_seen_by_client(start_server) -> None:
