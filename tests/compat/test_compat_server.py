@@ -232,3 +232,26 @@ async def test_route_dispatches_by_url() -> None:
             await ws_connect(f"ws://127.0.0.1:{port}/nowhere")
         assert caught.value.response.status_code == 404
     assert tether.route is route
+
+
+async def test_permessage_deflate_factories_take_compress_settings(start_server) -> None:
+    from tether.extensions import permessage_deflate
+
+    server_factory = permessage_deflate.ServerPerMessageDeflateFactory(
+        server_max_window_bits=11, client_max_window_bits=11, compress_settings={"memLevel": 4}
+    )
+    client_factory = permessage_deflate.ClientPerMessageDeflateFactory(
+        False, False, 11, 11, {"memLevel": 4, "level": 9}
+    )
+    assert (server_factory.mem_level, server_factory.level) == (4, 6)
+    assert (client_factory.mem_level, client_factory.level) == (4, 9)
+    with pytest.raises(ValueError, match="wbits"):
+        permessage_deflate.ServerPerMessageDeflateFactory(compress_settings={"wbits": 9})
+    srv = await start_server(compression=None, extensions=[server_factory])
+    async with ws_connect(srv.url) as ws:  # websockets' client offers permessage-deflate
+        assert "server_max_window_bits=11" in ws.response.headers["Sec-WebSocket-Extensions"]
+        await ws.send("squeeze " * 100)
+        assert await ws.recv() == "squeeze " * 100
+    async with tether.connect(srv.url, compression=None, extensions=[client_factory]) as ws:
+        await ws.send("again " * 100)
+        assert await ws.recv() == "again " * 100
