@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http
 import logging
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 
 Data = str | bytes
 """A message: ``str`` for text, ``bytes`` for binary."""
@@ -12,7 +12,10 @@ Data = str | bytes
 BytesLike = bytes | bytearray | memoryview
 DataLike = str | bytes | bytearray | memoryview
 
-LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
+if TYPE_CHECKING:
+    LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
+else:  # LoggerAdapter takes a type parameter at run time from Python 3.11 on
+    LoggerLike = logging.Logger | logging.LoggerAdapter
 """What ``logger=`` accepts."""
 
 StatusLike = http.HTTPStatus | int
