@@ -207,3 +207,20 @@ async def test_websockets_client_sees_tether_refusal_with_body(start_server) -> 
         await ws_connect(srv.url)
     assert caught.value.response.status_code == 403
     assert caught.value.response.body == b"forbidden\n"
+
+
+@pytest.mark.parametrize("answer", [b"", b"garbage\r\n\r\n"], ids=["closed", "garbage"])
+async def test_no_valid_http_response_is_invalid_message(answer: bytes) -> None:
+    """As websockets: a server that hangs up or answers garbage raises InvalidMessage."""
+
+    async def bad_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        writer.close()
+
+    server = await asyncio.start_server(bad_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(tether.InvalidMessage) as caught:
+            await tether.connect(f"ws://127.0.0.1:{port}/", open_timeout=GUARD)
+    assert isinstance(caught.value, tether.InvalidHandshake)

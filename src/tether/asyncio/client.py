@@ -23,7 +23,7 @@ from tether.asyncio.options import (
 from tether.protocol.client import ClientProtocol, parse_uri
 from tether.protocol.connection import FrameObserver, State
 from tether.protocol.events import ResponseReceived
-from tether.protocol.exceptions import InvalidHandshake
+from tether.protocol.exceptions import InvalidHandshake, InvalidMessage
 from tether.protocol.extensions.base import ClientExtensionFactory
 from tether.protocol.headers import HeadersLike
 from tether.typing import LoggerLike
@@ -85,7 +85,8 @@ class ClientConnection(Connection):
             self.protocol.receive_eof()
             self._handshake.set_exception(
                 self.protocol.handshake_exc
-                or InvalidHandshake(f"connection closed during handshake: {exc or 'EOF'}")
+                # websockets' InvalidMessage: no valid HTTP response arrived.
+                or InvalidMessage(f"connection closed during handshake: {exc or 'EOF'}")
             )
         super().connection_lost(exc)
 

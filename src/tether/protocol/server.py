@@ -13,6 +13,8 @@ from tether.protocol.events import RequestReceived
 from tether.protocol.exceptions import (
     InvalidHandshake,
     InvalidHeader,
+    InvalidMessage,
+    InvalidProtocol,
     InvalidState,
     NegotiationError,
 )
@@ -128,7 +130,7 @@ class ServerProtocol(Connection):
         try:
             rest = self._head.feed(data)
         except HeadError as exc:
-            self.handshake_exc = InvalidHandshake(exc.reason)
+            self.handshake_exc = InvalidMessage(exc.reason)
             self._reject_now(make_response(exc.status, exc.reason))
             return
         if not self._head.complete:
@@ -136,14 +138,14 @@ class ServerProtocol(Connection):
         start = self._head.start_line or ""
         parts = start.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            self.handshake_exc = InvalidHandshake(f"malformed request line {start[:80]!r}")
+            self.handshake_exc = InvalidMessage(f"malformed request line {start[:80]!r}")
             self._reject_now(make_response(400, "malformed request line"))
             return
         method, path, version = parts
         if version != "HTTP/1.1":
             # RFC 6455 §4.1: "The method of the request MUST be GET, and the
             # HTTP version MUST be at least 1.1."
-            self.handshake_exc = InvalidHandshake(f"unsupported HTTP version {version}")
+            self.handshake_exc = InvalidProtocol(version)
             self._reject_now(make_response(505, "HTTP/1.1 required"))
             return
         self._pending = bytearray(rest)
