@@ -46,7 +46,7 @@ async def run(source: str, tmp_path: Path) -> str:
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the built-in TimeoutError on Python 3.10
         proc.kill()
         await proc.wait()
         raise

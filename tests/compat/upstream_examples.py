@@ -316,7 +316,7 @@ async def run_server_once(
         proc.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), TIMEOUT)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
             return Outcome(rel, False, f"{what}; did not exit on SIGTERM")
@@ -375,7 +375,7 @@ async def run_client(program: Path, rel: str, library: str) -> Outcome:
                 proc.send_signal(signal.SIGTERM)
             try:
                 out, err = await asyncio.wait_for(proc.communicate(stdin), TIMEOUT)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
                 return Outcome(rel, False, "timed out")
