@@ -17,10 +17,11 @@ logger = logging.getLogger("tether")
 def broadcast(
     connections: Iterable[Connection],
     message: Data,
+    # Positional too, as in websockets before 17.
+    raise_exceptions: bool = False,
     *,
     text: bool | None = None,
     compress: bool | None = None,
-    raise_exceptions: bool = False,
 ) -> None:
     """Send ``message`` to every open connection without waiting.
 
