@@ -339,10 +339,24 @@ class Server:
         return self._server.sockets if self._server is not None else ()
 
     def _make_connection(self) -> ServerConnection:
+        connection: ServerConnection | None = None
+        selector: SubprotocolSelector | None = None
+        select = self.select_subprotocol
+        if select is not None:
+            # websockets' hook takes the connection; the core's takes (offered,
+            # available). The core calls it once the request is in, long
+            # after ``connection`` below is bound.
+            def selector(offered: Sequence[str], available: Sequence[str]) -> str | None:
+                assert connection is not None
+                return select(connection, offered)
+
+        elif self.subprotocols:
+            selector = _select_in_server_order
         protocol = ServerProtocol(
             origins=self.origins,
             extensions=self.extension_factories,
             subprotocols=self.subprotocols,
+            select_subprotocol=selector,
             max_size=self.max_size,
             max_frame_size=self.max_frame_size,
             max_header_line=self.max_header_line,
@@ -353,17 +367,7 @@ class Server:
             defer_failure=True,
         )
         connection = self.create_connection(protocol, self, **self._conn_kwargs)
-        protocol.select_subprotocol = self._subprotocol_selector(connection)
         return connection
-
-    def _subprotocol_selector(self, connection: ServerConnection) -> SubprotocolSelector | None:
-        """The core's selector (offered, available) for websockets' ``(connection, offered)``."""
-        select = self.select_subprotocol
-        if select is not None:
-            return lambda offered, available: select(connection, offered)
-        if self.subprotocols:
-            return _select_in_server_order
-        return None
 
     @property
     def server(self) -> asyncio.Server | None:
