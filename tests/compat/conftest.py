@@ -7,14 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from compat_support import GUARD, ws_echo
 from websockets.asyncio.server import serve as ws_serve
-
-GUARD = 10.0
-
-
-async def ws_echo(ws: Any) -> None:
-    async for message in ws:
-        await ws.send(message)
 
 
 @pytest.fixture

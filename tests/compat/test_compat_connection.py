@@ -7,11 +7,11 @@ import logging
 import uuid
 
 import pytest
+from compat_support import GUARD
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus as WsInvalidStatus
 
 import tether
-from conftest import GUARD
 from tether.asyncio.client import ClientConnection
 from tether.asyncio.server import ServerConnection
 from tether.frames import CloseCode

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from compat_support import GUARD
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.client import unix_connect as ws_unix_connect
 from websockets.asyncio.server import unix_serve as ws_unix_serve
@@ -17,7 +18,6 @@ from websockets.exceptions import InvalidStatus as WsInvalidStatus
 from werkzeug.routing import Map, Rule
 
 import tether
-from conftest import GUARD
 from tether.asyncio.router import route
 from tether.asyncio.server import basic_auth, unix_serve
 
