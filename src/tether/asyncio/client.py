@@ -18,7 +18,15 @@ from types import TracebackType
 from typing import Any, Literal
 
 from tether.asyncio.connection import Connection
-from tether.asyncio.options import Compression, client_extensions, connection_options
+from tether.asyncio.options import (
+    Compression,
+    MaxQueue,
+    MaxSize,
+    WriteLimit,
+    client_extensions,
+    connection_options,
+    split_max_size,
+)
 from tether.protocol import reconnect, redirects
 from tether.protocol.client import ClientProtocol, WebSocketURI, parse_uri
 from tether.protocol.connection import FrameObserver, State
@@ -32,6 +40,7 @@ from tether.protocol.exceptions import (
 from tether.protocol.extensions.base import ClientExtensionFactory
 from tether.protocol.headers import HeadersLike
 from tether.proxy import get_proxy, open_tunnel
+from tether.typing import LoggerLike
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout
@@ -90,15 +99,13 @@ class ClientConnection(Connection):
             self.protocol.receive_eof()
             failure = self.protocol.handshake_exc
             if failure is None:
-                # Caused by an EOFError, as in websockets: the reconnecting
-                # client retries it (tether.protocol.reconnect).
+                # websockets' InvalidMessage: no valid HTTP response arrived. Caused
+                # by an EOFError, so the reconnecting client retries it.
                 failure = InvalidMessage(f"connection closed during handshake: {exc or 'EOF'}")
                 failure.__cause__ = EOFError(str(exc or "EOF"))
             self._handshake.set_exception(failure)
         super().connection_lost(exc)
 
-
-logger = logging.getLogger("tether.client")
 
 # Keyword arguments that configure TLS with the server, not the connection to a proxy.
 _SERVER_TLS_KWARGS = ("server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout")
@@ -145,16 +152,20 @@ class connect:
         close_timeout: float | None = 10.0,
         reconnect_delays: Callable[[], Generator[float, None, None]] = reconnect.backoff,
         max_redirects: int = redirects.MAX_REDIRECTS,
-        max_size: int | None = 2**20,
+        max_size: MaxSize = 2**20,
         max_frame_size: int | None = None,
-        max_queue: int | None = 16,
-        write_limit: int | tuple[int, int] = 32768,
+        max_queue: MaxQueue = 16,
+        write_limit: WriteLimit = 32768,
         offload_threshold: int = 256 * 1024,
         stream_fragments: bool = False,
         ssl: ssl_module.SSLContext | bool | None = None,
         host: str | None = None,
         port: int | None = None,
         frame_observer: FrameObserver | None = None,
+        logger: LoggerLike | None = None,
+        create_connection: type[ClientConnection] | None = None,
+        unix: bool = False,
+        path: str | None = None,
         **create_connection_kwargs: Any,
     ) -> None:
         self.uri_text = uri
@@ -171,8 +182,7 @@ class connect:
         self.reconnect_delays = reconnect_delays
         self.max_redirects = max_redirects
         self.open_timeout = open_timeout
-        self.max_size = max_size
-        self.max_frame_size = max_frame_size
+        self.max_size, self.max_frame_size = split_max_size(max_size, max_frame_size)
         self.stream_fragments = stream_fragments
         if not self.uri.secure and ssl:
             raise ValueError("ssl given for a ws:// URI; use wss://")
@@ -187,6 +197,13 @@ class connect:
             for key in ("proxy_ssl", "proxy_server_hostname", "proxy_ssl_handshake_timeout")
             if key in create_connection_kwargs
         }
+        self.logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("tether.client")
+        )
+        # websockets' create_connection=: a ClientConnection subclass to instantiate.
+        self.create_connection = create_connection if create_connection else ClientConnection
+        self.unix = unix
+        self.path = path
         self.create_connection_kwargs = create_connection_kwargs
         self._conn_kwargs = connection_options(
             ping_interval=ping_interval,
@@ -195,6 +212,7 @@ class connect:
             max_queue=max_queue,
             write_limit=write_limit,
             offload_threshold=offload_threshold,
+            logger=self.logger,
         )
         self.connection: ClientConnection | None = None
 
@@ -221,10 +239,10 @@ class connect:
             defer_failure=True,
             frame_observer=self.frame_observer,
         )
-        return ClientConnection(protocol, **self._conn_kwargs)
+        return self.create_connection(protocol, **self._conn_kwargs)
 
     def _proxy_url(self) -> str | None:
-        if self.proxy is None or "sock" in self.create_connection_kwargs:
+        if self.proxy is None or self.unix or "sock" in self.create_connection_kwargs:
             return None
         if self.proxy is True:
             return get_proxy(self.uri)
@@ -236,6 +254,11 @@ class connect:
         kwargs = dict(self.create_connection_kwargs)
         if self.ssl is not None:
             kwargs.setdefault("server_hostname", self.uri.host)
+        if self.unix:
+            _, conn = await loop.create_unix_connection(
+                self._make_connection, self.path, ssl=self.ssl, **kwargs
+            )
+            return conn
         proxy = self._proxy_url()
         if proxy is not None:
             return await self._connect_through(proxy, kwargs)
@@ -308,6 +331,8 @@ class connect:
         if "sock" in self.create_connection_kwargs:
             raise ValueError(f"cannot follow a redirect to {redirect.uri} over the socket given")
         if redirect.cross_origin:
+            if self.unix:
+                raise ValueError(f"cannot follow a redirect to {redirect.uri} over a Unix socket")
             if self.host is not None or self.port is not None:
                 raise ValueError(
                     f"cannot follow a redirect to {redirect.uri} to another server "
@@ -368,7 +393,7 @@ class connect:
                 if delays is None:
                     delays = self.reconnect_delays()
                 delay = next(delays)
-                logger.info(
+                self.logger.info(
                     "connect to %s failed; reconnecting in %.1f seconds: %s",
                     self.uri_text,
                     delay,
@@ -377,3 +402,15 @@ class connect:
                 await asyncio.sleep(delay)
             else:
                 delays = None
+
+
+def unix_connect(path: str | None = None, uri: str | None = None, **kwargs: Any) -> connect:
+    """Open a WebSocket connection over the Unix socket at ``path`` (websockets' ``unix_connect``).
+
+    ``uri`` (``ws://localhost/`` by default, ``wss://localhost/`` with
+    ``ssl=``) gives the Host header and the path; the other options are
+    :class:`connect`'s.
+    """
+    if uri is None:
+        uri = "wss://localhost/" if kwargs.get("ssl") else "ws://localhost/"
+    return connect(uri, unix=True, path=path, **kwargs)

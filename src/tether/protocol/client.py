@@ -11,7 +11,10 @@ from tether.protocol.events import ResponseReceived
 from tether.protocol.exceptions import (
     InvalidHandshake,
     InvalidHeader,
+    InvalidHeaderValue,
+    InvalidMessage,
     InvalidStatus,
+    InvalidUpgrade,
     InvalidURI,
     NegotiationError,
 )
@@ -204,7 +207,7 @@ class ClientProtocol(Connection):
     def send_request(self, request: Request) -> None:
         self.request = request
         line = f"GET {request.path} HTTP/1.1\r\n".encode("latin-1")
-        self._out.append(line + request.headers.serialize() + b"\r\n")
+        self._out.append(line + request.headers.serialize())
 
     def _receive_handshake(self, data: bytes) -> None:
         if self._body_wanted:
@@ -213,7 +216,7 @@ class ClientProtocol(Connection):
         try:
             rest = self._head.feed(data)
         except HeadError as exc:
-            self._handshake_failed(InvalidHandshake(f"invalid HTTP response: {exc.reason}"))
+            self._handshake_failed(InvalidMessage(f"invalid HTTP response: {exc.reason}"))
             return
         if not self._head.complete:
             return
@@ -221,7 +224,7 @@ class ClientProtocol(Connection):
         version, _, rest_line = start.partition(" ")
         status_text, _, phrase = rest_line.partition(" ")
         if not version.startswith("HTTP/1.") or not status_text.isdigit():
-            self._handshake_failed(InvalidHandshake(f"malformed status line {start[:80]!r}"))
+            self._handshake_failed(InvalidMessage(f"malformed status line {start[:80]!r}"))
             return
         response = Response(int(status_text), phrase, self._head.headers)
         self.response = response
@@ -288,15 +291,15 @@ class ClientProtocol(Connection):
         headers = response.headers
         upgrade = [t.lower() for t in parse_token_list(headers.get_all("Upgrade"), "Upgrade")]
         if upgrade != ["websocket"]:
-            raise InvalidHeader("Upgrade", f"expected 'websocket', got {upgrade}")
+            raise InvalidUpgrade("Upgrade", f"expected 'websocket', got {upgrade}")
         connection = [
             t.lower() for t in parse_token_list(headers.get_all("Connection"), "Connection")
         ]
         if "upgrade" not in connection:
-            raise InvalidHeader("Connection", "missing 'Upgrade'")
+            raise InvalidUpgrade("Connection", "missing 'Upgrade'")
         # RFC 6455 §4.1, client step 4: the accept value must match our key.
         if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
-            raise InvalidHeader("Sec-WebSocket-Accept", "does not match the key sent")
+            raise InvalidHeaderValue("Sec-WebSocket-Accept", "does not match the key sent")
         self.extensions = self._accept_extensions(headers)
         protocols = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"), "Protocol")
         if len(protocols) > 1:
