@@ -217,3 +217,12 @@ def test_follow_without_io() -> None:
         redirects.follow("wss://a.example/", parse_uri("wss://a.example/"), "ws://a.example/")
     with pytest.raises(InvalidURI):
         redirects.follow("ws://a.example/", parse_uri("ws://a.example/"), "https://a.example/")
+
+
+async def test_no_cross_origin_redirect_over_a_unix_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "ws.sock")
+    async with tether.unix_serve(
+        lambda ws: ws.wait_closed(), path, process_request=redirect_to("ws://elsewhere.example/")
+    ):
+        with pytest.raises(ValueError, match="Unix socket"):
+            await tether.unix_connect(path, open_timeout=OPEN_TIMEOUT)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+import tether
 from tether import connect
 from tether.protocol.exceptions import (
     InvalidProxy,
@@ -22,6 +23,7 @@ from tether.protocol.exceptions import (
     ProxyError,
 )
 from tether.proxy import open_tunnel_sync
+from tether_testing import echo
 
 OPEN_TIMEOUT = 0.5
 # How much later than open_timeout an error may come (a loaded CI machine).
@@ -183,3 +185,13 @@ async def test_blocking_tunnel_bad_proxies(fake_proxy) -> None:
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(tunnel, hanging, scheme)
         assert time.monotonic() - started < OPEN_TIMEOUT + SLACK
+
+
+async def test_unix_socket_ignores_the_proxy_environment(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A proxy that would fail the test if used: nothing listens on port 9.
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    path = str(tmp_path / "ws.sock")
+    async with tether.unix_serve(echo, path), tether.unix_connect(path) as ws:
+        await ws.send("local")
+        assert await ws.recv() == "local"
