@@ -45,3 +45,6 @@ def test_workers_refuse_any_role_left_in_memory() -> None:
     with pytest.raises(CliError, match="the history and presence are in memory"):
         require_shared_backplane(urls, 2)
     require_shared_backplane({k: "redis://127.0.0.1:6379/0" for k in urls}, 2)
+    on_disk = {"broker": "redis://127.0.0.1:6379/0", "history": "sqlite:/var/lib/tether"}
+    with pytest.raises(CliError, match="history in SQLite"):
+        require_shared_backplane({**on_disk, "presence": "redis://127.0.0.1:6379/0"}, 2)

@@ -32,15 +32,21 @@ import contextlib
 import logging
 
 from tether.asgi.scope import Send
+from tether.hub.transport import TransportKind
 from tether.protocol.exceptions import ConnectionClosedError
 
 logger = logging.getLogger("tether.asgi")
 
 DEFAULT_WRITE_LIMIT = 256 * 1024
 
+# Messages are queued one by one for one ASGI ``send`` each: nothing to share.
+ASGI_WEBSOCKET = TransportKind("websocket")
+
 
 class AsgiWebSocketTransport:
     """Implements :class:`tether.hub.transport.Transport` over an accepted ASGI WebSocket."""
+
+    kind = ASGI_WEBSOCKET
 
     def __init__(
         self, send: Send, *, write_limit: int = DEFAULT_WRITE_LIMIT, close_timeout: float = 5.0
@@ -84,12 +90,12 @@ class AsgiWebSocketTransport:
 
     async def write(self, text: str) -> None:
         if not self.open:
-            raise ConnectionClosedError(None, self._close_frame, "the WebSocket is closed")
+            raise ConnectionClosedError(None, self._close_frame, detail="the WebSocket is closed")
         self.write_now(text)
         while self._buffered > self.write_limit and self.open:
             await self._below_limit.wait()
         if self._failed:
-            raise ConnectionClosedError(None, None, "the ASGI server refused a send")
+            raise ConnectionClosedError(None, None, detail="the ASGI server refused a send")
 
     async def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with ``code`` and ``reason``; bounded in time."""

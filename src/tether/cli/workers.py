@@ -79,7 +79,7 @@ def require_shared_backplane(backend_urls: dict[str, str], count: int) -> None:
     """Refuse several workers that would each keep their own broker, history or presence."""
     if count <= 1:
         return
-    from tether.hub.backends import MEMORY, backend_kind
+    from tether.hub.backends import MEMORY, SQLITE, backend_kind
 
     alone = [role for role, url in backend_urls.items() if backend_kind(url) == MEMORY]
     if alone:
@@ -88,8 +88,14 @@ def require_shared_backplane(backend_urls: dict[str, str], count: int) -> None:
             f"{'is' if len(alone) == 1 else 'are'} in memory: each worker is its own node, "
             "and the kernel spreads clients over them at random, so without a shared "
             "broker, history and presence a publication would reach only the clients "
-            "of one worker. Pass --broker redis://HOST:PORT (or --broker nats://... with "
-            "--history and --presence on Redis), or run one worker"
+            "of one worker (--data keeps history on disk but moves no publications). "
+            "Pass --broker redis://HOST:PORT or --broker nats://HOST:PORT (JetStream), "
+            "or run one worker"
+        )
+    if backend_kind(backend_urls.get("history", "")) == SQLITE:
+        raise CliError(
+            f"--workers {count}: history in SQLite (--data) belongs to one process; "
+            "with several workers keep it in Redis or JetStream (the broker's default)"
         )
 
 
