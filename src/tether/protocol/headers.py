@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 
 from tether.protocol.exceptions import InvalidHeader
@@ -79,7 +80,9 @@ class Headers(MutableMapping[str, str]):
         raise MultipleValuesError(key)
 
     def __setitem__(self, key: str, value: str) -> None:
-        self._dict.setdefault(key.lower(), []).append(value)
+        # Interned: the same few names in every request, and a server keeps
+        # the requests of all its connections.
+        self._dict.setdefault(sys.intern(key.lower()), []).append(value)
         self._list.append((key, value))
 
     def __delitem__(self, key: str) -> None:
