@@ -209,6 +209,10 @@ class HubServer:
     async def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
         """Disconnect every client with ``code`` (1001, or 1012 on restart) and stop."""
         reason = reason or ("server restarting" if code == 1012 else "server going away")
+        if self.server is not None:
+            # Stop accepting first: clients told to come back must land on
+            # another node (or --workers sibling), not on this one shutting down.
+            self.server.close(close_connections=False)
         await self.node.shutdown(code, reason)
         self.http.close()
         for router in list(self._routers):
