@@ -22,6 +22,7 @@ from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
 from tether.hub.control import CONTROL_CHANNEL
+from tether.hub.envelope import Control, Envelope, Join, Leave, PresenceChanges, Pub, PubDraft
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
 from tether.hub.hooks import Hooks
@@ -33,7 +34,7 @@ from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
 from tether.hub.users import Users
-from tether.hub.wire import dumps, join_push, leave_push, pub_push
+from tether.hub.wire import dumps, join_push, leave_push
 
 if TYPE_CHECKING:
     from tether.hub.session import Session
@@ -304,13 +305,13 @@ class Node:
         if joined and info is not None and self.options(channel).presence:
             try:
                 await self.presence_store.remove(channel, info.client)
-                await self.broker.publish(channel, leave_push(channel, info).encode())
+                await self.broker.publish(channel, PresenceChanges((Leave(info),)))
             except Exception:
                 logger.warning("could not remove presence of %s in %s", info.client, channel)
 
     async def join(self, channel: str, info: ClientInfo) -> None:
         await self.presence_store.add(channel, info, ttl=self.config.presence_ttl)
-        await self.broker.publish(channel, join_push(channel, info).encode())
+        await self.broker.publish(channel, PresenceChanges((Join(info),)))
 
     # ----------------------------------------------------------- publishing
 
@@ -346,10 +347,9 @@ class Node:
         if max_size is not None and size > max_size:
             raise HubError(ErrorCode.PAYLOAD_TOO_LARGE, f"data larger than {max_size} bytes")
         try:
+            draft = PubDraft(channel, data_json, info)
             if not options.has_history:
-                await self.broker.publish(
-                    channel, pub_push(channel, data_json, None, info).encode()
-                )
+                await self.broker.publish(channel, draft.at(None))
                 self.metrics.publications += 1
                 return PublishResult(None)
             # One broker call for both steps, so a networked broker can keep
@@ -358,7 +358,7 @@ class Node:
                 self.history_store,
                 channel,
                 Publication(data, info),
-                lambda position: pub_push(channel, data_json, position, info).encode(),
+                draft,
                 size=options.history_size,
                 ttl=options.history_ttl,
                 idempotency_key=idempotency_key,
@@ -422,19 +422,27 @@ class Node:
 
     # ------------------------------------------------------------- delivery
 
-    def _on_broker_message(self, channel: str, payload: bytes) -> None:
-        if channel == CONTROL_CHANNEL:
-            self.users.on_control(payload)
-            return
+    def _on_broker_message(self, channel: str, envelope: Envelope) -> None:
+        if type(envelope) is Pub:
+            self._fan_out(channel, envelope.push, envelope.position)
+        elif type(envelope) is PresenceChanges:
+            for change in envelope.changes:
+                make_push = join_push if type(change) is Join else leave_push
+                self._fan_out(channel, make_push(channel, change.info).encode(), None)
+        elif type(envelope) is Control and channel == CONTROL_CHANNEL:
+            self.users.on_control(envelope.message)
+        # A Resync never gets here: the networked brokers act on it themselves.
+
+    def _fan_out(self, channel: str, push: bytes, position: StreamPosition | None) -> None:
         sessions = self.registry.sessions(channel)
         if not sessions:
             return
         # Decoded once, and written once for every ready subscriber: one frame, N writes.
-        text = payload.decode()
-        size = len(payload)
+        text = push.decode()
+        size = len(push)
         ready = []
         for session in sessions:
-            if session.buffer(channel, text, size):
+            if session.buffer(channel, text, size, position):
                 continue
             writer = session.writer
             if writer.idle:

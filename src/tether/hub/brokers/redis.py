@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether.hub._redis import (
@@ -32,9 +31,10 @@ from tether.hub._redis import (
 )
 from tether.hub.brokers.backplane import BackplaneBroker
 from tether.hub.brokers.base import BrokerUnavailable
+from tether.hub.envelope import PubDraft
 from tether.hub.history.base import AddResult, History
-from tether.hub.history.redis import PushTemplate, RedisHistory
-from tether.hub.model import Publication, StreamPosition
+from tether.hub.history.redis import RedisHistory
+from tether.hub.model import Publication
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -234,9 +234,9 @@ class RedisBroker(BackplaneBroker):
         if conn is not None:
             await conn.send_command("UNSUBSCRIBE", name)
 
-    async def _publish(self, channel: str, payload: bytes) -> None:
+    async def _publish(self, channel: str, data: bytes) -> None:
         async with unavailable_on_error("broker"):
-            await self.client.publish(self._name(channel), payload)
+            await self.client.publish(self._name(channel), data)
 
     def sequencing_needed(self, history: History) -> bool:
         return not self._atomic_with(history)
@@ -251,7 +251,7 @@ class RedisBroker(BackplaneBroker):
         history: History,
         channel: str,
         publication: Publication,
-        payload: Callable[[StreamPosition], bytes],
+        draft: PubDraft,
         *,
         size: int,
         ttl: float,
@@ -259,26 +259,24 @@ class RedisBroker(BackplaneBroker):
     ) -> AddResult:
         """One ``XADD`` + ``PUBLISH`` script when the history lives on the same Redis."""
         if isinstance(history, RedisHistory) and self._atomic_with(history):
-            template = PushTemplate.of(payload)
-            if template is not None:
-                if self._handler is None:
-                    raise BrokerUnavailable("broker not started")
-                if not self._up:
-                    raise BrokerUnavailable("redis backplane down: reconnecting")
-                return await history.add_and_publish(
-                    channel,
-                    publication,
-                    size=size,
-                    ttl=ttl,
-                    idempotency_key=idempotency_key,
-                    publish_to=self._name(channel).decode(),
-                    template=template,
-                )
+            if self._handler is None:
+                raise BrokerUnavailable("broker not started")
+            if not self._up:
+                raise BrokerUnavailable("redis backplane down: reconnecting")
+            return await history.add_and_publish(
+                channel,
+                publication,
+                size=size,
+                ttl=ttl,
+                idempotency_key=idempotency_key,
+                publish_to=self._name(channel).decode(),
+                template=draft.template(),
+            )
         return await super().publish_with_history(
             history,
             channel,
             publication,
-            payload,
+            draft,
             size=size,
             ttl=ttl,
             idempotency_key=idempotency_key,

@@ -38,6 +38,7 @@ from tether.hub._redis import (
     make_client,
     unavailable_on_error,
 )
+from tether.hub.envelope import PubTemplate
 from tether.hub.history.base import AddResult, History, Recovery
 from tether.hub.model import ClientInfo, Publication, StreamPosition
 from tether.hub.wire import dumps, loads
@@ -57,7 +58,9 @@ def new_epoch() -> str:
 
 # KEYS: meta, stream, idem. ARGV: now ms, ttl ms, size, meta ttl ms, new epoch,
 # publication JSON, idempotency key ttl ms, publish channel ('' for none),
-# then the pub push around its offset and epoch: head, mid, tail.
+# then the encoded pub envelope cut around its offset and epoch (five parts,
+# tether.hub.envelope.PubTemplate): completed here, so it is published with
+# the offset it was stored under.
 _ADD = """
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -88,7 +91,10 @@ local idem_ttl = tonumber(ARGV[7])
 local idem_expires = string.format('%d', now + idem_ttl)
 redis.call('SET', KEYS[3], epoch .. ' ' .. top .. ' ' .. idem_expires, 'PX', idem_ttl)
 if ARGV[8] ~= '' then
-  redis.call('PUBLISH', ARGV[8], ARGV[9] .. top .. ARGV[10] .. epoch .. ARGV[11])
+  -- '%d': a Lua number would print as 1e+14 from that size on.
+  local offset = string.format('%d', top)
+  redis.call('PUBLISH', ARGV[8],
+    ARGV[9] .. offset .. ARGV[10] .. epoch .. ARGV[11] .. offset .. ARGV[12] .. epoch .. ARGV[13])
 end
 return {0, top, epoch}
 """
@@ -140,28 +146,6 @@ local stop = '+'
 if since > 0 then stop = since_id end
 return {epoch, top, redis.call('XREVRANGE', KEYS[2], stop, '-', 'COUNT', limit)}
 """
-
-
-class PushTemplate:
-    """A ``pub`` push cut around its offset and epoch, to be completed inside Redis."""
-
-    _OFFSET = 8_675_309_000_000_001
-    _EPOCH = "E" + secrets.token_hex(8)
-
-    def __init__(self, head: str, mid: str, tail: str) -> None:
-        self.head, self.mid, self.tail = head, mid, tail
-
-    @classmethod
-    def of(cls, payload: Callable[[StreamPosition], bytes]) -> PushTemplate | None:
-        """Cut ``payload``'s push, or ``None`` if the markers do not appear exactly once."""
-        text = payload(StreamPosition(cls._OFFSET, cls._EPOCH)).decode()
-        head, *rest = text.split(str(cls._OFFSET))
-        if len(rest) != 1:
-            return None
-        mid, *tail = rest[0].split(cls._EPOCH)
-        if len(tail) != 1:
-            return None
-        return cls(head, mid, tail[0])
 
 
 class RedisHistory(History):
@@ -216,7 +200,7 @@ class RedisHistory(History):
         ttl: float,
         idempotency_key: str | None = None,
         publish_to: str = "",
-        template: PushTemplate | None = None,
+        template: PubTemplate | None = None,
     ) -> AddResult:
         """Add, and (with ``publish_to``) ``PUBLISH`` the completed ``template`` atomically."""
         keys = self._keys(channel)
@@ -228,8 +212,8 @@ class RedisHistory(History):
         stored: dict[str, Any] = {"data": publication.data}
         if publication.info is not None:
             stored["info"] = publication.info.to_json()
-        parts = (template.head, template.mid, template.tail) if template else ("", "", "")
-        args: list[str | int] = [
+        parts = template.parts if template is not None else (b"",) * 5
+        args: list[str | int | bytes] = [
             self._now(),
             max(1, int(ttl * 1000)),
             max(1, size),
