@@ -1,10 +1,13 @@
 """Cross-node fan-out over a backplane: throughput and publish-to-delivery latency.
 
-usage: python bench/backplane.py [SUBSCRIBERS] [MESSAGES] [RATE] [PUBLISHERS]
+usage: python bench/backplane.py [SUBSCRIBERS] [MESSAGES] [RATE] [PUBLISHERS] [ROWS]
 
 Two ``tether serve`` processes (node A and node B) share a backplane; this
 process holds SUBSCRIBERS WebSocket clients on node B and PUBLISHERS
-connections on node A, all in one channel with history. Each
+connections on node A, all in one channel with history. The ``one node``
+row is the reference of the same run: one process with in-memory broker and
+history, the publishers and subscribers on it. ROWS picks rows by name
+(comma-separated: memory, redis, nats; all by default). Each
 publication carries the publisher's send time, so latency is measured on one
 clock, from the ``publish`` command leaving the publisher to the ``pub`` push
 reaching a subscriber on the other node.
@@ -42,11 +45,16 @@ REDIS_URL = os.environ.get("TETHER_REDIS_URL") or "redis://127.0.0.1:6379/0"
 NATS_URL = os.environ.get("TETHER_NATS_URL") or "nats://127.0.0.1:4222"
 ROOT = Path(__file__).resolve().parent.parent
 CHANNEL = "bench:fanout"
-WINDOW = 64
+# Publishes in flight in the throughput run (TETHER_BENCH_WINDOW to change it).
+WINDOW = int(os.environ.get("TETHER_BENCH_WINDOW") or 64)
 
-BACKPLANES = {
-    "redis": ["--broker", REDIS_URL],
-    "nats + redis history": ["--broker", NATS_URL, "--history", REDIS_URL, "--presence", REDIS_URL],
+BACKPLANES: dict[str, tuple[str, list[str] | None]] = {
+    "memory": ("one node, in memory", None),
+    "redis": ("two nodes, Redis", ["--broker", REDIS_URL]),
+    "nats": (
+        "two nodes, NATS + Redis history",
+        ["--broker", NATS_URL, "--history", REDIS_URL, "--presence", REDIS_URL],
+    ),
 }
 
 
@@ -131,7 +139,7 @@ async def open_client(port: int) -> tether.ClientConnection:
 
 
 async def run(
-    args: list[str], subscribers: int, messages: int, rate: float, publishers: int
+    args: list[str] | None, subscribers: int, messages: int, rate: float, publishers: int
 ) -> dict[str, float]:
     prefix = "bench" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,12 +149,14 @@ async def run(
             "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000\n"
             "send_queue_size = 67108864\n"
         )
-        node_a, port_a = await start_node(args, config)
-        node_b, port_b = await start_node(args, config)
+        nodes = [await start_node(args or [], config)]
+        if args is not None:
+            nodes.append(await start_node(args, config))
         try:
+            port_a, port_b = nodes[0][1], nodes[-1][1]
             return await measure(port_a, port_b, subscribers, messages, rate, publishers)
         finally:
-            for node in (node_a, node_b):
+            for node, _ in nodes:
                 node.terminate()
                 await node.wait()
             await cleanup(prefix)
@@ -230,8 +240,7 @@ async def measure(
 
     for task in [*ack_readers, *readers]:
         task.cancel()
-    for ws in [*pubs, *(s.ws for s in subs)]:
-        await ws.close()
+    await asyncio.gather(*(ws.close() for ws in [*pubs, *(s.ws for s in subs)]))
     return {
         "p50": p50,
         "p99": p99,
@@ -258,6 +267,7 @@ async def main() -> None:
     messages = int(sys.argv[2]) if len(sys.argv) > 2 else 500
     rate = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
     publishers = int(sys.argv[4]) if len(sys.argv) > 4 else 4
+    rows = sys.argv[5].split(",") if len(sys.argv) > 5 else list(BACKPLANES)
     print(
         f"{subscribers} subscribers on node B, {publishers} publisher connections on node A, "
         f"{messages} messages; latency at {rate:.0f} msg/s, throughput with {WINDOW} in flight\n"
@@ -267,7 +277,8 @@ async def main() -> None:
         "| p50 latency at full load |"
     )
     print("|---|---|---|---|---|---|")
-    for name, args in BACKPLANES.items():
+    for row in rows:
+        name, args = BACKPLANES[row]
         r = await run(args, subscribers, messages, rate, publishers)
         print(
             f"| {name} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {r['pubs']:.0f} "

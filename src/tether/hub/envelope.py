@@ -37,6 +37,7 @@ message with a clear log line instead of misreading it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ VERSION = b"t1"
 # A header longer than this is not ours: refuse it before splitting anything.
 MAX_HEADER = 128
 MAX_EPOCH = 64
+_EPOCH = re.compile(rb"[!-~]{1,%d}" % MAX_EPOCH)  # printable ASCII, no space
 
 
 class MalformedEnvelope(ValueError):
@@ -175,7 +177,7 @@ def _pub_header(pub: Pub) -> bytes:
 
 
 def _check_epoch(epoch: bytes) -> None:
-    if not 0 < len(epoch) <= MAX_EPOCH or not all(0x21 <= b <= 0x7E for b in epoch):
+    if _EPOCH.fullmatch(epoch) is None:
         raise MalformedEnvelope(f"epoch must be 1 to {MAX_EPOCH} printable ASCII characters")
 
 

@@ -16,13 +16,14 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether.asyncio.cork import hold_writes
 from tether.hub.auth import Authorizer, TokenVerifier
 from tether.hub.backends import backends_for
 from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
 from tether.hub.control import CONTROL_CHANNEL
-from tether.hub.envelope import Control, Envelope, Join, Leave, PresenceChanges, Pub, PubDraft
+from tether.hub.envelope import Control, Envelope, Join, PresenceChanges, Pub, PubDraft
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
 from tether.hub.hooks import Hooks
@@ -30,6 +31,7 @@ from tether.hub.inbound import is_valid_text
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON, RESERVED_PREFIX, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
+from tether.hub.presence_changes import PresenceChangesBatcher
 from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
@@ -97,6 +99,10 @@ class Node:
             self.proxy = BackendProxy(self.config)
             own = own.merged(self.proxy.hooks())
         self.hooks = own
+        self.presence_changes = PresenceChangesBatcher(
+            self.presence_store, self.broker, ttl=self.config.presence_ttl
+        )
+        """Joins and leaves, stored and announced in batches per channel."""
         self.users = Users(self)
         """Subscribe, unsubscribe, disconnect and list a user's sessions on every node."""
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
@@ -228,7 +234,11 @@ class Node:
                 logger.exception("housekeeping failed")
 
     async def refresh_presence(self) -> None:
-        """Refresh the presence of every live session: one backend call per channel."""
+        """Refresh the presence of every live session: one backend call per channel.
+
+        The calls are made together, so a pipelining backend (Redis) sends
+        them in a few round trips, not one per channel.
+        """
         by_channel: dict[str, list[ClientInfo]] = {}
         for session in list(self.sessions.values()):
             info = session.client_info
@@ -236,9 +246,14 @@ class Node:
                 continue
             for channel in session.channels:
                 by_channel.setdefault(channel, []).append(info)
-        for channel, infos in by_channel.items():
-            if self.options(channel).presence:
-                await self.presence_store.add_many(channel, infos, ttl=self.config.presence_ttl)
+        ttl = self.config.presence_ttl
+        await asyncio.gather(
+            *(
+                self.presence_store.add_many(channel, infos, ttl=ttl)
+                for channel, infos in by_channel.items()
+                if self.options(channel).presence
+            )
+        )
 
     # ------------------------------------------------------------- sessions
 
@@ -302,16 +317,19 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.broker.unsubscribe(channel)
         info = session.client_info
-        if joined and info is not None and self.options(channel).presence:
+        options = self.options(channel)
+        if joined and info is not None and options.presence:
+            announce = not options.presence_count_only
             try:
-                await self.presence_store.remove(channel, info.client)
-                await self.broker.publish(channel, PresenceChanges((Leave(info),)))
-            except Exception:
-                logger.warning("could not remove presence of %s in %s", info.client, channel)
+                await self.presence_changes.leave(channel, info, announce=announce)
+            except Exception as exc:
+                logger.warning(
+                    "could not remove presence of %s in %s: %s", info.client, channel, exc
+                )
 
     async def join(self, channel: str, info: ClientInfo) -> None:
-        await self.presence_store.add(channel, info, ttl=self.config.presence_ttl)
-        await self.broker.publish(channel, PresenceChanges((Join(info),)))
+        announce = not self.options(channel).presence_count_only
+        await self.presence_changes.join(channel, info, announce=announce)
 
     # ----------------------------------------------------------- publishing
 
@@ -403,6 +421,10 @@ class Node:
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         await self.ensure_started()
         self._presence_on(channel)
+        if self.options(channel).presence_count_only:
+            raise HubError(
+                ErrorCode.NOT_AVAILABLE, "presence is count-only here: use presence_stats"
+            )
         return await self.presence_store.get(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
@@ -423,6 +445,10 @@ class Node:
     # ------------------------------------------------------------- delivery
 
     def _on_broker_message(self, channel: str, envelope: Envelope) -> None:
+        # A broker delivers in bursts (what one read of its connection held):
+        # each subscriber's frames of a burst leave in one write, as for
+        # publications that arrive in one client read.
+        hold_writes()
         if type(envelope) is Pub:
             self._fan_out(channel, envelope.push, envelope.position)
         elif type(envelope) is PresenceChanges:

@@ -8,7 +8,9 @@ are ``prefix + channel``. Publishes go through a separate command client.
 When the history is a :class:`~tether.hub.history.redis.RedisHistory` on the
 same Redis server, a publication is stored and published by one Lua script
 (``XADD`` + ``PUBLISH``): offsets reach every node in order, and a
-publication is either stored and sent or neither.
+publication is either stored and sent or neither. Publishes (and those
+scripts) are pipelined: what many sessions publish at once takes one round
+trip (:mod:`tether.hub.redis_pipeline`).
 
 Liveness: the subscription connection is pinged every ``ping_interval``; a
 missing pong or a read error counts as a lost connection. See
@@ -35,6 +37,7 @@ from tether.hub.envelope import PubDraft
 from tether.hub.history.base import AddResult, History
 from tether.hub.history.redis import RedisHistory
 from tether.hub.model import Publication
+from tether.hub.redis_pipeline import CommandPipeline
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -66,6 +69,8 @@ class RedisBroker(BackplaneBroker):
         self.url = url
         self.prefix = prefix
         self.client: aioredis.Redis = make_client(url, timeout=timeout)
+        # No retries on this client: a resent batch could publish twice.
+        self.pipeline = CommandPipeline(self.client)
         self._conn: AbstractConnection | None = None
         # Redis channel name -> hub channel, for the channels subscribed on _conn.
         self._raw: dict[bytes, str] = {}
@@ -236,7 +241,7 @@ class RedisBroker(BackplaneBroker):
 
     async def _publish(self, channel: str, data: bytes) -> None:
         async with unavailable_on_error("broker"):
-            await self.client.publish(self._name(channel), data)
+            await self.pipeline.call("PUBLISH", self._name(channel), data)
 
     def sequencing_needed(self, history: History) -> bool:
         return not self._atomic_with(history)
@@ -284,4 +289,5 @@ class RedisBroker(BackplaneBroker):
 
     async def close(self) -> None:
         await super().close()
+        await self.pipeline.close()
         await self.client.aclose()

@@ -19,7 +19,9 @@ Per channel, three kinds of keys (``prefix{channel}:…``, one hash slot):
     original offset and epoch.
 
 Every operation is one Lua script, so offsets are assigned atomically with
-the ``XADD`` and reads see a consistent stream. Expiry is also checked
+the ``XADD`` and reads see a consistent stream. Scripts go through a
+:class:`~tether.hub.redis_pipeline.CommandPipeline`: the adds of many
+publications made at once take one round trip, in the order they were made. Expiry is also checked
 against the clock passed in (``time.time`` by default: nodes' clocks should
 agree within a fraction of a TTL), which lets tests control time.
 """
@@ -41,6 +43,7 @@ from tether.hub._redis import (
 from tether.hub.envelope import PubTemplate
 from tether.hub.history.base import AddResult, History, Recovery
 from tether.hub.model import ClientInfo, Publication, StreamPosition
+from tether.hub.redis_pipeline import CommandPipeline
 from tether.hub.wire import dumps, loads
 
 if TYPE_CHECKING:
@@ -168,6 +171,7 @@ class RedisHistory(History):
         self.client: aioredis.Redis = make_client(url, timeout=timeout, retries=1)
         self._add = self.client.register_script(_ADD)
         self._read = self.client.register_script(_READ)
+        self.pipeline = CommandPipeline(self.client)
 
     def _keys(self, channel: str) -> list[str]:
         return [
@@ -225,7 +229,7 @@ class RedisHistory(History):
             *parts,
         ]
         async with unavailable_on_error("history"):
-            duplicate, top, epoch = await self._add(keys=keys, args=args)
+            duplicate, top, epoch = await self.pipeline.script(self._add, keys, args)
         return AddResult(StreamPosition(int(top), _text(epoch)), duplicate=bool(duplicate))
 
     async def _call_read(
@@ -247,7 +251,7 @@ class RedisHistory(History):
             expected,
         ]
         async with unavailable_on_error("history"):
-            epoch, top, entries = await self._read(keys=self._keys(channel), args=args)
+            epoch, top, entries = await self.pipeline.script(self._read, self._keys(channel), args)
         return StreamPosition(int(top), _text(epoch)), [_publication(e) for e in entries]
 
     async def since(self, channel: str, position: StreamPosition, *, limit: int) -> Recovery:
@@ -285,6 +289,7 @@ class RedisHistory(History):
             await self.client.delete(*self._keys(channel))
 
     async def close(self) -> None:
+        await self.pipeline.close()
         await self.client.aclose()
 
 
