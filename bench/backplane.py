@@ -64,7 +64,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def start_node(args: list[str], config: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def start_node(
+    args: list[str], config: Path, log: list[str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """A ``tether serve`` on a free port; its output lines go to ``log`` if given."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -90,13 +93,14 @@ async def start_node(args: list[str], config: Path) -> tuple[asyncio.subprocess.
         if "listening on" in line:
             break
     # Keep reading its output so the pipe never fills.
-    asyncio.get_running_loop().create_task(_drain(process.stdout))
+    asyncio.get_running_loop().create_task(_drain(process.stdout, log))
     return process, port
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(stream: asyncio.StreamReader, log: list[str] | None) -> None:
+    while line := await stream.readline():
+        if log is not None:
+            log.append(line.decode(errors="replace"))
 
 
 @dataclass

@@ -36,7 +36,7 @@ from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
 from tether.hub.users import Users
-from tether.hub.wire import dumps, join_push, leave_push
+from tether.hub.wire import dumps, join_push, leave_push, presence_push
 
 if TYPE_CHECKING:
     from tether.hub.session import Session
@@ -452,20 +452,42 @@ class Node:
         if type(envelope) is Pub:
             self._fan_out(channel, envelope.push, envelope.position)
         elif type(envelope) is PresenceChanges:
-            for change in envelope.changes:
-                make_push = join_push if type(change) is Join else leave_push
-                self._fan_out(channel, make_push(channel, change.info).encode(), None)
+            self._fan_out_presence(channel, envelope)
         elif type(envelope) is Control and channel == CONTROL_CHANNEL:
             self.users.on_control(envelope.message)
         # A Resync never gets here: the networked brokers act on it themselves.
+
+    def _fan_out_presence(self, channel: str, envelope: PresenceChanges) -> None:
+        """One ``presence`` push for the clients that take batches, the single pushes else."""
+        sessions = self.registry.sessions(channel)
+        if not sessions:
+            return
+        changes = [(type(c) is Join, c.info) for c in envelope.changes]
+        batched = [s for s in sessions if s.presence_batches]
+        if batched:
+            text = presence_push(channel, changes)
+            self._write_all(channel, batched, text, len(text.encode()), None)
+        if len(batched) < len(sessions):
+            single = [s for s in sessions if not s.presence_batches]
+            for joined, info in changes:
+                text = (join_push if joined else leave_push)(channel, info)
+                self._write_all(channel, single, text, len(text.encode()), None)
 
     def _fan_out(self, channel: str, push: bytes, position: StreamPosition | None) -> None:
         sessions = self.registry.sessions(channel)
         if not sessions:
             return
         # Decoded once, and written once for every ready subscriber: one frame, N writes.
-        text = push.decode()
-        size = len(push)
+        self._write_all(channel, sessions, push.decode(), len(push), position)
+
+    def _write_all(
+        self,
+        channel: str,
+        sessions: Iterable[Session],
+        text: str,
+        size: int,
+        position: StreamPosition | None,
+    ) -> None:
         ready = []
         for session in sessions:
             if session.buffer(channel, text, size, position):

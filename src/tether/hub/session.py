@@ -84,6 +84,8 @@ class Session:
         self.transport_name = transport_name
         self.data: JSON = None
         """Per-session data from the connect hook (docs/hooks.md)."""
+        self.presence_batches = False
+        """The client takes ``presence`` pushes (many joins and leaves in one)."""
         self._app_refused = False
         # Pushes to send right after the current command's reply (server-side
         # subscriptions made by the connect hook).
@@ -264,6 +266,7 @@ class Session:
         limit = config.limits.max_presence_info_size
         if client_info is not None and len(dumps(client_info).encode()) > limit:
             raise HubError(ErrorCode.LIMIT_EXCEEDED, f"info larger than {limit} bytes")
+        self.presence_batches = opt_bool(params, "presence_batches")
         subs = params.get("subs")
         if subs is not None and not isinstance(subs, dict):
             raise HubError(ErrorCode.BAD_REQUEST, "subs must be an object")

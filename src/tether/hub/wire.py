@@ -173,6 +173,16 @@ def leave_push(channel: str, info: ClientInfo) -> str:
     return dumps({"push": "leave", "channel": channel, "info": info.to_json()})
 
 
+def presence_push(channel: str, changes: list[tuple[bool, ClientInfo]]) -> str:
+    """Several joins (``True``) and leaves of a channel, in order, in one push.
+
+    Sent instead of ``join``/``leave`` pushes to clients that asked for it
+    (``presence_batches`` in ``connect``).
+    """
+    items = [["join" if joined else "leave", info.to_json()] for joined, info in changes]
+    return dumps({"push": "presence", "channel": channel, "changes": items})
+
+
 def unsubscribe_push(channel: str, code: int, reason: str) -> str:
     return dumps({"push": "unsubscribe", "channel": channel, "code": code, "reason": reason})
 
