@@ -158,7 +158,8 @@ async def run(
             nodes.append(await start_node(args, config))
         try:
             port_a, port_b = nodes[0][1], nodes[-1][1]
-            return await measure(port_a, port_b, subscribers, messages, rate, publishers)
+            pids = [nodes[0][0].pid, nodes[-1][0].pid]
+            return await measure(port_a, port_b, subscribers, messages, rate, publishers, pids)
         finally:
             for node, _ in nodes:
                 node.terminate()
@@ -166,8 +167,20 @@ async def run(
             await cleanup(prefix)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(
-    port_a: int, port_b: int, subscribers: int, messages: int, rate: float, publishers: int
+    port_a: int,
+    port_b: int,
+    subscribers: int,
+    messages: int,
+    rate: float,
+    publishers: int,
+    pids: list[int],
 ) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     subs = [Subscriber(await open_client(port_b)) for _ in range(subscribers)]
@@ -227,6 +240,7 @@ async def measure(
 
     # Throughput with a window of publishes in flight.
     expect(messages)
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     start = time.perf_counter()
     in_flight = 0
     for _ in range(messages):
@@ -240,6 +254,7 @@ async def measure(
         in_flight -= 1
     await delivered(600)
     elapsed = time.perf_counter() - start
+    cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
     loaded = sorted(x for sub in subs for x in sub.latencies)
 
     for task in [*ack_readers, *readers]:
@@ -251,6 +266,10 @@ async def measure(
         "pubs": messages / elapsed,
         "deliveries": messages * subscribers / elapsed,
         "loaded_p50": statistics.median(loaded),
+        # CPU per publication of the publishers' node (node A), per delivery of
+        # the subscribers' node (node B); one node does both in the memory row.
+        "cpu_a": cpu[0] / messages * 1e6,
+        "cpu_b": cpu[1] / (messages * subscribers) * 1e6,
     }
 
 
@@ -278,15 +297,16 @@ async def main() -> None:
     )
     print(
         "| backplane | p50 latency | p99 latency | publications/s | deliveries/s "
-        "| p50 latency at full load |"
+        "| p50 latency at full load | node A CPU/publication | node B CPU/delivery |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         name, args = BACKPLANES[row]
         r = await run(args, subscribers, messages, rate, publishers)
         print(
             f"| {name} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {r['pubs']:.0f} "
-            f"| {r['deliveries']:.0f} | {r['loaded_p50']:.0f} ms |",
+            f"| {r['deliveries']:.0f} | {r['loaded_p50']:.0f} ms "
+            f"| {r['cpu_a']:.0f} us | {r['cpu_b']:.1f} us |",
             flush=True,
         )
 

@@ -77,6 +77,8 @@ class RedisBroker(BackplaneBroker):
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pongs: collections.deque[asyncio.Future[None]] = collections.deque()
         self._stash: list[tuple[bytes, bytes]] = []
+        # Whether a history lives on this broker's server (one script for both).
+        self._atomic: tuple[History, bool] | None = None
 
     def _name(self, channel: str) -> bytes:
         return (self.prefix + channel).encode()
@@ -247,9 +249,13 @@ class RedisBroker(BackplaneBroker):
         return not self._atomic_with(history)
 
     def _atomic_with(self, history: History) -> bool:
-        return isinstance(history, RedisHistory) and server_of(history.client) == server_of(
-            self.client
-        )
+        known = self._atomic
+        if known is None or known[0] is not history:
+            same = isinstance(history, RedisHistory) and server_of(history.client) == server_of(
+                self.client
+            )
+            known = self._atomic = (history, same)
+        return known[1]
 
     async def publish_with_history(
         self,

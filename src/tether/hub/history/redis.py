@@ -28,6 +28,7 @@ agree within a fraction of a TTL), which lets tests control time.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,22 @@ _AUTO_KEY_TTL = 10.0
 
 def new_epoch() -> str:
     return secrets.token_urlsafe(6)
+
+
+class _UniqueNames:
+    """Names never made twice: a random part per process, then a counter.
+
+    Every add passes a candidate epoch (used only when the channel has no
+    stream) and, without an idempotency key, a key of its own: drawing 14
+    random bytes for each was a tenth of a publish's cost on a busy node.
+    """
+
+    def __init__(self) -> None:
+        self._base = secrets.token_urlsafe(6)
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._base}{next(self._counter):x}"
 
 
 # KEYS: meta, stream, idem. ARGV: now ms, ttl ms, size, meta ttl ms, new epoch,
@@ -171,7 +188,8 @@ class RedisHistory(History):
         self.client: aioredis.Redis = make_client(url, timeout=timeout, retries=1)
         self._add = self.client.register_script(_ADD)
         self._read = self.client.register_script(_READ)
-        self.pipeline = CommandPipeline(self.client)
+        self.pipeline = CommandPipeline(self.client, retries=1)
+        self._unique = _UniqueNames()
 
     def _keys(self, channel: str) -> list[str]:
         return [
@@ -211,7 +229,7 @@ class RedisHistory(History):
         if idempotency_key is not None:
             idem, idem_ttl = "idem:" + idempotency_key.encode().hex(), ttl
         else:
-            idem, idem_ttl = "idem:auto:" + secrets.token_hex(8), min(ttl, _AUTO_KEY_TTL)
+            idem, idem_ttl = "idem:auto:" + self._unique(), min(ttl, _AUTO_KEY_TTL)
         keys.append(channel_key(self.prefix, channel, idem))
         stored: dict[str, Any] = {"data": publication.data}
         if publication.info is not None:
@@ -222,7 +240,7 @@ class RedisHistory(History):
             max(1, int(ttl * 1000)),
             max(1, size),
             int(self.meta_ttl * 1000),
-            new_epoch(),
+            self._unique(),
             dumps(stored),
             max(1, int(idem_ttl * 1000)),
             publish_to if template is not None else "",
@@ -244,7 +262,7 @@ class RedisHistory(History):
         args: list[str | int] = [
             self._now(),
             int(self.meta_ttl * 1000),
-            new_epoch(),
+            self._unique(),
             mode,
             since,
             limit,

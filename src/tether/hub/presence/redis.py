@@ -101,7 +101,7 @@ class RedisPresence(Presence):
         self._add = self.client.register_script(_ADD)
         self._add_many = self.client.register_script(_ADD_MANY)
         self._get = self.client.register_script(_GET)
-        self.pipeline = CommandPipeline(self.client)
+        self.pipeline = CommandPipeline(self.client, retries=1)
 
     def _keys(self, channel: str) -> list[str]:
         return [
