@@ -95,6 +95,33 @@ class _Sequence:
     """Waiting for the channel's position at subscribe time: everything waits."""
 
 
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """A publication waiting for its channel's turn to be added to history and sent."""
+
+    history: History
+    publication: Publication
+    draft: PubDraft
+    size: int
+    ttl: float
+    idempotency_key: str | None
+    done: asyncio.Future[tuple[AddResult, Awaitable[None]]]
+
+    def add(self, channel: str) -> Awaitable[AddResult]:
+        return self.history.add(
+            channel,
+            self.publication,
+            size=self.size,
+            ttl=self.ttl,
+            idempotency_key=self.idempotency_key,
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+            self.done.exception()  # its caller may be gone: never "never retrieved"
+
+
 # The channel's history position (None without history), for sequencing.
 PositionSource = Callable[[str], Awaitable[StreamPosition | None]]
 
@@ -141,7 +168,8 @@ class BackplaneBroker(Broker):
         self.malformed = 0
         """Broker messages dropped because they were not envelopes (logged)."""
         self._gaps: set[str] = set()
-        self._order: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Per channel, while its publications are being added and sent: those waiting.
+        self._order: dict[str, list[_Pending]] = {}
         self._sequences: dict[str, _Sequence] = {}
         self.position_source: PositionSource | None = None
         """Set by the node when pushes may come from two-step publishers (see
@@ -502,42 +530,34 @@ class BackplaneBroker(Broker):
         ttl: float,
         idempotency_key: str | None = None,
     ) -> AddResult:
-        """Add to history, then publish, one publication of a channel at a time.
+        """Add to history, then publish, in the channel's order on this node.
 
-        Serialized per channel on this node, so offsets reach the broker in
-        order. If the publish fails after the add, the publication is in
-        history but reached nobody: the channel is marked, and once the
-        backplane is back every node's subscribers of it recover.
+        A channel's publications made while the previous ones are being added
+        wait, and go together: their adds, then their publishes, in the order
+        they were made, so offsets reach the broker in order. With a history
+        that keeps call order (Redis, pipelined) the adds of a batch take one
+        round trip; with another, one after the other. If a publish fails
+        after its add, the publication is in history but reached nobody: the
+        channel is marked, and once the backplane is back every node's
+        subscribers of it recover.
         """
         if self._handler is None:
             raise BrokerUnavailable("broker not started")
         if not self._up:
             raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
-        lock, users = self._order.get(channel) or (asyncio.Lock(), 0)
-        self._order[channel] = (lock, users + 1)
-        try:
-            async with lock:
-                added = await history.add(
-                    channel, publication, size=size, ttl=ttl, idempotency_key=idempotency_key
-                )
-                if added.duplicate:
-                    return added
-                try:
-                    if not self._up:
-                        raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
-                    pushed = encode(draft.at(added.position, reorder=True))
-                    confirm = await self._enqueue(channel, pushed)
-                except BrokerUnavailable:
-                    self._gaps.add(channel)
-                    raise
-        finally:
-            lock, users = self._order[channel]
-            if users == 1:
-                del self._order[channel]
-            else:
-                self._order[channel] = (lock, users - 1)
-        # Confirmed outside the lock: the next publication of the channel can
-        # be on its way meanwhile (the connection keeps their order).
+        loop = asyncio.get_running_loop()
+        item = _Pending(
+            history, publication, draft, size, ttl, idempotency_key, loop.create_future()
+        )
+        waiting = self._order.get(channel)
+        if waiting is None:
+            waiting = self._order[channel] = [item]
+            self._spawn(self._add_and_send(channel, waiting))
+        else:
+            waiting.append(item)
+        added, confirm = await asyncio.shield(item.done)
+        # Confirmed outside the channel's turn: the next publications of the
+        # channel are on their way meanwhile (the connection keeps their order).
         try:
             await confirm
         except BrokerUnavailable:
@@ -546,6 +566,56 @@ class BackplaneBroker(Broker):
         if self._gaps:
             await self._send_markers()
         return added
+
+    async def _add_and_send(self, channel: str, waiting: list[_Pending]) -> None:
+        """Add and send ``channel``'s waiting publications, batch after batch."""
+        batch: list[_Pending] = []
+        try:
+            while waiting:
+                batch = waiting[:]
+                del waiting[:]
+                results = await self._add_batch(channel, batch)
+                for item, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        item.fail(result)
+                    elif result.duplicate:
+                        item.done.set_result((result, _done()))
+                    else:
+                        await self._send_added(channel, item, result)
+        finally:
+            if self._order.get(channel) is waiting:
+                del self._order[channel]
+            closed = BrokerUnavailable(f"{self.kind} broker closed")
+            for item in [*batch, *waiting]:  # when cancelled (closing): nobody waits forever
+                item.fail(closed)
+
+    async def _add_batch(
+        self, channel: str, batch: list[_Pending]
+    ) -> list[AddResult | BaseException]:
+        if all(item.history.adds_in_call_order for item in batch):
+            return await asyncio.gather(
+                *(item.add(channel) for item in batch), return_exceptions=True
+            )
+        results: list[AddResult | BaseException] = []
+        for item in batch:
+            try:
+                results.append(await item.add(channel))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _send_added(self, channel: str, item: _Pending, added: AddResult) -> None:
+        try:
+            if not self._up:
+                raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
+            confirm = await self._enqueue(
+                channel, encode(item.draft.at(added.position, reorder=True))
+            )
+        except BrokerUnavailable as exc:
+            self._gaps.add(channel)
+            item.fail(exc)
+        else:
+            item.done.set_result((added, confirm))
 
     async def _send_markers(self) -> None:
         for channel in list(self._gaps):

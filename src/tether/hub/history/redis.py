@@ -169,6 +169,9 @@ return {epoch, top, redis.call('XREVRANGE', KEYS[2], stop, '-', 'COUNT', limit)}
 
 
 class RedisHistory(History):
+    # One pipeline, one batch in flight: scripts run in the order they were called.
+    adds_in_call_order = True
+
     def __init__(
         self,
         url: str = DEFAULT_URL,
