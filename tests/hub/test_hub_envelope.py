@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
+from backplane_services import delete_prefix, require_redis, unique
+from hub_support import WireClient, config, http
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tether.hub import HubServer
 from tether.hub.backplane import pub_position
 from tether.hub.brokers.backplane import BackplaneBroker
+from tether.hub.brokers.redis import RedisBroker
 from tether.hub.control import Disconnect, Hello, SessionsReply
 from tether.hub.envelope import (
     RESYNC,
@@ -28,6 +33,8 @@ from tether.hub.envelope import (
 from tether.hub.model import ClientInfo, StreamPosition
 from tether.hub.wire import pub_push
 
+StartHub = Callable[..., Awaitable[HubServer]]
+Wire = Callable[..., Awaitable[WireClient]]
 ALICE = ClientInfo("c1", "alice", {"name": "Alice ✓"})
 BOB = ClientInfo("c2", "bob")
 
@@ -145,3 +152,30 @@ async def test_a_broker_drops_garbage_with_one_log_line_and_goes_on(
         assert pub_position(broker.last_publication("ch")) == StreamPosition(1, "e")
     finally:
         await broker.close()
+
+
+async def test_a_stray_publish_on_a_hub_channel_reaches_no_client_and_is_counted(
+    start_hub: StartHub, wire: Wire
+) -> None:
+    import redis.asyncio
+
+    url, prefix = require_redis(), unique("env")
+    try:
+        hub = await start_hub(config=config(broker=url, backplane_prefix=prefix))
+        broker = hub.node.broker
+        assert isinstance(broker, RedisBroker)
+        client = await wire(hub.websocket_url)
+        await client.call("subscribe", {"channel": "room"})
+        stray = redis.asyncio.Redis.from_url(url)
+        try:
+            # What an older node, or someone with redis-cli, might send.
+            await stray.publish(broker.prefix + "room", b'{"push":"pub","channel":"room"}')
+        finally:
+            await stray.aclose()
+        await broker.sync()  # the stray message has been handled
+        await hub.node.publish("room", "real")
+        assert (await client.push("pub"))["data"] == "real"  # the stray one never came
+        metrics = (await http(hub.port, "GET", "/metrics"))[2].decode()
+        assert "tether_backplane_malformed 1" in metrics
+    finally:
+        await delete_prefix(url, prefix)

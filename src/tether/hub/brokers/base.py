@@ -31,6 +31,9 @@ class BrokerUnavailable(Exception):
 class Broker(abc.ABC):
     """Publish/subscribe between nodes. Implementations: memory (one process)."""
 
+    malformed = 0
+    """Messages dropped on arrival because they were not envelopes (networked brokers)."""
+
     @abc.abstractmethod
     async def start(self, handler: BrokerHandler) -> None:
         """Connect, and deliver every payload for this node's channels to ``handler``."""
