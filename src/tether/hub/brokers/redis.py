@@ -282,6 +282,7 @@ class RedisBroker(BackplaneBroker):
                 idempotency_key=idempotency_key,
                 publish_to=self._name(channel).decode(),
                 template=draft.template(),
+                data_json=draft.data_json,
             )
         return await super().publish_with_history(
             history,

@@ -226,17 +226,23 @@ class RedisHistory(History):
         idempotency_key: str | None = None,
         publish_to: str = "",
         template: PubTemplate | None = None,
+        data_json: str | None = None,
     ) -> AddResult:
-        """Add, and (with ``publish_to``) ``PUBLISH`` the completed ``template`` atomically."""
+        """Add, and (with ``publish_to``) ``PUBLISH`` the completed ``template`` atomically.
+
+        ``data_json``: the publication's data, serialized already (not again here).
+        """
         keys = self._keys(channel)
         if idempotency_key is not None:
             idem, idem_ttl = "idem:" + idempotency_key.encode().hex(), ttl
         else:
             idem, idem_ttl = "idem:auto:" + self._unique(), min(ttl, _AUTO_KEY_TTL)
         keys.append(channel_key(self.prefix, channel, idem))
-        stored: dict[str, Any] = {"data": publication.data}
-        if publication.info is not None:
-            stored["info"] = publication.info.to_json()
+        info = publication.info
+        if data_json is None:
+            data_json = dumps(publication.data)
+        stored = '{"data":' + data_json
+        stored += ',"info":' + dumps(info.to_json()) + "}" if info is not None else "}"
         parts = template.parts if template is not None else (b"",) * 5
         args: list[str | int | bytes] = [
             self._now(),
@@ -244,7 +250,7 @@ class RedisHistory(History):
             max(1, size),
             int(self.meta_ttl * 1000),
             self._unique(),
-            dumps(stored),
+            stored,
             max(1, int(idem_ttl * 1000)),
             publish_to if template is not None else "",
             *parts,
