@@ -45,6 +45,9 @@ class ErrorCode(enum.IntEnum):
     """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
     NOT_FOUND = 124
     """HTTP: no such path (status 404)."""
+    HISTORY_UNAVAILABLE = 125
+    """The history store cannot write or read now (a full disk, a read-only or damaged
+    file): nothing was stored or published (docs/hub.md, "Durable history")."""
 
 
 # Codes an application may choose for its own refusals and RPC errors (docs/hooks.md).
@@ -61,6 +64,7 @@ TEMPORARY = frozenset(
         ErrorCode.APP_ERROR,
         ErrorCode.APP_UNAVAILABLE,
         ErrorCode.OVERLOADED,
+        ErrorCode.HISTORY_UNAVAILABLE,
     }
 )
 
@@ -90,6 +94,7 @@ _MESSAGES: dict[int, str] = {
     ErrorCode.LENGTH_REQUIRED: "length required",
     ErrorCode.HOST_NOT_ALLOWED: "host not allowed",
     ErrorCode.NOT_FOUND: "not found",
+    ErrorCode.HISTORY_UNAVAILABLE: "history storage unavailable",
 }
 
 
