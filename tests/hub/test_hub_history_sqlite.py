@@ -3,7 +3,7 @@
 The history contract itself runs over SQLite in tests/hub/contract/; here:
 reopening keeps everything, adds are batched off the event loop, and the
 faults an operator meets (a damaged file, a newer schema, a store that stops
-writing) give a clear error at start or error 125, never a silent drop.
+writing) give a clear error at start or error 127, never a silent drop.
 """
 
 from __future__ import annotations
@@ -139,11 +139,11 @@ async def test_a_store_that_stops_writing_refuses_publishes_with_125(
     client: WireClient = await wire(hub.websocket_url)
     with pytest.raises(WireError) as refused:
         await client.call("publish", {"channel": "ch", "data": "refused"})
-    assert (refused.value.code, refused.value.temporary) == (125, True)
+    assert (refused.value.code, refused.value.temporary) == (127, True)
     status, _, body = await http(
         hub.port, "POST", "/api/publish", {"channel": "ch", "data": "x"}, headers=api_headers()
     )
-    assert status == 503 and b'"code":125' in body.replace(b" ", b"")
+    assert status == 503 and b'"code":127' in body.replace(b" ", b"")
     # Nothing refused was kept; once writable again, offsets go on without a hole.
     await history._run(lambda db: db.execute("PRAGMA query_only = 0"))
     after = await node.publish("ch", "stored again")

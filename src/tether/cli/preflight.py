@@ -35,6 +35,8 @@ def require_hub_dependencies() -> None:
     """The hub verifies client tokens with PyJWT."""
     if not installed("jwt"):
         raise MissingDependency("tether serve", "PyJWT", "hub")
+    if not installed("h11"):  # the HTTP fallbacks' parser
+        raise MissingDependency("tether serve", "h11", "hub")
 
 
 def require_backend_modules(role_urls: dict[str, str]) -> None:

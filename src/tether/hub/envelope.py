@@ -47,6 +47,8 @@ from tether.hub.control import (
     Disconnect,
     Goodbye,
     Hello,
+    RelayAnswer,
+    RelayRequest,
     SessionsQuery,
     SessionsReply,
     Subscribe,
@@ -254,6 +256,8 @@ _CONTROL_OPS: dict[str, type[ControlMessage]] = {
     "sessions_reply": SessionsReply,
     "hello": Hello,
     "goodbye": Goodbye,
+    "relay": RelayRequest,
+    "relay_answer": RelayAnswer,
 }
 _CONTROL_NAMES = {cls: op for op, cls in _CONTROL_OPS.items()}
 

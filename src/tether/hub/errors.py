@@ -45,7 +45,11 @@ class ErrorCode(enum.IntEnum):
     """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
     NOT_FOUND = 124
     """HTTP: no such path (status 404)."""
-    HISTORY_UNAVAILABLE = 125
+    SESSION_NOT_FOUND = 125
+    """HTTP fallbacks: unknown, forged, expired or ended session key (404): reconnect."""
+    TOO_MANY_STREAMS = 126
+    """HTTP fallbacks: too many streams or waiting polls, per IP or in total (429)."""
+    HISTORY_UNAVAILABLE = 127
     """The history store cannot write or read now (a full disk, a read-only or damaged
     file): nothing was stored or published (docs/hub.md, "Durable history")."""
 
@@ -65,6 +69,7 @@ TEMPORARY = frozenset(
         ErrorCode.APP_UNAVAILABLE,
         ErrorCode.OVERLOADED,
         ErrorCode.HISTORY_UNAVAILABLE,
+        ErrorCode.TOO_MANY_STREAMS,
     }
 )
 
@@ -95,6 +100,8 @@ _MESSAGES: dict[int, str] = {
     ErrorCode.HOST_NOT_ALLOWED: "host not allowed",
     ErrorCode.NOT_FOUND: "not found",
     ErrorCode.HISTORY_UNAVAILABLE: "history storage unavailable",
+    ErrorCode.SESSION_NOT_FOUND: "session not found",
+    ErrorCode.TOO_MANY_STREAMS: "too many streams",
 }
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from tether.hub.backends import backends_for
 from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
-from tether.hub.control import CONTROL_CHANNEL
+from tether.hub.control import CONTROL_CHANNEL, ControlMessage, node_channel
 from tether.hub.envelope import Control, Envelope, Join, PresenceChanges, Pub, PubDraft
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
@@ -108,6 +108,10 @@ class Node:
         """Subscribe, unsubscribe, disconnect and list a user's sessions on every node."""
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
         self.id = uuid.uuid4().hex
+        self.channel = node_channel(self.id)
+        """This node's own broker channel: requests addressed to it (tether.hub.relay)."""
+        self.on_addressed: Callable[[ControlMessage], None] | None = None
+        """Handles what arrives on :attr:`channel` (set by the HTTP fallbacks)."""
         self.metrics = Metrics()
         self.registry: ChannelRegistry[Session] = ChannelRegistry()
         self.sessions: dict[str, Session] = {}
@@ -155,6 +159,7 @@ class Node:
             self.backplane = watcher = BackplaneWatcher.attach(self)
             await self.broker.start(self._on_broker_message)
             await self.broker.subscribe(CONTROL_CHANNEL)
+            await self.broker.subscribe(self.channel)
         except BaseException:
             if watcher is not None:
                 watcher.detach()
@@ -271,6 +276,7 @@ class Node:
     def add_session(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.metrics.connections_total += 1
+        self.metrics.transport_sessions[session.transport_name] += 1
 
     def set_user(self, session: Session) -> None:
         """Index a connected session by its user, for :meth:`disconnect`."""
@@ -392,7 +398,7 @@ class Node:
                 ttl=options.history_ttl,
                 idempotency_key=idempotency_key,
             )
-        except BrokerUnavailable as exc:  # 125 for history storage, 112 for the backplane
+        except BrokerUnavailable as exc:  # 127 for history storage, 112 for the backplane
             raise unavailable_error(exc) from None
         if added.duplicate:
             return PublishResult(added.position, duplicate=True)
@@ -464,8 +470,11 @@ class Node:
             self._fan_out(channel, envelope.push, envelope.position)
         elif type(envelope) is PresenceChanges:
             self._fan_out_presence(channel, envelope)
-        elif type(envelope) is Control and channel == CONTROL_CHANNEL:
-            self.users.on_control(envelope.message)
+        elif type(envelope) is Control:
+            if channel == CONTROL_CHANNEL:
+                self.users.on_control(envelope.message)
+            elif channel == self.channel and self.on_addressed is not None:
+                self.on_addressed(envelope.message)
         # A Resync never gets here: the networked brokers act on it themselves.
 
     def _fan_out_presence(self, channel: str, envelope: PresenceChanges) -> None:

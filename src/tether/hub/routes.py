@@ -161,7 +161,7 @@ class HttpRoutes:
         """
         # (HEAD answers lose their body in the protocol layer: RFC 9110 section 9.3.2.)
         path = urlsplit(request.path).path
-        if not self._host_allowed(request.headers):
+        if not self.host_allowed(request.headers):
             logger.info(
                 "refused a request for host %r from origin %r",
                 request.headers.get("Host"),
@@ -212,13 +212,13 @@ class HttpRoutes:
             return error_response(
                 400, f"offer the {SUBPROTOCOL} subprotocol", ErrorCode.BAD_REQUEST
             )
-        if not self._origin_allowed(headers):
+        if not self.origin_allowed(headers):
             origin = headers.get("Origin")
             logger.info("refused a connection from origin %r", origin)
             return error_response(403, "origin not allowed", ErrorCode.PERMISSION_DENIED)
         return None
 
-    def _host_allowed(self, headers: Headers) -> bool:
+    def host_allowed(self, headers: Headers) -> bool:
         """``Host`` and ``Origin`` name an allowed host (when the config lists them).
 
         A DNS-rebinding page is served from ``evil.example``, then points that
@@ -235,7 +235,7 @@ class HttpRoutes:
         origin = headers.get("Origin")
         return origin is None or hostname(origin) in names
 
-    def _origin_allowed(self, headers: Headers) -> bool:
+    def origin_allowed(self, headers: Headers) -> bool:
         origin = headers.get("Origin")
         if origin is None:
             # Not a browser: no page whose visitor's cookies could be abused.
@@ -284,7 +284,7 @@ class HttpRoutes:
             refusal = exc
         except HubError as err:
             refusal = ApiRefusal(_STATUS.get(err.code, 400), err.code, err.message)
-        except BrokerUnavailable as exc:  # the backplane, or history storage (125)
+        except BrokerUnavailable as exc:  # the backplane, or history storage (127)
             unavailable = unavailable_error(exc)
             refusal = ApiRefusal(503, unavailable.code, unavailable.message)
         except Exception:

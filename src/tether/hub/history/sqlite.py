@@ -24,7 +24,7 @@ transaction is being written go into the next one, so a hot channel pays
 one fsync per batch, not per publication. A batch is all or nothing: when
 the disk is full, or the file turned read-only or damaged, the transaction
 rolls back and every publish in it is refused with
-:class:`~tether.hub.history.errors.HistoryUnavailable` (error 125); none is
+:class:`~tether.hub.history.errors.HistoryUnavailable` (error 127); none is
 acknowledged and then lost.
 
 Expiry uses the wall clock (``time.time``), which, unlike the monotonic
