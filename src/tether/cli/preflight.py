@@ -83,11 +83,11 @@ def _without_password(url: str) -> str:
 
 async def require_reachable(role_urls: dict[str, str], timeout: float = PROBE_TIMEOUT) -> None:
     """Each distinct non-memory backend accepts a connection within ``timeout`` seconds."""
-    from tether.hub.backends import MEMORY, backend_kind
+    from tether.hub.backends import backend_of
 
     seen: dict[str, str] = {}
     for role, url in role_urls.items():
-        if backend_kind(url) != MEMORY and url not in seen:
+        if not backend_of(url).local and url not in seen:
             seen[url] = role
     for url, role in seen.items():
         shown = _without_password(url)

@@ -179,10 +179,15 @@ class HubConfig:
     broker: str = "memory"
     """Where publications travel between nodes: ``memory``, ``redis://…`` or ``nats://…``."""
     history: str = ""
-    """``memory``, ``redis://…`` or ``nats://…`` (JetStream); empty: the broker's Redis if it
-    is Redis, else memory."""
+    """``memory``, ``redis://…``, ``nats://…`` (JetStream) or ``sqlite:DIR``; empty: the
+    broker's server if it is Redis or NATS, else SQLite in ``data`` if set, else memory."""
     presence: str = ""
-    """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
+    """``memory``, ``redis://…`` or ``nats://…`` (a KeyValue bucket); empty: the broker's
+    server if it is Redis or NATS, else memory."""
+    data: str = ""
+    """Directory where this node keeps history, epochs and idempotency keys (SQLite), so
+    a restart loses nothing; empty: in memory (lost at restart). One node only: a
+    cluster keeps history in its broker's server (docs/hub.md, "Durable history")."""
     backplane_prefix: str = "tether"
     """Prefix of Redis keys and channels and NATS subjects (hubs sharing a server differ)."""
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
@@ -304,6 +309,7 @@ _SCALARS: dict[str, object] = {
     "broker": "",
     "history": "",
     "presence": "",
+    "data": "",
     "backplane_prefix": "",
 }
 
@@ -319,6 +325,7 @@ ENVIRONMENT = {
     "TETHER_BROKER": "broker",
     "TETHER_HISTORY": "history",
     "TETHER_PRESENCE": "presence",
+    "TETHER_DATA": "data",
 }
 
 

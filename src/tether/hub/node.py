@@ -24,6 +24,7 @@ from tether.hub.config import ChannelOptions, HubConfig
 from tether.hub.control import CONTROL_CHANNEL, node_channel
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
+from tether.hub.history.errors import unavailable_error
 from tether.hub.hooks import Hooks
 from tether.hub.inbound import is_valid_text
 from tether.hub.metrics import Metrics
@@ -142,8 +143,13 @@ class Node:
     async def _start(self) -> None:
         self._closed = False
         # Resets the sessions that missed publications while a networked broker was down.
-        self.backplane = watcher = BackplaneWatcher.attach(self)
+        # A damaged history file or a server without JetStream stops the node
+        # here, with a sentence saying so, before it accepts any client.
+        watcher = None
         try:
+            await self.history_store.start()
+            await self.presence_store.start()
+            self.backplane = watcher = BackplaneWatcher.attach(self)
             await self.broker.start(self._on_broker_message)
             await self.broker.subscribe(CONTROL_CHANNEL)
             await self.broker.subscribe(self.channel)
@@ -151,6 +157,11 @@ class Node:
             if watcher is not None:
                 watcher.detach()
             self.backplane = None
+            # Released, not lost: a later start() opens them again.
+            with contextlib.suppress(Exception):
+                await self.history_store.close()
+            with contextlib.suppress(Exception):
+                await self.presence_store.close()
             raise
         with contextlib.suppress(HubError):  # a backplane down now: said at the next round
             await self.users.hello()
@@ -369,8 +380,8 @@ class Node:
                 ttl=options.history_ttl,
                 idempotency_key=idempotency_key,
             )
-        except BrokerUnavailable as exc:
-            raise HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None) from None
+        except BrokerUnavailable as exc:  # 127 for history storage, 112 for the backplane
+            raise unavailable_error(exc) from None
         if added.duplicate:
             return PublishResult(added.position, duplicate=True)
         self.metrics.publications += 1

@@ -31,6 +31,7 @@ from tether.hub import metrics as metrics_module
 from tether.hub.auth import api_key_matches, bearer_matches
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.errors import ErrorCode, HubError
+from tether.hub.history.errors import unavailable_error
 from tether.hub.inbound import check_params
 from tether.hub.model import JSON
 from tether.hub.node import Node
@@ -67,6 +68,7 @@ _STATUS: dict[int, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.BROKER_UNAVAILABLE: 503,
+    ErrorCode.HISTORY_UNAVAILABLE: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.HTTP_METHOD_NOT_ALLOWED: 405,
     ErrorCode.HOST_NOT_ALLOWED: 403,
@@ -280,9 +282,9 @@ class HttpRoutes:
             refusal = exc
         except HubError as err:
             refusal = ApiRefusal(_STATUS.get(err.code, 400), err.code, err.message)
-        except BrokerUnavailable as exc:
-            message = str(exc) or "broker unavailable"
-            refusal = ApiRefusal(503, ErrorCode.BROKER_UNAVAILABLE, message)
+        except BrokerUnavailable as exc:  # the backplane, or history storage (127)
+            unavailable = unavailable_error(exc)
+            refusal = ApiRefusal(503, unavailable.code, unavailable.message)
         except Exception:
             logger.exception("API %s failed", path)
             refusal = ApiRefusal(500, ErrorCode.INTERNAL, "internal error")

@@ -21,6 +21,7 @@ from tether.hub.auth import ANONYMOUS, Action, Credentials, cookies_of
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.config import ChannelOptions
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
+from tether.hub.history.errors import unavailable_error
 from tether.hub.hooks import (
     ConnectRequest,
     ConnectResult,
@@ -247,8 +248,9 @@ class Session:
         except HubError as err:
             self._failed(command, err)
         except BrokerUnavailable as exc:
-            # History or presence on a backplane that is down: temporary, retry.
-            self._failed(command, HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None))
+            # History or presence on a backplane that is down, or history storage
+            # failing (127): temporary, retry.
+            self._failed(command, unavailable_error(exc))
         except Exception:
             logger.exception("%s failed for %s", command.method, self.id)
             self._failed(command, HubError(ErrorCode.INTERNAL))
