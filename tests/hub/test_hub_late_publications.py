@@ -34,8 +34,9 @@ async def test_a_late_copy_of_a_publication_in_the_reply_is_dropped(
     assert (result["offset"], result["epoch"]) == (2, second.epoch)
     # The broker's copies of publications 1 and 2 arrive only now (from "another node").
     for offset, data in ((1, '"one"'), (2, '"two"')):
-        late = pub_push(CHANNEL, data, StreamPosition(offset, second.epoch))
-        node._on_broker_message(CHANNEL, late.encode())
+        position = StreamPosition(offset, second.epoch)
+        late = pub_push(CHANNEL, data, position)
+        node._fan_out(CHANNEL, late.encode(), position)
     await node.publish(CHANNEL, "three")
     await node.publish(CHANNEL, "four")
     pubs = [await client.push("pub") for _ in range(2)]

@@ -19,6 +19,7 @@ itself), and every refusal of an API request is counted in
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -270,7 +271,12 @@ class HttpRoutes:
                 "subscriptions": ("Subscriptions of local clients.", node.registry.subscriptions),
                 "channels": ("Channels with local subscribers.", len(node.registry)),
                 "backplane_up": ("1 while the broker is connected, else 0.", int(node.broker.up)),
-            }
+                "backplane_malformed": (
+                    "Broker messages dropped because they were not envelopes.",
+                    node.broker.malformed,
+                ),
+            },
+            by_transport=collections.Counter(s.transport_name for s in node.sessions.values()),
         )
 
     # ----------------------------------------------------------------- API

@@ -44,7 +44,6 @@ from tether.hub.wire import (
     disconnect_push,
     dumps,
     error_reply,
-    loads,
     opt_bool,
     opt_int,
     opt_str,
@@ -121,6 +120,8 @@ class Session:
         self.transport_name = transport_name if transport_name is not None else transport.kind.name
         self.data: JSON = None
         """Per-session data from the connect hook (docs/hooks.md)."""
+        self.presence_batches = False
+        """The client takes ``presence`` pushes (many joins and leaves in one)."""
         self._app_refused = False
         # Pushes to send right after the current command's reply (server-side
         # subscriptions made by the connect hook).
@@ -140,11 +141,11 @@ class Session:
         self._rpc_bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
         self._flood_bucket = TokenBucket(1.0, limits.flood_strikes)
         # Channels being subscribed: pushes wait here until the reply is out.
-        self._recovering: dict[str, list[tuple[str, int]]] = {}
+        self._recovering: dict[str, list[tuple[str, int, StreamPosition | None]]] = {}
         self._recovered_top: dict[str, StreamPosition] = {}
         # Per channel, the position its subscribe reply covered, until a later
         # publication arrives (see buffer).
-        self._covered: dict[str, StreamPosition] = {}
+        self._reply_tops: dict[str, StreamPosition] = {}
         self._to_flush: list[str] = []
         self._held_bytes = 0
         self._logged: set[object] | None = None  # made on the first thing logged
@@ -201,8 +202,10 @@ class Session:
     def send(self, text: str) -> None:
         self.writer.send(text, len(text.encode()))
 
-    def buffer(self, channel: str, text: str, size: int) -> bool:
-        """Hold a push for a channel whose subscribe reply is not out yet.
+    def buffer(
+        self, channel: str, text: str, size: int, position: StreamPosition | None = None
+    ) -> bool:
+        """Hold a push (a publication's at ``position``) until the subscribe reply is out.
 
         Also drops a publication the reply already covered that arrives after
         it: with a backplane, a publication is in the shared history before
@@ -212,15 +215,14 @@ class Session:
         """
         pending = self._recovering.get(channel)
         if pending is None:
-            if not self._covered:
+            if not self._reply_tops or position is None:
                 return False
-            top = self._covered.get(channel)
+            top = self._reply_tops.get(channel)
             if top is None:
                 return False
-            if _already_sent(text, top):
+            if _covered(position, top):
                 return True
-            if text.startswith('{"push":"pub"'):
-                del self._covered[channel]
+            del self._reply_tops[channel]
             return False
         # Held pushes count against the send queue: a hot channel and a slow
         # history read must not grow memory without bound either.
@@ -229,7 +231,7 @@ class Session:
             self._recovering.clear()
             self._slow_consumer()
             return True
-        pending.append((text, size))
+        pending.append((text, size, position))
         return True
 
     def _flush_recovered(self) -> None:
@@ -238,10 +240,10 @@ class Session:
             pending = self._recovering.pop(channel, [])
             top = self._recovered_top.pop(channel, None)
             if top is not None and top.offset > 0:
-                self._covered[channel] = top
-            for text, size in pending:
+                self._reply_tops[channel] = top
+            for text, size, position in pending:
                 self._held_bytes -= size
-                if top is not None and _already_sent(text, top):
+                if top is not None and position is not None and _covered(position, top):
                     continue
                 self.writer.send(text, size)
         self._to_flush.clear()
@@ -323,6 +325,7 @@ class Session:
         limit = config.limits.max_presence_info_size
         if client_info is not None and len(dumps(client_info).encode()) > limit:
             raise HubError(ErrorCode.LIMIT_EXCEEDED, f"info larger than {limit} bytes")
+        self.presence_batches = opt_bool(params, "presence_batches")
         subs = params.get("subs")
         if subs is not None and not isinstance(subs, dict):
             raise HubError(ErrorCode.BAD_REQUEST, "subs must be an object")
@@ -772,10 +775,6 @@ def _close_reason(message: str) -> str:
     return data.decode("utf-8", "ignore")
 
 
-def _already_sent(text: str, top: StreamPosition) -> bool:
-    """A buffered pub the subscribe reply already covered (same epoch, offset ≤ top)."""
-    if not text.startswith('{"push":"pub"'):
-        return False
-    message = loads(text)
-    offset = message.get("offset")
-    return isinstance(offset, int) and message.get("epoch") == top.epoch and offset <= top.offset
+def _covered(position: StreamPosition, top: StreamPosition) -> bool:
+    """A held publication the subscribe reply already covered (same epoch, offset ≤ top)."""
+    return position.epoch == top.epoch and position.offset <= top.offset
