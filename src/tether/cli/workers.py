@@ -43,6 +43,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from os import _exit as leave_now  # a forked child ends this way (os._exit)
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ class Supervisor:
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(status)
+                leave_now(status)  # no atexit or cleanup of the supervisor's state
         worker = Worker(index, pid, time.monotonic())
         self.workers[pid] = worker
         return worker
