@@ -421,6 +421,25 @@ def main() -> int:
 async def soak(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tether-soak-"))
     services = Services(workdir)
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        return await soak_in(args, workdir, services, nodes)
+    finally:  # whatever happened, leave no server of ours running
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+        services.stop(services.redis)
+        services.stop(services.nats)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def soak_in(
+    args: argparse.Namespace,
+    workdir: Path,
+    services: Services,
+    nodes: list[subprocess.Popen[bytes]],
+) -> int:
     services.start_redis()
     services.start_nats()
     config = workdir / "hub.toml"
@@ -429,7 +448,8 @@ async def soak(args: argparse.Namespace) -> int:
         "[channels]\nhistory_size = 100000\nhistory_ttl = 7200.0\npresence = false\n"
     )
     ports = [free_port() for _ in range(args.nodes)]
-    nodes = [start_node(port, services, config) for port in ports]
+    for port in ports:
+        nodes.append(start_node(port, services, config))
     run = Run()
     began = time.monotonic()
 
@@ -509,9 +529,6 @@ async def soak(args: argparse.Namespace) -> int:
         node.terminate()
     for node in nodes:
         node.wait()
-    services.stop(services.redis)
-    services.stop(services.nats)
-    shutil.rmtree(workdir, ignore_errors=True)
     return report(args, run, reports)
 
 
