@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import import_nats
 
 WRONG_LAST_SEQUENCE = 10071
@@ -107,3 +110,64 @@ async def fetch_all(
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     return messages
+
+
+class JetStreamStore:
+    """How a JetStream-backed store turns failures into :class:`BrokerUnavailable`.
+
+    The history and the presence use it alike: ``what`` names the store in
+    messages ("nats history"), ``made`` what :meth:`start` creates ("the
+    stream S"); the subclass connects in ``_ready`` and drops its connection
+    in ``_forget_connection``.
+    """
+
+    url: str
+    what: str
+
+    async def _ready(self) -> None:
+        raise NotImplementedError
+
+    async def _forget_connection(self) -> None:
+        raise NotImplementedError
+
+    def made(self) -> str:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def _unavailable_on_error(self) -> AsyncIterator[None]:
+        """A lost connection, a timeout or JetStream down: :class:`BrokerUnavailable`."""
+        nats = import_nats()
+        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+
+        try:
+            await self._ready()
+            yield
+        except NoStreamResponseError as exc:
+            # The server lost its store (or someone deleted the stream): make it
+            # again on the next call rather than failing until a restart.
+            await self._forget_connection()
+            raise BrokerUnavailable(
+                f"{self.what}: the stream was missing on {self.url}; made again on the next call"
+            ) from exc
+        except (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
+            if isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError):
+                raise
+            if jetstream_missing(exc):
+                raise BrokerUnavailable(
+                    f"{self.what}: the server at {self.url} has no JetStream "
+                    "(start nats-server with -js)"
+                ) from exc
+            raise BrokerUnavailable(f"{self.what} unavailable: {exc!r}") from exc
+
+    async def start(self) -> None:
+        """Connect and make what it stores in now: a server without JetStream, or
+        one that refuses it, stops the node with a sentence saying why."""
+        from nats.js.errors import APIError
+
+        try:
+            async with self._unavailable_on_error():
+                pass
+        except APIError as exc:
+            raise BrokerUnavailable(
+                f"{self.what}: cannot make {self.made()} on {self.url}: {exc.description or exc}"
+            ) from exc

@@ -62,17 +62,16 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tether.hub._jetstream import (
     WRONG_LAST_SEQUENCE,
+    JetStreamStore,
     bucket_base,
     connect,
     fetch_all,
-    jetstream_missing,
 )
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, escape_token, import_nats
@@ -139,7 +138,7 @@ class _Refused(Exception):
     """JetStream refused a conditional publish: the subject moved on."""
 
 
-class NatsHistory(History):
+class NatsHistory(JetStreamStore, History):
     def __init__(
         self,
         url: str = DEFAULT_URL,
@@ -231,45 +230,10 @@ class NatsHistory(History):
             await self._js.update_stream(info.config)
         self.key_ttl = max(ttl, info.config.max_age or ttl)
 
-    @asynccontextmanager
-    async def _unavailable_on_error(self) -> AsyncIterator[None]:
-        """Turn a lost connection, a timeout or JetStream down into :class:`BrokerUnavailable`."""
-        nats = import_nats()
-        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+    what = "nats history"
 
-        try:
-            await self._ready()
-            yield
-        except NoStreamResponseError as exc:
-            # The server lost its store (or someone deleted the stream): make it
-            # again on the next call rather than failing until a restart.
-            await self._forget_connection()
-            raise BrokerUnavailable(
-                f"nats history: the stream was missing on {self.url}; made again on the next call"
-            ) from exc
-        except (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
-            if isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError):
-                raise
-            if jetstream_missing(exc):
-                raise BrokerUnavailable(
-                    f"nats history: the server at {self.url} has no JetStream "
-                    "(start nats-server with -js)"
-                ) from exc
-            raise BrokerUnavailable(f"nats history unavailable: {exc!r}") from exc
-
-    async def start(self) -> None:
-        """Connect and make its stream and bucket now: a server without JetStream, or one
-        that refuses them, stops the node with a sentence saying why."""
-        from nats.js.errors import APIError
-
-        try:
-            async with self._unavailable_on_error():
-                pass
-        except APIError as exc:
-            raise BrokerUnavailable(
-                f"nats history: cannot make the stream {self.stream} on {self.url}: "
-                f"{exc.description or exc}"
-            ) from exc
+    def made(self) -> str:
+        return f"the stream {self.stream}"
 
     # ------------------------------------------------------ last message
 

@@ -30,18 +30,16 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.hub._jetstream import (
     WRONG_LAST_SEQUENCE,
+    JetStreamStore,
     bucket_base,
     connect,
     fetch_all,
-    jetstream_missing,
 )
-from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.brokers.nats import DEFAULT_PREFIX, DEFAULT_URL, import_nats
 from tether.hub.model import ClientInfo
 from tether.hub.presence.base import Presence, PresenceStats
@@ -54,7 +52,7 @@ def bucket_name(prefix: str) -> str:
     return f"{bucket_base(prefix)}_presence"
 
 
-class NatsPresence(Presence):
+class NatsPresence(JetStreamStore, Presence):
     def __init__(
         self,
         url: str = DEFAULT_URL,
@@ -108,45 +106,10 @@ class NatsPresence(Presence):
                 raise
             self._nc, self._js, self._kv = nc, js, kv
 
-    @asynccontextmanager
-    async def _unavailable_on_error(self) -> AsyncIterator[None]:
-        """A lost connection, a timeout or JetStream down: :class:`BrokerUnavailable`."""
-        nats = import_nats()
-        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+    what = "nats presence"
 
-        try:
-            await self._ready()
-            yield
-        except NoStreamResponseError as exc:
-            # The server lost its store (or someone deleted the stream): make it
-            # again on the next call rather than failing until a restart.
-            await self._forget_connection()
-            raise BrokerUnavailable(
-                f"nats presence: the stream was missing on {self.url}; made again on the next call"
-            ) from exc
-        except (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.Error) as exc:
-            if isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError):
-                raise
-            if jetstream_missing(exc):
-                raise BrokerUnavailable(
-                    f"nats presence: the server at {self.url} has no JetStream "
-                    "(start nats-server with -js)"
-                ) from exc
-            raise BrokerUnavailable(f"nats presence unavailable: {exc!r}") from exc
-
-    async def start(self) -> None:
-        """Connect and make its bucket now: a server without JetStream, or one
-        that refuses them, stops the node with a sentence saying why."""
-        from nats.js.errors import APIError
-
-        try:
-            async with self._unavailable_on_error():
-                pass
-        except APIError as exc:
-            raise BrokerUnavailable(
-                f"nats presence: cannot make the bucket {self.bucket} on {self.url}: "
-                f"{exc.description or exc}"
-            ) from exc
+    def made(self) -> str:
+        return f"the bucket {self.bucket}"
 
     # ------------------------------------------------------------- write
 
