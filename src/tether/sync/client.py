@@ -1,0 +1,263 @@
+"""The threaded WebSocket client: ``connect(uri)`` returns an open :class:`ClientConnection`.
+
+The same names, keywords and behaviour as websockets' ``websockets.sync.client``:
+the opening handshake runs on the calling thread under one ``open_timeout``
+(TCP connect, TLS, HTTP upgrade); then the connection's reading thread
+takes over (see :mod:`tether.sync.connection`).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import ssl as ssl_module
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from tether.protocol.client import ClientProtocol, parse_uri
+from tether.protocol.events import ResponseReceived
+from tether.protocol.exceptions import InvalidHandshake
+from tether.protocol.extensions.base import ClientExtensionFactory
+from tether.protocol.headers import Headers, HeadersLike
+from tether.sync.connection import Connection, LoggerLike
+from tether.sync.options import (
+    Compression,
+    MaxQueue,
+    MaxSize,
+    client_extensions,
+    queue_marks,
+    size_limits,
+)
+
+__all__ = ["ClientConnection", "connect", "unix_connect"]
+
+# What the handshake reads per call: a response head is rarely above 1 KiB.
+_HANDSHAKE_READ = 4096
+
+
+class ClientConnection(Connection):
+    """The client's side of a WebSocket connection, as :func:`connect` returns it."""
+
+    protocol: ClientProtocol
+
+    def __init__(
+        self,
+        socket: socket.socket,
+        protocol: ClientProtocol,
+        *,
+        ping_interval: float | None = 20,
+        ping_timeout: float | None = 20,
+        close_timeout: float | None = 10,
+        max_queue: MaxQueue = 16,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        super().__init__(
+            socket,
+            protocol,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            logger=logger if logger is not None else logging.getLogger("tether.client"),
+        )
+
+    def handshake(self, timeout: float | None = None) -> None:
+        """Send the upgrade request and read the answer; raise InvalidHandshake if refused.
+
+        ``timeout`` bounds the whole exchange (TimeoutError). Frames that the
+        server sent right behind its 101 answer are kept for ``recv``.
+        """
+        proto = self.protocol
+        sock = self.socket
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.protocol_mutex:
+            self.request = proto.connect()
+            proto.send_request(self.request)
+            self._write_out_handshake()
+        leftover: list[Any] = []
+        while self.response is None:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out during the opening handshake")
+                sock.settimeout(left)
+            try:
+                data = sock.recv(_HANDSHAKE_READ)
+            except TimeoutError:
+                raise TimeoutError("timed out during the opening handshake") from None
+            with self.protocol_mutex:
+                if data:
+                    proto.receive_data(data)
+                else:
+                    proto.receive_eof()
+                for event in proto.events_received():
+                    if isinstance(event, ResponseReceived):
+                        self.response = event.response
+                    else:
+                        leftover.append(event)
+            if proto.handshake_exc is not None:
+                raise proto.handshake_exc
+            if not data and self.response is None:
+                raise InvalidHandshake("connection closed during the opening handshake")
+        sock.settimeout(None)
+        with self.protocol_mutex:
+            self._write_out_quietly()
+        if leftover:
+            self._process_events(leftover, self.recv_messages.put)
+
+    def _write_out_handshake(self) -> None:
+        out = self.protocol.data_to_send()
+        if out:
+            self.socket.sendall(b"".join(out))
+
+
+def connect(
+    uri: str,
+    *,
+    sock: socket.socket | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    origin: str | None = None,
+    extensions: Sequence[ClientExtensionFactory] | None = None,
+    subprotocols: Sequence[str] | None = None,
+    compression: Compression = "deflate",
+    additional_headers: HeadersLike | None = None,
+    user_agent_header: str | None = "tether",
+    proxy: str | None = None,
+    proxy_ssl: ssl_module.SSLContext | None = None,
+    proxy_server_hostname: str | None = None,
+    open_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    close_timeout: float | None = 10,
+    max_size: MaxSize = 2**20,
+    max_queue: MaxQueue = 16,
+    logger: LoggerLike | None = None,
+    create_connection: type[ClientConnection] | None = None,
+    stream_fragments: bool = False,
+    **kwargs: Any,
+) -> ClientConnection:
+    """Open a WebSocket connection to ``uri`` and return it, open.
+
+    Use it as a context manager (``with connect(uri) as ws:``) to close it
+    at the end, or call ``ws.close()``. Keywords are websockets' (see
+    docs/sync.md): ``sock`` a connected socket to use instead of dialing,
+    ``ssl`` the TLS context (a default one for ``wss://``), ``open_timeout``
+    bounds TCP connect, TLS and the HTTP upgrade together. Other keyword
+    arguments go to :func:`socket.create_connection`; ``address=(host,
+    port)`` dials elsewhere than the URI says (Host and TLS still use the
+    URI's host).
+
+    Raises ValueError for a URI that is not ``ws://`` or ``wss://``,
+    OSError when TCP fails, InvalidHandshake (InvalidStatus for an HTTP
+    refusal) when the upgrade fails, TimeoutError past ``open_timeout``.
+    """
+    if proxy is not None:
+        raise ValueError(
+            "proxy= is not supported by tether.sync yet: pass proxy=None and dial the proxy "
+            "yourself (sock=), see docs/sync.md"
+        )
+    del proxy_ssl, proxy_server_hostname  # meaningful with proxy= only
+    unix_path: str | None = kwargs.pop("unix_path", None)
+    wsuri = parse_uri(uri)
+    if not wsuri.secure and ssl is not None:
+        raise ValueError("ssl given for a ws:// URI; use wss://")
+    if wsuri.secure and ssl is None:
+        ssl = ssl_module.create_default_context()
+    headers = _with_credentials(uri, additional_headers)
+    queue_marks(max_queue)  # a bad value fails here, before dialing
+    message_limit, frame_limit = size_limits(max_size)
+    factories = client_extensions(compression, extensions)
+    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+
+    def remaining() -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out opening {wsuri.host}:{wsuri.port}")
+        return left
+
+    try:
+        if sock is None:
+            if unix_path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(remaining())
+                sock.connect(unix_path)
+            else:
+                address = kwargs.pop("address", (wsuri.host, wsuri.port))
+                sock = socket.create_connection(address, remaining(), **kwargs)
+    except TimeoutError:
+        raise TimeoutError(f"timed out opening {wsuri.host}:{wsuri.port}") from None
+    try:
+        if sock.family != getattr(socket, "AF_UNIX", None):
+            # Small messages go out at once: a round trip must not wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl is not None:
+            sock.settimeout(remaining())
+            sock = ssl.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
+        protocol = ClientProtocol(
+            wsuri,
+            origin=origin,
+            extensions=factories,
+            subprotocols=subprotocols,
+            additional_headers=headers,
+            user_agent=user_agent_header,
+            max_size=message_limit,
+            max_frame_size=frame_limit,
+            stream_fragments=stream_fragments,
+            # Messages that arrive just before a protocol error reach the
+            # application before the connection fails (see recv_events).
+            defer_failure=True,
+        )
+        factory = create_connection if create_connection is not None else ClientConnection
+        connection = factory(
+            sock,
+            protocol,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            logger=logger,
+        )
+        connection.handshake(remaining())
+    except TimeoutError:
+        sock.close()
+        raise TimeoutError(f"timed out opening {wsuri.host}:{wsuri.port}") from None
+    except BaseException:
+        sock.close()
+        raise
+    connection.start_threads()
+    return connection
+
+
+def unix_connect(
+    path: str | None = None, uri: str | None = None, **kwargs: Any
+) -> ClientConnection:
+    """:func:`connect` over the Unix socket at ``path``.
+
+    ``uri`` only fills the request's Host and path: ``ws://localhost/`` by
+    default, ``wss://localhost/`` with ``ssl``.
+    """
+    if uri is None:
+        uri = "wss://localhost/" if kwargs.get("ssl") is not None else "ws://localhost/"
+    if path is None and kwargs.get("sock") is None:
+        raise ValueError("unix_connect needs a path (or sock=)")
+    return connect(uri, unix_path=path, **kwargs)
+
+
+def _with_credentials(uri: str, headers: HeadersLike | None) -> HeadersLike | None:
+    """Add ``Authorization: Basic`` for ``ws://user:pass@host/`` (RFC 7617), unless given."""
+    parts = urlsplit(uri)
+    if parts.username is None:
+        return headers
+    merged = Headers(headers) if headers is not None else Headers()
+    if "Authorization" not in merged:
+        user = unquote(parts.username)
+        password = unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        merged["Authorization"] = f"Basic {token}"
+    return merged
