@@ -424,8 +424,11 @@ def test_max_queue_pushes_back_then_resumes(sync_server: Any) -> None:
     with connect(srv.url, compression=None) as ws:
         for i in range(200):
             ws.send(f"m{i}")
-        conn = next(iter(srv.server.connections))
         deadline = time.monotonic() + GUARD
+        while not srv.server.connections:  # registered by the server's thread
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        conn = next(iter(srv.server.connections))
         while len(conn.recv_messages) < 4:
             assert time.monotonic() < deadline
             time.sleep(0.01)
