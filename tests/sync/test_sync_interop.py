@@ -59,9 +59,8 @@ def test_sync_client_sees_the_servers_close_code_and_reason(asyncio_server: Any,
         await ws.close(4001, "custom reason")
 
     url = asyncio_server(kind, closer)
-    with connect(url) as ws:
-        with pytest.raises(ConnectionClosedError) as caught:
-            ws.recv(timeout=GUARD)
+    with connect(url) as ws, pytest.raises(ConnectionClosedError) as caught:
+        ws.recv(timeout=GUARD)
     assert caught.value.rcvd == (4001, "custom reason")
 
 
@@ -71,9 +70,8 @@ def test_sync_client_oversized_message_from_websockets_server(asyncio_server: An
         await ws.wait_closed()
 
     url = asyncio_server("websockets", big)
-    with connect(url, max_size=4096) as ws:
-        with pytest.raises(ConnectionClosedError) as caught:
-            ws.recv(timeout=GUARD)
+    with connect(url, max_size=4096) as ws, pytest.raises(ConnectionClosedError) as caught:
+        ws.recv(timeout=GUARD)
     assert caught.value.sent is not None and caught.value.sent[0] == 1009
 
 
