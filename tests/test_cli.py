@@ -497,6 +497,9 @@ async def test_second_interrupt_drops_a_stuck_close() -> None:
         assert frame[0] == 0x88
         got_close.set()
         await reader.read()  # never answer
+        # Python 3.12's Server.wait_closed (run by `async with server`) waits
+        # for every connection's transport to close, not just its handler.
+        writer.close()
 
     server = await asyncio.start_server(deaf, "127.0.0.1", 0)
     async with server:

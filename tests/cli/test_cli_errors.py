@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cli_support import assert_one_line_error, run_tether
 
+from tether._extras import MissingDependency
 from tether.hub.config import HubConfig
 from tether_testing import closed_port
 
@@ -180,9 +181,10 @@ async def test_bench_unreachable_server_exits_1() -> None:
     ("error", "status", "line"),
     [
         (
-            ImportError("the hub needs PyJWT: pip install 'tether[hub]'"),
+            MissingDependency("the hub", "PyJWT", "hub"),
             2,
-            "tether echo: the hub needs PyJWT: pip install 'tether[hub]'",
+            "tether echo: the hub needs the 'PyJWT' package, which is not installed: "
+            "pip install 'tether[hub]' (from a clone: pip install '.[hub]')",
         ),
         (
             ImportError("cannot import name 'x'"),
@@ -205,7 +207,7 @@ def test_errors_raised_deep_inside(
     status: int,
     line: str,
 ) -> None:
-    """An ImportError that says how to install the missing package is the user's to fix."""
+    """A missing optional dependency is the user's to fix; any other ImportError is a bug."""
     import tether.cli
 
     def fail(args: object) -> int:

@@ -382,9 +382,18 @@ async def test_disconnect_hook_hears_every_connected_session_leave(
 async def test_disconnect_hook_that_hangs_does_not_hold_up_shutdown(
     start_hub: StartHub, wire: Wire
 ) -> None:
-    hub = await hub_with(start_hub, on_disconnect=never)
+    called = asyncio.Event()
+
+    async def hangs(event: DisconnectEvent) -> None:
+        called.set()
+        await never()
+
+    hub = await hub_with(start_hub, on_disconnect=hangs)
     client = await wire(hub.websocket_url)
     await client.close()
+    # The server learns of the close on its own schedule; the hook runs after
+    # the session is forgotten.
+    await asyncio.wait_for(called.wait(), GUARD)
     # Node.drain waits for background work, the hook included: bounded by its timeout.
     await asyncio.wait_for(hub.node.drain(), GUARD)
     assert hub.node.sessions == {}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.cli import bench, connect, echo, serve
-from tether.cli.errors import USAGE_ERROR, CliError, print_error
+from tether.cli.errors import USAGE_ERROR, CliError, MissingDependency, print_error
 from tether.cli.options import Parser
 
 
@@ -83,12 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
-    except ImportError as exc:
+    except MissingDependency as exc:
         # An optional dependency found missing deep inside (e.g. by tether.hub):
         # it names the extra to install, so it is the user's to fix.
-        if "pip install" in str(exc):
-            raise CliError(str(exc)) from exc
-        raise
+        raise CliError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> None:

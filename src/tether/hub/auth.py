@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tether._extras import MissingDependency
 from tether.hub.errors import ErrorCode, HubError
 from tether.hub.model import JSON
 from tether.hub.wire import AUTH_SUBPROTOCOL_PREFIX
@@ -60,22 +61,13 @@ class Credentials:
 
 ANONYMOUS = Credentials(user="", anonymous=True)
 
-HUB_EXTRA_INSTALL = "pip install 'tether[hub]'"
-
-
-class MissingDependency(ImportError):
-    """A package that an extra of tether installs is missing; the message says which extra."""
-
 
 def require_jwt() -> None:
     """Raise :class:`MissingDependency` unless PyJWT, which checks tokens, is importable."""
     try:
         import jwt  # noqa: F401
     except ImportError as exc:
-        raise MissingDependency(
-            f"the hub checks tokens with PyJWT, which is not installed: {HUB_EXTRA_INSTALL}",
-            name="jwt",
-        ) from exc
+        raise MissingDependency("the hub's token checks", "PyJWT", "hub") from exc
 
 
 class TokenVerifier:

@@ -135,18 +135,18 @@ class WebSocketProtocol(asyncio.Protocol):
         self.tasks = server_state.tasks
         self.default_headers = server_state.default_headers
 
-        self.core = ServerProtocol(
-            extensions=_extensions(config.ws_per_message_deflate),
-            max_size=config.ws_max_size,
-        )
         # Messages that came in with (and before) a protocol error in the same
         # read still reach the app, which may answer them; the error closes
         # the connection when the app asks for the next message.
-        self.core.defer_failure = True
+        self.core = ServerProtocol(
+            extensions=_extensions(config.ws_per_message_deflate),
+            max_size=config.ws_max_size,
+            defer_failure=True,
+        )
         # Each compressed message may inflate up to ws_max_size: parse at most
         # a queue's worth per read (the rest waits in the core's buffer).
         self.max_queue = max(1, config.ws_max_queue)
-        self.core.max_messages = self.max_queue
+        self.core.set_read_budget(max_messages=self.max_queue, inflate_budget=None)
 
         self.transport: asyncio.Transport | None = None
         self.scope: dict[str, Any] = {}
