@@ -12,6 +12,7 @@ harnesses, so the shared one takes it as
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from typing import Any
@@ -42,10 +43,8 @@ def fanout(ws: Any) -> None:
             with LOCK:
                 targets = list(CLIENTS)
             for client in targets:
-                try:
+                with contextlib.suppress(Exception):  # a client that went away meanwhile
                     client.send(message)
-                except Exception:  # a client that went away meanwhile
-                    pass
     finally:
         with LOCK:
             CLIENTS.discard(ws)
