@@ -22,7 +22,7 @@ from tether.protocol.exceptions import (
 )
 from tether.protocol.handshake import Request, Response
 from tether.sync.client import ClientConnection, connect, unix_connect
-from tether.sync.server import ServerConnection, basic_auth, unix_serve
+from tether.sync.server import ServerConnection, basic_auth, broadcast, unix_serve
 
 
 def test_echo_text_binary_and_iteration(sync_server: Any) -> None:
@@ -124,7 +124,7 @@ def test_two_threads_receiving_is_a_concurrency_error(sync_server: Any) -> None:
         reader = threading.Thread(target=lambda: received.append(ws.recv()))
         reader.start()
         deadline = time.monotonic() + GUARD
-        while ws.recv_messages.get.__self__._waiter is None:  # type: ignore[attr-defined]
+        while not ws.recv_messages.waiting:
             assert time.monotonic() < deadline, "the first recv never started waiting"
             time.sleep(0.005)
         with pytest.raises(ConcurrencyError):
@@ -619,3 +619,24 @@ def read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(4096):
         data += chunk
     return data
+
+
+def test_broadcast_reaches_every_open_connection(sync_server: Any) -> None:
+    joined = threading.Barrier(4)
+
+    def handler(ws: ServerConnection) -> None:
+        joined.wait(GUARD)
+        ws.recv()  # until the client closes
+
+    srv = sync_server(handler)
+    clients = [connect(srv.url) for _ in range(3)]
+    joined.wait(GUARD)
+    broadcast(srv.server.connections, "to all")
+    broadcast(srv.server.connections, b"as text", text=True, max_workers=2)
+    for ws in clients:
+        assert ws.recv(timeout=GUARD) == "to all"
+        assert ws.recv(timeout=GUARD) == "as text"
+        ws.close()
+    broadcast(srv.server.connections, "nobody left")  # closed ones are skipped
+    with pytest.raises(TypeError):
+        broadcast([], ["fragments"])  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ whose ``serve_forever()`` runs a handler per connection in a thread. Nothing
 here runs an event loop: see :mod:`tether.sync.connection` for the threads.
 """
 
+from tether.sync.broadcast import broadcast
 from tether.sync.client import ClientConnection, connect, unix_connect
 from tether.sync.connection import Connection
 from tether.sync.server import Server, ServerConnection, basic_auth, serve, unix_serve
@@ -18,6 +19,7 @@ __all__ = [
     "Server",
     "ServerConnection",
     "basic_auth",
+    "broadcast",
     "connect",
     "serve",
     "unix_connect",

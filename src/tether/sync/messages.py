@@ -56,6 +56,11 @@ class MessageQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a ``get`` is blocked, waiting for the next item."""
+        return self._waiter is not None
+
     def put(self, items: list[Item]) -> None:
         """Queue messages (the reading thread); wakes a waiting ``get``."""
         with self._mutex:

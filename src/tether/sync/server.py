@@ -32,6 +32,7 @@ from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request, Response, make_response
 from tether.protocol.headers import Headers
 from tether.protocol.server import ServerProtocol
+from tether.sync.broadcast import broadcast
 from tether.sync.connection import Connection, LoggerLike
 from tether.sync.options import (
     Compression,
@@ -42,7 +43,7 @@ from tether.sync.options import (
     size_limits,
 )
 
-__all__ = ["Server", "ServerConnection", "basic_auth", "serve", "unix_serve"]
+__all__ = ["Server", "ServerConnection", "basic_auth", "broadcast", "serve", "unix_serve"]
 
 # What the handshake reads per call: a request head is rarely above 1 KiB.
 _HANDSHAKE_READ = 4096
