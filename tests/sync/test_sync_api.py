@@ -6,6 +6,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -640,3 +641,44 @@ def test_broadcast_reaches_every_open_connection(sync_server: Any) -> None:
     broadcast(srv.server.connections, "nobody left")  # closed ones are skipped
     with pytest.raises(TypeError):
         broadcast([], ["fragments"])  # type: ignore[arg-type]
+
+
+def test_reconnect_retries_transient_errors_and_raises_fatal_ones(sync_server: Any) -> None:
+    from tether.sync.client import reconnect
+
+    answers = iter([503, 502, None, None, 403])
+
+    def process_request(ws: ServerConnection, request: Request) -> Response | None:
+        status = next(answers)
+        return None if status is None else ws.respond(status, "not now")
+
+    srv = sync_server(process_request=process_request)
+    delays: list[float] = []
+
+    def quick() -> Iterator[float]:
+        while True:
+            delays.append(0.01)
+            yield 0.01
+
+    opened: list[ClientConnection] = []
+    with pytest.raises(InvalidStatus) as caught:
+        for ws in reconnect(srv.url, reconnect_delays=quick):
+            ws.send("ping")
+            assert ws.recv(timeout=GUARD) == "ping"
+            opened.append(ws)
+    assert caught.value.response.status_code == 403  # fatal: raised, no retry
+    assert len(opened) == 2  # a new connection per iteration
+    assert all(ws.state is State.CLOSED for ws in opened)  # closed after each
+    assert delays == [0.01, 0.01]  # one delay per transient failure
+
+
+def test_process_exception_defaults() -> None:
+    from tether.sync.retry import backoff, process_exception
+
+    assert process_exception(ConnectionRefusedError()) is None
+    assert process_exception(TimeoutError()) is None
+    refused = ValueError("bad uri")
+    assert process_exception(refused) is refused
+    delays = backoff(initial_delay=1, min_delay=2, max_delay=5, factor=2)
+    assert 0 <= next(delays) <= 1
+    assert [next(delays) for _ in range(4)] == [2, 4, 5, 5]

@@ -9,7 +9,13 @@ here runs an event loop: see :mod:`tether.sync.connection` for the threads.
 """
 
 from tether.sync.broadcast import broadcast
-from tether.sync.client import ClientConnection, connect, unix_connect
+from tether.sync.client import (
+    ClientConnection,
+    connect,
+    reconnect,
+    unix_connect,
+    unix_reconnect,
+)
 from tether.sync.connection import Connection
 from tether.sync.server import Server, ServerConnection, basic_auth, serve, unix_serve
 
@@ -21,7 +27,9 @@ __all__ = [
     "basic_auth",
     "broadcast",
     "connect",
+    "reconnect",
     "serve",
     "unix_connect",
+    "unix_reconnect",
     "unix_serve",
 ]

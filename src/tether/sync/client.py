@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl as ssl_module
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,8 +31,9 @@ from tether.sync.options import (
     queue_marks,
     size_limits,
 )
+from tether.sync.retry import backoff, process_exception
 
-__all__ = ["ClientConnection", "connect", "unix_connect"]
+__all__ = ["ClientConnection", "connect", "reconnect", "unix_connect", "unix_reconnect"]
 
 # What the handshake reads per call: a response head is rarely above 1 KiB.
 _HANDSHAKE_READ = 4096
@@ -101,7 +102,9 @@ class ClientConnection(Connection):
             if proto.handshake_exc is not None:
                 raise proto.handshake_exc
             if not data and self.response is None:
-                raise InvalidHandshake("connection closed during the opening handshake")
+                raise InvalidHandshake("connection closed during the opening handshake") from (
+                    EOFError("the server closed the connection")
+                )
         sock.settimeout(None)
         with self.protocol_mutex:
             self._write_out_quietly()
@@ -261,3 +264,49 @@ def _with_credentials(uri: str, headers: HeadersLike | None) -> HeadersLike | No
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         merged["Authorization"] = f"Basic {token}"
     return merged
+
+
+def reconnect(
+    uri: str,
+    *,
+    process_exception: Callable[[Exception], Exception | None] = process_exception,
+    reconnect_delays: Callable[[], Iterator[float]] = backoff,
+    **kwargs: Any,
+) -> Iterator[ClientConnection]:
+    """Yield an open connection to ``uri``, again after each iteration, until stopped.
+
+    Keywords are :func:`~tether.sync.client.connect`'s, plus
+    ``process_exception`` and ``reconnect_delays`` (see module docstring).
+    """
+    delays: Iterator[float] | None = None
+    while True:
+        try:
+            websocket = connect(uri, **kwargs)
+        except Exception as exc:
+            fatal = process_exception(exc)
+            if fatal is exc:
+                raise
+            if fatal is not None:
+                raise fatal from exc
+            if delays is None:
+                delays = reconnect_delays()
+            delay = next(delays)
+            logging.getLogger("tether.client").info(
+                "connecting to %s failed (%s); retrying in %.1f s", uri, exc, delay
+            )
+            time.sleep(delay)
+            continue
+        delays = None  # a success starts the backoff over
+        try:
+            yield websocket
+        finally:
+            websocket.close()
+
+
+def unix_reconnect(
+    path: str | None = None, uri: str | None = None, **kwargs: Any
+) -> Iterator[ClientConnection]:
+    """:func:`reconnect` over the Unix socket at ``path`` (see :func:`unix_connect`)."""
+    if uri is None:
+        uri = "wss://localhost/" if kwargs.get("ssl") is not None else "ws://localhost/"
+    return reconnect(uri, unix_path=path, **kwargs)
