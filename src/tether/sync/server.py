@@ -382,9 +382,20 @@ def serve(
             if ssl is not None:
                 conn_sock.settimeout(open_timeout)
                 conn_sock = ssl.wrap_socket(conn_sock, server_side=True)
+            # websockets calls select_subprotocol(connection, offered); the
+            # core calls its selector with (offered, available): bridge the two.
+            made: list[ServerConnection] = []
+            selector = None
+            if select_subprotocol is not None:
+                user_select = select_subprotocol
+
+                def selector(offered: Sequence[str], available: Sequence[str]) -> str | None:
+                    return user_select(made[0], offered)
+
             protocol = ServerProtocol(
                 extensions=factories,
                 subprotocols=subprotocols,
+                select_subprotocol=selector,
                 max_size=message_limit,
                 max_frame_size=frame_limit,
                 stream_fragments=stream_fragments,
@@ -400,13 +411,7 @@ def serve(
                 max_queue=max_queue,
                 logger=server_logger,
             )
-            if select_subprotocol is not None:
-                chosen = connection
-
-                def selector(offered: Sequence[str], available: Sequence[str]) -> str | None:
-                    return select_subprotocol(chosen, offered)
-
-                protocol.select_subprotocol = selector
+            made.append(connection)
             left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             opened = connection.handshake(
                 process_request, process_response, server_header, origins, left
