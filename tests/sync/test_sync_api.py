@@ -682,3 +682,44 @@ def test_process_exception_defaults() -> None:
     delays = backoff(initial_delay=1, min_delay=2, max_delay=5, factor=2)
     assert 0 <= next(delays) <= 1
     assert [next(delays) for _ in range(4)] == [2, 4, 5, 5]
+
+
+def test_route_dispatches_by_path_with_404_and_redirects() -> None:
+    pytest.importorskip("werkzeug", reason="werkzeug is in the test extra")
+    from werkzeug.routing import Map, Rule
+
+    from tether.sync.router import route
+
+    def channel(ws: ServerConnection, channel_id: int) -> None:
+        ws.send(f"channel {channel_id} ({type(channel_id).__name__})")
+
+    def lobby(ws: ServerConnection) -> None:
+        ws.send("lobby")
+
+    url_map = Map(
+        [
+            Rule("/channel/<int:channel_id>", endpoint=channel),
+            Rule("/lobby/", endpoint=lobby),
+            Rule("/old", redirect_to="/lobby/", endpoint=lobby),
+        ]
+    )
+    server = route(url_map, "127.0.0.1", 0, ping_interval=None)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        base = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        with connect(f"{base}/channel/42") as ws:
+            assert ws.recv(timeout=GUARD) == "channel 42 (int)"
+        with connect(f"{base}/lobby/?x=1") as ws:
+            assert ws.recv(timeout=GUARD) == "lobby"
+        with pytest.raises(InvalidStatus) as caught:
+            connect(f"{base}/nowhere")
+        assert caught.value.response.status_code == 404
+        with pytest.raises(InvalidStatus) as caught:
+            connect(f"{base}/lobby")  # werkzeug's strict slashes: redirect
+        assert caught.value.response.status_code == 302
+        assert caught.value.response.headers["Location"].endswith("/lobby/")
+        assert caught.value.response.headers["Location"].startswith("ws://")
+    finally:
+        server.shutdown()
+        thread.join(GUARD)

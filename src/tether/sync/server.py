@@ -84,6 +84,9 @@ class ServerConnection(Connection):
         self.server = server
         # Set by basic_auth once the credentials check out.
         self.username: str | None = None
+        # Set by tether.sync.router: the handler the path matched, and what it captured.
+        self.route_handler: Callable[..., None] = _no_route
+        self.route_kwargs: dict[str, Any] = {}
 
     def respond(self, status: int, text: str) -> Response:
         """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
@@ -163,6 +166,10 @@ class ServerConnection(Connection):
         if events:
             self._process_events(events, self.recv_messages.put)
         return True
+
+
+def _no_route(connection: ServerConnection, **kwargs: Any) -> None:
+    raise RuntimeError("no route was matched for this connection")
 
 
 def _check_origin(request: Request, origins: Sequence[OriginRule] | None) -> Response | None:
