@@ -106,6 +106,8 @@ class Connection:
         # Time (monotonic) by which the TCP connection must be closed, once closing.
         self.close_deadline: float | None = None
         self._closed = threading.Event()
+        # Drops the TCP connection if the closing handshake overruns (see _arm_close_deadline).
+        self._close_timer: threading.Timer | None = None
         self._keepalive_wake = threading.Event()
         self._sending_fragments = False
         self.recv_events_thread = threading.Thread(
@@ -419,8 +421,10 @@ class Connection:
             self.close_deadline = float("inf")
             return
         self.close_deadline = time.monotonic() + timeout
-        if threading.current_thread() is not self.recv_events_thread:
-            timer = threading.Timer(timeout, self._close_timed_out)
+        reader = self.recv_events_thread
+        if reader.is_alive() and threading.current_thread() is not reader:
+            # (A reader never started, as after a refused handshake, waits for nothing.)
+            timer = self._close_timer = threading.Timer(timeout, self._close_timed_out)
             timer.daemon = True
             timer.start()
 
@@ -606,6 +610,9 @@ class Connection:
         self._keepalive_wake.set()
         self._close_socket()
         self._closed.set()
+        timer = self._close_timer
+        if timer is not None:
+            timer.cancel()  # its thread ends now instead of sleeping out close_timeout
 
     # ---------------------------------------------------------------- keepalive
 
