@@ -723,3 +723,37 @@ def test_route_dispatches_by_path_with_404_and_redirects() -> None:
     finally:
         server.shutdown()
         thread.join(GUARD)
+
+
+def test_peer_dropping_tcp_is_a_1006_connection_closed_error(raw_server: Any) -> None:
+    def script(sock: socket.socket) -> None:
+        accept_upgrade(sock)
+        sock.sendall(build(0x1, b"half a mess")[:5])  # a frame cut short, then gone
+
+    port = raw_server(script)
+    ws = connect(f"ws://127.0.0.1:{port}/", compression=None)
+    with pytest.raises(ConnectionClosedError) as caught:
+        ws.recv(timeout=GUARD)
+    assert caught.value.rcvd is None and caught.value.code == 1006
+    assert ws.close_code == 1006
+    with pytest.raises(ConnectionClosedError):
+        ws.send("too late")
+
+
+def test_handler_sees_a_client_that_vanished(sync_server: Any) -> None:
+    outcome: list[Any] = []
+    handled = threading.Event()
+
+    def handler(ws: ServerConnection) -> None:
+        try:
+            ws.recv()
+        except ConnectionClosedError as exc:
+            outcome.append(exc.code)
+        handled.set()
+
+    srv = sync_server(handler)
+    ws = connect(srv.url)
+    ws.abort()  # TCP gone without a closing handshake
+    assert handled.wait(GUARD)
+    assert outcome == [1006]
+    ws.wait_closed()
