@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import threading
@@ -116,6 +117,8 @@ def test_recv_decode_and_timeout(sync_server: Any) -> None:
             ws.recv(timeout=0)
         ws.send("late")
         assert ws.recv(timeout=GUARD) == "late"
+        ws.send("whole")  # not streaming fragments: the message is one piece
+        assert list(ws.recv_streaming()) == ["whole"]
 
 
 def test_two_threads_receiving_is_a_concurrency_error(sync_server: Any) -> None:
@@ -233,15 +236,23 @@ def test_error_close_code_raises_connection_closed_error(sync_server: Any) -> No
         assert caught.value.code == 4000
 
 
-def test_handler_exception_closes_with_1011(sync_server: Any) -> None:
+def test_handler_exception_closes_with_1011_and_is_logged(
+    sync_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids: list[Any] = []
+
     def handler(ws: ServerConnection) -> None:
+        ids.append(ws.id)
         raise RuntimeError("boom")
 
-    srv = sync_server(handler)
-    with connect(srv.url) as ws:
+    srv = sync_server(handler, logger=logging.getLogger("my.app"))
+    with caplog.at_level(logging.ERROR, logger="my.app"), connect(srv.url) as ws:
         with pytest.raises(ConnectionClosedError) as caught:
             ws.recv()
         assert caught.value.rcvd is not None and caught.value.rcvd[0] == 1011
+    failures = [r for r in caplog.records if r.name == "my.app"]
+    assert failures and failures[0].exc_info is not None
+    assert failures[0].websocket.id == ids[0]  # type: ignore[attr-defined]
 
 
 def test_oversized_message_closes_with_1009(sync_server: Any) -> None:

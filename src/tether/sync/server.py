@@ -437,7 +437,7 @@ def serve(
         except ConnectionClosed:
             connection.close()  # the peer went away; nothing to report
         except Exception:
-            server_logger.exception("connection handler failed")
+            connection.logger.exception("connection handler failed")
             connection.close(CloseCode.INTERNAL_ERROR)
         else:
             connection.close()
