@@ -65,18 +65,31 @@ class ClientConnection(Connection):
             logger=logger if logger is not None else logging.getLogger("tether.client"),
         )
 
-    def handshake(self, timeout: float | None = None) -> None:
+    def handshake(
+        self,
+        additional_headers: HeadersLike | None = None,
+        user_agent_header: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Send the upgrade request and read the answer; raise InvalidHandshake if refused.
 
-        ``timeout`` bounds the whole exchange (TimeoutError). Frames that the
-        server sent right behind its 101 answer are kept for ``recv``.
+        The request carries what the core was built with, plus
+        ``additional_headers`` and a ``User-Agent`` given here (websockets'
+        signature). ``timeout`` bounds the whole exchange (TimeoutError).
+        Frames the server sent right behind its 101 answer are kept for ``recv``.
         """
         proto = self.protocol
         sock = self.socket
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.protocol_mutex:
-            self.request = proto.connect()
-            proto.send_request(self.request)
+            request = proto.connect()
+            if additional_headers is not None:
+                request.headers.update(additional_headers)
+            if user_agent_header is not None:
+                del request.headers["User-Agent"]
+                request.headers["User-Agent"] = user_agent_header
+            self.request = request
+            proto.send_request(request)
             self._write_out_handshake()
         leftover: list[Any] = []
         while self.response is None:
@@ -226,7 +239,7 @@ def connect(
             max_queue=max_queue,
             logger=logger,
         )
-        connection.handshake(remaining())
+        connection.handshake(timeout=remaining())
     except TimeoutError:
         sock.close()
         raise TimeoutError(f"timed out opening {wsuri.host}:{wsuri.port}") from None

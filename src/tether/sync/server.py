@@ -97,8 +97,8 @@ class ServerConnection(Connection):
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
         server_header: str | None = None,
-        origins: Sequence[OriginRule] | None = None,
         timeout: float | None = None,
+        origins: Sequence[OriginRule] | None = None,
     ) -> bool:
         """Read the upgrade request and answer it; True if the connection is now open.
 
@@ -421,7 +421,7 @@ def serve(
             made.append(connection)
             left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             opened = connection.handshake(
-                process_request, process_response, server_header, origins, left
+                process_request, process_response, server_header, left, origins=origins
             )
         except Exception as exc:
             server_logger.info("opening handshake from %s failed: %s", address, exc)
