@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
 from tether.asyncio.messages import ConcurrencyError
 from tether.protocol.connection import Connection as CoreConnection
@@ -50,7 +50,8 @@ __all__ = ["Connection", "Data", "DataLike"]
 
 Data = str | bytes
 DataLike = str | bytes | bytearray | memoryview
-LoggerLike = logging.Logger | logging.LoggerAdapter[Any]
+# A string: LoggerAdapter is not subscriptable at run time before Python 3.11.
+LoggerLike: TypeAlias = "logging.Logger | logging.LoggerAdapter[Any]"
 
 # A clean close, as websockets counts it: 1005 is a Close frame without a code,
 # which is what a browser's ws.close() sends.
