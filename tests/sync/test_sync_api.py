@@ -768,3 +768,25 @@ def test_handler_sees_a_client_that_vanished(sync_server: Any) -> None:
     assert handled.wait(GUARD)
     assert outcome == [1006]
     ws.wait_closed()
+
+
+def test_shutdown_can_leave_connections_open_and_serve_takes_a_socket() -> None:
+    from tether.sync.server import serve
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = serve(echo, sock=listener, ping_interval=None)
+    assert server.fileno() == listener.fileno()
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    ws = connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/")
+    server.shutdown(close_connections=False)
+    thread.join(GUARD)
+    assert not thread.is_alive()
+    ws.send("still here")  # the connection outlives the listener
+    assert ws.recv(timeout=GUARD) == "still here"
+    ws.close()
+    assert ws.close_code == 1000
