@@ -85,3 +85,37 @@ def test_websockets_client_against_sync_tls_server(sync_server: Any, tls_context
             assert await ws.recv() == "over tls"
 
     asyncio.run(asyncio.wait_for(main(), GUARD))
+
+
+def test_tls_reads_and_writes_from_two_threads_at_once(sync_server: Any, tls_contexts: Any) -> None:
+    """Reading thread and senders share each TLS connection, both ways, all at once.
+
+    tether.sync.tls serializes OpenSSL calls; an unserialized race corrupts
+    the TLS state only now and then, so this exercises the path rather than
+    catching the race every time.
+    """
+    import threading
+
+    from tether.sync.server import ServerConnection
+
+    count = 1500
+    payload = b"t" * 3000
+
+    def stream(ws: ServerConnection) -> None:
+        # Writes while its own reading thread reads the client's messages.
+        sender = threading.Thread(target=lambda: [ws.send(payload) for _ in range(count)])
+        sender.start()
+        for _ in range(count):
+            assert ws.recv(timeout=GUARD) == payload
+        sender.join(GUARD)
+        ws.send("done")
+
+    server_ctx, client_ctx = tls_contexts
+    srv = sync_server(stream, ssl=server_ctx, compression=None)
+    with connect(f"wss://localhost:{srv.port}/", ssl=client_ctx, compression=None) as ws:
+        sender = threading.Thread(target=lambda: [ws.send(payload) for _ in range(count)])
+        sender.start()
+        received = [ws.recv(timeout=GUARD) for _ in range(count)]
+        sender.join(GUARD)
+        assert ws.recv(timeout=GUARD) == "done"
+    assert received == [payload] * count

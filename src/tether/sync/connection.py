@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -45,6 +46,7 @@ from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request, Response
 from tether.sync.messages import ConcurrentGet, MessageQueue, QueueClosed
 from tether.sync.options import MaxQueue, queue_marks
+from tether.sync.tls import TLSStream
 
 __all__ = ["Connection", "Data", "DataLike"]
 
@@ -109,6 +111,8 @@ class Connection:
         self._closed = threading.Event()
         # Drops the TCP connection if the closing handshake overruns (see _arm_close_deadline).
         self._close_timer: threading.Timer | None = None
+        # The TLS connection's thread-safe reads and writes, once threads share it.
+        self._tls: TLSStream | None = None
         self._keepalive_wake = threading.Event()
         self._sending_fragments = False
         self.recv_events_thread = threading.Thread(
@@ -465,7 +469,12 @@ class Connection:
                 self._half_close()
             return
         try:
-            self.socket.sendall(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            tls = self._tls
+            if tls is None:
+                self.socket.sendall(data)
+            else:
+                tls.sendall(data)
         except OSError as exc:
             # The peer is gone (reset, broken pipe) or we shut the socket down.
             if self.recv_exc is None:
@@ -496,6 +505,9 @@ class Connection:
 
     def start_threads(self) -> None:
         """Start the reading thread (and keepalive's), once the handshake succeeded."""
+        if isinstance(self.socket, ssl.SSLSocket):
+            # Two threads will use the TLS connection: serialize OpenSSL (see tls.py).
+            self._tls = TLSStream(self.socket)
         self.recv_events_thread.start()
         if self.ping_interval is not None:
             self.keepalive_thread = threading.Thread(
@@ -513,6 +525,7 @@ class Connection:
         put = queue.put
         bufsize = self.recv_bufsize
         high = queue.high
+        tls = self._tls
         try:
             while True:
                 if not room.is_set() and proto.state is State.OPEN:
@@ -522,12 +535,17 @@ class Connection:
                     data = b""  # resume parsing what the budget left buffered
                 else:
                     deadline = self.close_deadline
-                    if deadline is not None and deadline != float("inf"):
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise TimeoutError("closing handshake timed out")
-                        sock.settimeout(left)
-                    data = sock.recv(bufsize)
+                    if deadline == float("inf"):
+                        deadline = None
+                    if tls is not None:
+                        data = tls.recv(bufsize, deadline)
+                    else:
+                        if deadline is not None:
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                raise TimeoutError("closing handshake timed out")
+                            sock.settimeout(left)
+                        data = sock.recv(bufsize)
                     if not data:
                         break
                 with mutex:
