@@ -216,6 +216,8 @@ class Server:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._serving = False
+        # What shutdown() asked for connections still in their handshake then.
+        self._close_late: tuple[bool, int, str] = (True, CloseCode.GOING_AWAY, "")
         # A socket pair that wakes serve_forever's wait when shutdown() is called.
         self._wake_recv, self._wake_send = _socket_pair()
 
@@ -276,6 +278,7 @@ class Server:
     ) -> None:
         """Stop accepting; by default close every connection with 1001 (going away)."""
         with self._lock:
+            self._close_late = (close_connections, code, reason)
             self._stopping.set()
         with contextlib.suppress(OSError):
             self._wake_send.send(b"x")
@@ -304,8 +307,11 @@ class Server:
     def _add(self, connection: ServerConnection) -> None:
         with self._lock:
             self._connections.add(connection)
-        if self._stopping.is_set():
-            connection.start_close(CloseCode.GOING_AWAY)
+            stopping = self._stopping.is_set()
+            close, code, reason = self._close_late
+        if stopping and close:
+            # Its handshake finished after shutdown() looked at the connections.
+            connection.start_close(code, reason)
 
     def _discard(self, connection: ServerConnection) -> None:
         with self._lock:
