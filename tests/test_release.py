@@ -22,7 +22,7 @@ HIDE_HUB_DEPS = textwrap.dedent(
 
     class RefuseHubDeps:
         def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in {"jwt", "cryptography"}:
+            if name.partition(".")[0] in {"jwt", "cryptography", "h11"}:
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
             return None
 

@@ -170,6 +170,65 @@ class PrivateRedis:
         await self.start()
 
 
+# --------------------------------------------------------------- private NATS
+
+
+def require_nats_server() -> str:
+    """The ``nats-server`` binary, for private JetStream servers that tests restart."""
+    require_nats()
+    binary = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+    require(binary, "nats-server is not installed (apt-get install nats-server)")
+    assert binary is not None
+    return binary
+
+
+@dataclass
+class PrivateNats:
+    """A ``nats-server`` of our own on a free port (JetStream storing in ``store``)."""
+
+    binary: str
+    store: Path
+    jetstream: bool = True
+    port: int = field(default_factory=free_port)
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        args = ["-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.store)]
+        self.process = await asyncio.create_subprocess_exec(
+            self.binary,
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+        async def up() -> bool:
+            return await asyncio.to_thread(reachable, self.url, self.port)
+
+        await eventually(up, timeout=GUARD, what=f"nats-server on port {self.port}")
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.returncode is None:
+            process.terminate()  # lets JetStream close its store files
+            try:
+                await asyncio.wait_for(process.wait(), GUARD)
+            except asyncio.TimeoutError:  # built-in TimeoutError from 3.11
+                process.kill()
+                await process.wait()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
 # ---------------------------------------------------------- tether serve
 
 
@@ -207,10 +266,19 @@ class HubProcess:
                 await asyncio.wait_for(self.reader, GUARD)
 
 
-async def start_hub_process(*args: str, config: Path | None = None) -> HubProcess:
-    """Start ``tether serve`` on a free port with ``args``; return once it listens."""
-    port = free_port()
-    command = [sys.executable, "-m", "tether", "serve", "--port", str(port), *args]
+async def start_hub_process(
+    *args: str,
+    config: Path | None = None,
+    port: int | None = None,
+    python: list[str] | None = None,
+    **popen: Any,
+) -> HubProcess:
+    """Start ``tether serve`` on ``port`` (a free one by default) with ``args``; return once it
+    listens. ``python``: the interpreter's command (``sys.executable`` by default); ``popen``:
+    more arguments for the subprocess."""
+    port = free_port() if port is None else port
+    interpreter = python or [sys.executable]
+    command = [*interpreter, "-m", "tether", "serve", "--port", str(port), *args]
     if config is not None:
         command += ["--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -222,6 +290,7 @@ async def start_hub_process(*args: str, config: Path | None = None) -> HubProces
         stderr=asyncio.subprocess.STDOUT,
         cwd=ROOT,
         env=env,
+        **popen,
     )
     hub = HubProcess(process, port)
     listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()

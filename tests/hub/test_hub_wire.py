@@ -121,9 +121,19 @@ def test_param_helpers() -> None:
 
 def test_error_codes_and_temporary_flags() -> None:
     codes = {int(code) for code in ErrorCode}
-    assert codes == set(range(100, 125))
+    assert codes == set(range(100, 128))
     temporary = {code for code in ErrorCode if HubError(code).temporary}
-    assert temporary == {ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, 112, 113, 114, 115, 116}
+    assert temporary == {
+        ErrorCode.INTERNAL,
+        ErrorCode.TOO_MANY_REQUESTS,
+        112,
+        113,
+        114,
+        115,
+        116,
+        ErrorCode.HISTORY_UNAVAILABLE,
+        ErrorCode.TOO_MANY_STREAMS,
+    }
 
 
 @pytest.mark.parametrize(

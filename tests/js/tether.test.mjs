@@ -109,7 +109,7 @@ test("recovery after a network drop: missed publications in order, none twice", 
 
   const connecting = until(client, "connecting");
   s0.drop(1006);
-  assert.deepEqual(await connecting, { code: 1006, reason: "" });
+  assert.deepEqual(await connecting, { code: 1006, reason: "", transport: "websocket" });
   assert.equal(sub.state, "subscribing");
 
   const { socket: s1 } = await hub.open(1);
@@ -243,7 +243,7 @@ test("stop codes end the client: no reconnect, pending publishes rejected", asyn
     const pending = client.publish("chat:a", "x");
     const disconnected = until(client, "disconnected");
     socket.drop(code, "bye");
-    assert.deepEqual(await disconnected, { code, reason: "bye" });
+    assert.deepEqual(await disconnected, { code, reason: "bye", transport: "websocket" });
     await assert.rejects(pending, (err) => err.code === "disconnected");
     assert.equal(client.state, "disconnected");
     assert.equal(client._reconnectTimer, null);
@@ -262,7 +262,7 @@ test("reconnect codes reconnect; a disconnect push decides with its flag", async
   const disconnected = until(client, "disconnected");
   s1.receive({ push: "disconnect", code: 4200, reason: "go away", reconnect: false });
   s1.drop(4200, "go away");
-  assert.deepEqual(await disconnected, { code: 4200, reason: "go away" });
+  assert.deepEqual(await disconnected, { code: 4200, reason: "go away", transport: "websocket" });
   assert.equal(hub.sockets.length, 2);
 });
 

@@ -28,12 +28,15 @@ import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 
+from tether.asgi.fallbacks import AsgiExchange, fallback_request
 from tether.asgi.http import BodyReader, send_response
 from tether.asgi.lifespan import serve_lifespan
 from tether.asgi.scope import ASGIApp, Receive, Scope, Send, route_path, scope_request
 from tether.asgi.transport import DEFAULT_WRITE_LIMIT
 from tether.asgi.websocket import refuse_websocket, serve_websocket
 from tether.hub.errors import ErrorCode
+from tether.hub.fallbacks import PATHS as FALLBACK_PATHS
+from tether.hub.fallbacks import Fallbacks
 from tether.hub.node import Node
 from tether.hub.routes import HttpRoutes, error_response
 from tether.protocol.handshake import Response
@@ -62,12 +65,17 @@ class HubApp:
         """Characters buffered per WebSocket before the session queues (see transport)."""
         self.routes = HttpRoutes(self.node)
         # Paths answered by an ASGI endpoint of their own rather than one
-        # HttpRoutes response: the WebSocket now, and the place where the
-        # streaming fallbacks (SSE, long polling) will be registered.
+        # HttpRoutes response: the WebSocket, and the HTTP fallbacks (SSE,
+        # HTTP streaming, long polling: docs/wire-protocol.md).
         self.websocket_endpoints: dict[str, ASGIApp] = {
             self.node.config.websocket_path: self._websocket_session,
         }
-        self.http_endpoints: dict[str, ASGIApp] = {}
+        self.fallbacks = Fallbacks(self.node, self.routes)
+        self.http_endpoints: dict[str, ASGIApp] = (
+            dict.fromkeys(FALLBACK_PATHS, self._fallback)
+            if self.node.config.fallbacks.enabled
+            else {}
+        )
 
     # ----------------------------------------------------------------- ASGI
 
@@ -100,6 +108,17 @@ class HubApp:
                 response = error_response(426, "upgrade to a WebSocket here", ErrorCode.BAD_REQUEST)
                 response.headers["Upgrade"] = "websocket"
         await send_response(send, response)
+
+    async def _fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = await self._started_or_refusal()
+        if refusal is not None:
+            await send_response(send, refusal)
+            return
+        exchange = AsgiExchange(receive, send, self.write_limit)
+        try:
+            await self.fallbacks.handle(fallback_request(scope), exchange)
+        finally:
+            await exchange.finish()
 
     async def _websocket_session(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = await self._started_or_refusal()

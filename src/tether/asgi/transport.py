@@ -32,15 +32,21 @@ import contextlib
 import logging
 
 from tether.asgi.scope import Send
+from tether.hub.transport import TransportKind
 from tether.protocol.exceptions import ConnectionClosedError
 
 logger = logging.getLogger("tether.asgi")
 
 DEFAULT_WRITE_LIMIT = 256 * 1024
 
+# Messages are queued one by one for one ASGI ``send`` each: nothing to share.
+ASGI_WEBSOCKET = TransportKind("websocket")
+
 
 class AsgiWebSocketTransport:
     """Implements :class:`tether.hub.transport.Transport` over an accepted ASGI WebSocket."""
+
+    kind = ASGI_WEBSOCKET
 
     def __init__(
         self, send: Send, *, write_limit: int = DEFAULT_WRITE_LIMIT, close_timeout: float = 5.0

@@ -251,9 +251,14 @@ class Server:
         max_headers: int = 128,
         stream_fragments: bool = False,
         ssl: ssl_module.SSLContext | None = None,
+        front: Callable[[Server], asyncio.BaseProtocol] | None = None,
         **create_server_kwargs: Any,
     ) -> None:
+        """``front``: makes each new connection's protocol in place of the WebSocket
+        one (a router that serves plain HTTP itself, and hands WebSocket requests
+        to :meth:`new_connection`)."""
         self.handler = handler
+        self.front = front
         # A Listener subclass as the handler selects the callback fast path.
         self.listener_factory: type[Listener] | None = (
             handler if isinstance(handler, type) and issubclass(handler, Listener) else None
@@ -297,6 +302,10 @@ class Server:
     def sockets(self) -> tuple[Any, ...]:
         return self._server.sockets if self._server is not None else ()
 
+    def new_connection(self) -> ServerConnection:
+        """A WebSocket connection protocol of this server, for a ``front`` to hand a socket to."""
+        return self._make_connection()
+
     def _make_connection(self) -> ServerConnection:
         protocol = ServerProtocol(
             origins=self.origins,
@@ -317,8 +326,12 @@ class Server:
     async def start(self) -> Server:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
+        front = self.front
+        factory: Callable[[], asyncio.BaseProtocol] = (
+            self._make_connection if front is None else lambda: front(self)
+        )
         self._server = await loop.create_server(
-            self._make_connection, self.host, self.port, ssl=self.ssl, **self.create_server_kwargs
+            factory, self.host, self.port, ssl=self.ssl, **self.create_server_kwargs
         )
         return self
 

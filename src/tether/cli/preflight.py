@@ -35,6 +35,8 @@ def require_hub_dependencies() -> None:
     """The hub verifies client tokens with PyJWT."""
     if not installed("jwt"):
         raise MissingDependency("tether serve", "PyJWT", "hub")
+    if not installed("h11"):  # the HTTP fallbacks' parser
+        raise MissingDependency("tether serve", "h11", "hub")
 
 
 def require_backend_modules(role_urls: dict[str, str]) -> None:
@@ -81,11 +83,11 @@ def _without_password(url: str) -> str:
 
 async def require_reachable(role_urls: dict[str, str], timeout: float = PROBE_TIMEOUT) -> None:
     """Each distinct non-memory backend accepts a connection within ``timeout`` seconds."""
-    from tether.hub.backends import MEMORY, backend_kind
+    from tether.hub.backends import backend_of
 
     seen: dict[str, str] = {}
     for role, url in role_urls.items():
-        if backend_kind(url) != MEMORY and url not in seen:
+        if not backend_of(url).local and url not in seen:
             seen[url] = role
     for url, role in seen.items():
         shown = _without_password(url)

@@ -103,18 +103,26 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--broker",
         metavar="URL",
         help="memory (default), redis://HOST:PORT/DB or nats://HOST:PORT: "
-        "nodes sharing one form one hub (env TETHER_BROKER)",
+        "nodes sharing one form one hub, with history and presence there too "
+        "(env TETHER_BROKER)",
     )
     p.add_argument(
         "--history",
         metavar="URL",
-        help="memory, redis://... or nats://... (JetStream); default: the broker if Redis, "
-        "else memory (TETHER_HISTORY)",
+        help="memory, redis://..., nats://... (JetStream) or sqlite:DIR; default: the broker "
+        "if Redis or NATS, else --data, else memory (env TETHER_HISTORY)",
     )
     p.add_argument(
         "--presence",
         metavar="URL",
-        help="memory or redis://...; default: as for --history (env TETHER_PRESENCE)",
+        help="memory, redis://... or nats://... (KeyValue); default: as for --history "
+        "(env TETHER_PRESENCE)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="keep history, epochs and idempotency keys in SQLite in DIR, so a restart "
+        "loses nothing (one node; env TETHER_DATA)",
     )
     # The backend proxy (docs/proxy.md): the app hooks as POSTs to the app's URLs.
     for hook in PROXY_HOOKS:
@@ -192,7 +200,7 @@ def plan(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
         config.allow_anonymous = True
     if args.origins:
         config.origins = list(args.origins)
-    for backend in ("broker", "history", "presence"):
+    for backend in ("broker", "history", "presence", "data"):
         if getattr(args, backend, None):
             setattr(config, backend, getattr(args, backend))
     _proxy_flags(args, config, env)
@@ -314,6 +322,18 @@ def reachable_urls(host: str, port: int) -> list[str]:
     return urls
 
 
+def history_note(url: str) -> str:
+    """Where history lives, and whether it survives a restart of this node."""
+    from tether.hub.backends import MEMORY, SQLITE, backend_kind, sqlite_directory
+
+    kind = backend_kind(url)
+    if kind == MEMORY:
+        return "in memory: lost when this node restarts (keep it with --data DIR)"
+    if kind == SQLITE:
+        return f"SQLite in {sqlite_directory(url)} (survives restarts)"
+    return f"shared on {kind} (survives restarts of this node)"
+
+
 def banner(p: Plan, url: str, ws_url: str) -> str:
     from tether._about import speedups_status
 
@@ -334,6 +354,7 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
     ]
     if p.backends:
         lines.append(f"  backends  : {p.backends}")
+    lines.append(f"  history   : {history_note(p.backend_urls.get('history', 'memory'))}")
     proxied = [h for h in (*PROXY_HOOKS, "disconnect") if getattr(config.proxy, h, "")]
     if proxied:
         lines.append(f"  proxy     : {', '.join(proxied)} -> backend URLs")
@@ -346,7 +367,7 @@ def banner(p: Plan, url: str, ws_url: str) -> str:
 
 
 async def serve(p: Plan) -> int:
-    from tether.hub import Node, serve_hub
+    from tether.hub import BrokerUnavailable, Node, serve_hub
 
     await preflight.require_reachable(p.backend_urls)
     p.loop = loop.running()  # the banner reports the loop in use, not only the one asked for
@@ -364,6 +385,8 @@ async def serve(p: Plan) -> int:
     hub = serve_hub(Node(p.config), p.host, p.port)
     try:
         await hub.start()
+    except BrokerUnavailable as exc:  # a damaged history file, JetStream off ...
+        raise CliError(f"cannot start the hub: {exc}") from exc
     except OSError as exc:  # start() has closed the node again
         raise UsageError(f"cannot listen on {p.host}:{p.port}: {exc.strerror or exc}") from exc
     print(banner(p, hub.url, hub.websocket_url), flush=True)

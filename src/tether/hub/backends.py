@@ -1,16 +1,17 @@
 """Broker, History and Presence chosen by URL (``tether serve --broker …``).
 
 ``memory`` (the default) keeps everything in the process. ``redis://`` (or
-``rediss://``, ``unix://``) selects the Redis implementation, ``nats://``
-the NATS broker or JetStream history. Any broker works with any history and
-presence: when only the broker is given, history and presence follow it if
-it is Redis, and stay in memory otherwise (NATS keeps no presence: pair it
-with ``--history nats://…`` or ``redis://…`` and ``--presence redis://…``
-for several nodes).
+``rediss://``, ``unix://``) selects the Redis implementation, ``nats://`` the
+NATS broker, JetStream history and KeyValue presence, ``sqlite:DIR`` a
+history file in ``DIR`` (one node's durable history). Any broker works with
+any history and presence: when only the broker is given, history and
+presence follow it if it is Redis or NATS, so a cluster needs one server
+and nothing else. On a node without a networked broker, ``data`` (``--data
+DIR``) keeps history in SQLite there; otherwise history stays in memory.
 
 Backends are registered by URL scheme (:func:`register_backend`): the
-package registers memory, Redis and NATS; another package adds its own
-through the ``tether.backends`` entry point group, each entry point named
+package registers memory, SQLite, Redis and NATS; another package adds its
+own through the ``tether.backends`` entry point group, each entry point named
 after its scheme and pointing at a :class:`Backend`::
 
     [project.entry-points."tether.backends"]
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from tether.hub.brokers.base import Broker
@@ -36,6 +38,7 @@ from tether.hub.presence.memory import MemoryPresence
 logger = logging.getLogger("tether.hub")
 
 MEMORY = "memory"
+SQLITE = "sqlite"
 ENTRY_POINT_GROUP = "tether.backends"
 
 # ``factory(url, prefix)``: prefix is the hub's backplane_prefix (config).
@@ -57,6 +60,8 @@ class Backend:
     """History and presence follow a broker of this kind when not given."""
     label: str = ""
     """How errors name it (``NATS``); the kind when empty."""
+    local: bool = False
+    """Kept on this machine: nothing to reach over the network before starting."""
 
     @property
     def name(self) -> str:
@@ -104,7 +109,8 @@ def backend_of(url: str) -> Backend:
     backend = _BACKENDS.get(urlsplit(url).scheme.lower())
     if backend is None:
         raise ConfigError(
-            f"unknown backend {url!r}: use memory, redis://HOST:PORT/DB or nats://HOST:PORT"
+            f"unknown backend {url!r}: use memory, redis://HOST:PORT/DB, nats://HOST:PORT "
+            "or sqlite:DIR (history)"
         )
     return backend
 
@@ -124,16 +130,47 @@ class BackendUrls:
         return f"broker {self.broker}, history {self.history}, presence {self.presence}"
 
 
+def sqlite_url(directory: str) -> str:
+    """The history URL of a data directory: ``sqlite:`` and its absolute path."""
+    return f"{SQLITE}:{Path(directory).expanduser().absolute()}"
+
+
+def sqlite_directory(url: str) -> Path:
+    """The directory of a ``sqlite:DIR`` (or ``sqlite:///DIR``) history URL."""
+    parts = urlsplit(url)
+    path = parts.netloc + parts.path if parts.netloc else parts.path
+    if not path:
+        raise ConfigError(f"{url!r} names no directory: use sqlite:/path/to/dir")
+    return Path(path)
+
+
 def resolve(config: HubConfig) -> BackendUrls:
     """The URL of each backend, with the defaults of the module doc applied."""
     broker = config.broker or MEMORY
-    follow = broker if backend_of(broker).follows else MEMORY
+    follows = backend_of(broker).follows
+    follow = broker if follows else MEMORY
     history = config.history or follow
+    if config.data:
+        if config.history:
+            raise ConfigError(
+                "data and history both say where history lives: give one "
+                "(--data keeps it in SQLite on this node)"
+            )
+        if follows:
+            raise ConfigError(
+                f"data keeps history on this node only, but the broker {broker} "
+                "makes a cluster, whose nodes share history on that server: drop "
+                "--data (or pass --history sqlite:DIR to keep it local anyway)"
+            )
+        history = sqlite_url(config.data)
     presence = config.presence or follow
     for url, role in ((history, "history"), (presence, "presence")):
         backend = backend_of(url)
         if getattr(backend, role) is None:
-            raise ConfigError(f"{role} cannot be {backend.name}: use memory or redis://")
+            raise ConfigError(
+                f"{role} cannot be {backend.name}: use memory, redis:// or nats://"
+                + (" or sqlite:DIR" if role == "history" else "")
+            )
     return BackendUrls(broker, history, presence)
 
 
@@ -154,7 +191,7 @@ def make_history(url: str, prefix: str) -> History:
 def make_presence(url: str, prefix: str) -> Presence:
     backend = backend_of(url)
     if backend.presence is None:
-        raise ConfigError(f"presence cannot be {backend.name}: use memory or redis://")
+        raise ConfigError(f"presence cannot be {backend.name}: use memory, redis:// or nats://")
     return backend.presence(url, prefix)
 
 
@@ -192,21 +229,42 @@ def _nats_history(url: str, prefix: str) -> History:
     return NatsHistory(url, prefix=prefix)
 
 
+def _nats_presence(url: str, prefix: str) -> Presence:
+    from tether.hub.presence.nats import NatsPresence
+
+    return NatsPresence(url, prefix=prefix)
+
+
+def _sqlite_history(url: str, prefix: str) -> History:
+    from tether.hub.history.sqlite import SqliteHistory
+
+    return SqliteHistory(sqlite_directory(url))
+
+
 _MEMORY = Backend(
     MEMORY,
     broker=lambda url, prefix: MemoryBroker(),
     history=lambda url, prefix: MemoryHistory(),
     presence=lambda url, prefix: MemoryPresence(),
+    local=True,
 )
 REDIS = Backend(
     "redis", broker=_redis_broker, history=_redis_history, presence=_redis_presence, follows=True
 )
-# NATS keeps no presence (see the module doc).
-NATS = Backend("nats", broker=_nats_broker, history=_nats_history, label="NATS")
+NATS = Backend(
+    "nats",
+    broker=_nats_broker,
+    history=_nats_history,
+    presence=_nats_presence,
+    follows=True,
+    label="NATS",
+)
+SQLITE_BACKEND = Backend(SQLITE, history=_sqlite_history, label="SQLite", local=True)
 
 register_backend([MEMORY], _MEMORY)
 register_backend(["redis", "rediss", "unix"], REDIS)
 register_backend(["nats", "tls"], NATS)
+register_backend([SQLITE], SQLITE_BACKEND)
 
 
 def backends_for(

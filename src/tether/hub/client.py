@@ -5,6 +5,11 @@
     await client.subscribe("chat:lobby", on_publication=print)
     await client.publish("chat:lobby", {"text": "hi"})
 
+When the WebSocket cannot get through (a proxy that strips ``Upgrade``, one
+that holds it), it falls back by itself to the HTTP transports of
+docs/wire-protocol.md ("HTTP fallbacks"): HTTP streaming, then SSE, then long
+polling (``transports=`` orders or forces them; the HTTP ones need httpx).
+
 It reconnects by itself (exponential backoff with full jitter), resubscribes
 with the last offset and epoch of each channel so missed publications arrive
 in order and once, and resends publishes that were not acknowledged with
@@ -21,14 +26,22 @@ import itertools
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.asyncio.client import ClientConnection, connect
+from tether.hub.client_links import (
+    HTTP_LINKS,
+    HTTP_TRANSPORTS,
+    TRANSPORTS,
+    Link,
+    WebSocketLink,
+    http_client,
+    httpx_available,
+)
 from tether.hub.errors import ErrorCode, HubCloseCode, should_reconnect
 from tether.hub.model import JSON, ClientInfo, StreamPosition
-from tether.hub.wire import SUBPROTOCOL, dumps, loads
+from tether.hub.wire import dumps, loads
 from tether.protocol.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 logger = logging.getLogger("tether.hub.client")
@@ -50,6 +63,9 @@ class StateEvent:
     state: ClientState
     code: int | None = None
     reason: str = ""
+    transport: str | None = None
+    """The transport in use (``"websocket"``, ``"http_stream"``, ``"sse"``,
+    ``"long_poll"``), or the one lost; None before any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +177,16 @@ class Client:
         on_state: Callable[[StateEvent], Any] | None = None,
         data: JSON = None,
         on_server_subscription: Callable[[Subscription], Any] | None = None,
+        transports: Sequence[str] | None = None,
+        transport_timeout: float = 5.0,
         **connect_options: Any,
     ) -> None:
-        """``get_token`` fetches a fresh token (at start without ``token``, before
+        """``transports`` are tried in order (default: websocket, http_stream, sse,
+        long_poll; the HTTP ones only when httpx is installed); the first that connects
+        is kept for reconnects, and one that has not connected within
+        ``transport_timeout`` seconds makes way for the next.
+
+        ``get_token`` fetches a fresh token (at start without ``token``, before
         expiry, and after the hub closes with 3000); ``connect_options`` go to
         :func:`tether.connect`.
 
@@ -172,6 +195,20 @@ class Client:
         on its own (before any of its publications): set its handlers there.
         """
         self.url = url
+        wanted = tuple(TRANSPORTS if transports is None else transports)
+        unknown = [name for name in wanted if name not in TRANSPORTS]
+        if not wanted or unknown:
+            raise ValueError(f"transports must be some of {', '.join(TRANSPORTS)}: {unknown}")
+        if not httpx_available():
+            if transports is not None and any(name in HTTP_TRANSPORTS for name in wanted):
+                raise ImportError("the HTTP transports need httpx: pip install 'tether[proxy]'")
+            wanted = tuple(name for name in wanted if name not in HTTP_TRANSPORTS)
+        self.transports = wanted
+        self.transport_timeout = transport_timeout
+        self._round: list[str] = []  # transports still to try before backing off
+        self._working: str | None = None  # the one that connected last
+        self._working_failures = 0
+        self._http: Any = None  # an httpx.AsyncClient, made for the first HTTP transport
         self.token = token
         self.get_token = get_token
         self.info = info
@@ -195,7 +232,7 @@ class Client:
         self._publishes: dict[str, _Publish] = {}
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
-        self._ws: ClientConnection | None = None
+        self._ws: Link | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -207,6 +244,11 @@ class Client:
         self._disconnect_push: tuple[int, str] | None = None
 
     # -------------------------------------------------------------- public
+
+    @property
+    def transport(self) -> str | None:
+        """The name of the transport in use (None while there is none)."""
+        return self._ws.name if self._ws is not None else None
 
     def on_state(self, callback: Callable[[StateEvent], Any]) -> None:
         self._state_callbacks.append(callback)
@@ -258,6 +300,9 @@ class Client:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         self._set_state(ClientState.CLOSED, self.close_code, self.close_reason)
 
     async def wait_connected(self) -> None:
@@ -392,47 +437,99 @@ class Client:
             await asyncio.sleep(delay)
 
     async def _session(self) -> tuple[int, str]:
-        """One connection, from opening to closing; return the close code and reason."""
+        """One connection, from opening to closing; return the close code and reason.
+
+        Transports of this round are tried in turn until one connects; one that
+        fails before the hub's connect reply (the network or a proxy, not the hub)
+        makes way for the next at once, without backoff.
+        """
+        if not self._round:
+            if self._working is not None and self._working_failures < 3:
+                self._round = [self._working]
+            else:
+                self._working = None
+                self._round = list(self.transports)
+        while True:
+            name = self._round.pop(0)
+            code, reason, connected = await self._session_on(name)
+            if connected:
+                self._round = []
+                return code, reason
+            if name == self._working:
+                self._working_failures += 1
+            self.close_code, self.close_reason = code, reason  # the last error, if all fail
+            if not self._round or self._closing or not should_reconnect(code):
+                self._round = []
+                return code, reason
+            logger.info("transport %s failed (%s %s), next: %s", name, code, reason, self._round[0])
+
+    async def _session_on(self, name: str) -> tuple[int, str, bool]:
+        """One connection on one transport: its close code and reason, and whether it
+        connected (got the hub's connect reply)."""
+        last = not self._round
         try:
             if self.token is None and self.get_token is not None:
                 self.token = await self.get_token()
-            ws = await connect(self.url, subprotocols=[SUBPROTOCOL], **self.connect_options)
+            link: Link
+            if name == "websocket":
+                link = await asyncio.wait_for(
+                    WebSocketLink.open(self.url, **self.connect_options), self.transport_timeout
+                )
+            else:
+                if self._http is None:
+                    self._http = http_client()
+                link = HTTP_LINKS[name](self.url, self._http)
         except InvalidStatus as exc:
-            return self._refused(exc)
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            return 1006, str(exc)
-        self._ws = ws
-        reader = asyncio.get_running_loop().create_task(self._read(ws))
+            return (*self._refused(exc, last=last), False)
+        except (OSError, InvalidHandshake, asyncio.TimeoutError, TimeoutError) as exc:
+            return 1006, f"{name}: {exc or 'did not open in time'}", False
+        self._ws = link
+        reader = asyncio.get_running_loop().create_task(self._read(link))
+        connected = False
         try:
-            await self._handshake()
+            await asyncio.wait_for(self._handshake(), self.transport_timeout)
+            connected = True
         except HubClientError as exc:
+            connected = True  # the hub answered: this transport works
             if exc.code == ErrorCode.TOKEN_EXPIRED:
                 self.token = None  # the hub closes with 3000; a new token comes next time
             elif exc.temporary:
-                await ws.close(1000, "connect failed")
+                await link.close(1000, "connect failed")
                 await reader
-                return 1011, exc.message
+                return 1011, exc.message, True
             else:
                 self._stop(exc)
-                await ws.close(1000, "refused")
+                await link.close(1000, "refused")
+        except (asyncio.TimeoutError, TimeoutError):
+            await link.close(1000, "no connect reply")
+            await reader
+            return 1006, f"{name} did not connect within {self.transport_timeout} s", False
         except ConnectionError:
             pass
         await reader
-        code = ws.close_code if ws.close_code is not None else 1006
-        reason = ws.close_reason or ""
+        if connected or self._disconnect_push is not None:
+            connected = True
+            self._working, self._working_failures = name, 0
+        code = link.close_code if link.close_code is not None else 1006
+        reason = link.close_reason or ""
         if self._disconnect_push is not None:
             code, reason = self._disconnect_push
-        return code, reason
+        return code, reason, connected
 
-    def _refused(self, exc: InvalidStatus) -> tuple[int, str]:
-        """The upgrade got an HTTP error: retry when that can help, else stop."""
+    def _refused(self, exc: InvalidStatus, *, last: bool) -> tuple[int, str]:
+        """The upgrade got an HTTP error: retry when that can help, else stop.
+
+        A refusal other than 401/403 may come from a proxy rather than the hub (one
+        that strips ``Upgrade`` gets the hub's 400): the next transport is tried, and
+        only the last one's refusal stops the client.
+        """
         response = exc.response
         why = response.body.decode("utf-8", "replace").strip().splitlines()
         reason = f"{exc}: {why[0][:200]}" if why else str(exc)
         status = response.status_code
         if status == 401 and self.get_token is not None:
             self.token = None  # a token in a cookie or subprotocol may have expired
-        elif 400 <= status < 500 and status not in _RETRY_STATUSES:
+        elif status == 403 or (last and 400 <= status < 500 and status not in _RETRY_STATUSES):
             # A forbidden origin, a bad token, no such path: asking again
             # cannot help.
             self._stop(ConnectionError(f"hub refused the connection: {reason}"))
@@ -651,16 +748,21 @@ class Client:
 
     # ------------------------------------------------------------ reading
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, link: Link) -> None:
         try:
-            async for message in ws:
+            async for message in link:
                 if isinstance(message, str):
                     self._on_message(message)
+                else:
+                    self._on_frame(message)
         except ConnectionClosed:
             pass
         except Exception:
             logger.exception("hub client reader failed")
-            await ws.close(1011, "client error")
+            await link.close(1011, "client error")
+        finally:
+            # Replies that cannot come any more (publishes stay, to be sent again).
+            self._fail_all(ConnectionError("connection lost"), publishes=False)
 
     def _on_message(self, text: str) -> None:
         try:
@@ -668,6 +770,13 @@ class Client:
         except ValueError:
             logger.warning("hub sent invalid JSON")
             return
+        if not isinstance(message, dict):
+            logger.warning("hub sent a message that is not a JSON object")
+            return
+        self._on_frame(message)
+
+    def _on_frame(self, message: dict[str, Any]) -> None:
+        """One reply or push, parsed (a WebSocket message, or an HTTP transport's frame)."""
         if "id" in message:
             pending = self._pending.pop(message["id"], None)
             if pending is None:
@@ -793,7 +902,8 @@ class Client:
         if state is self.state:
             return
         self.state = state
-        event = StateEvent(state, code, reason)
+        transport = self._ws.name if self._ws is not None else self._working
+        event = StateEvent(state, code, reason, transport)
         for callback in self._state_callbacks:
             try:
                 callback(event)
@@ -816,5 +926,5 @@ def _publication(channel: str, data: dict[str, Any], epoch: object) -> Publicati
 def _ignore_closed(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         exc = task.exception()
-        if not isinstance(exc, ConnectionClosed):
+        if not isinstance(exc, (ConnectionClosed, ConnectionError)):
             logger.warning("hub client send failed: %s", exc)

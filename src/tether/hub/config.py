@@ -73,6 +73,34 @@ class Limits:
     """Largest HTTP API request body (413 beyond)."""
 
 
+@dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    """The HTTP fallbacks (docs/wire-protocol.md, "HTTP fallbacks"): limits and switches."""
+
+    enabled: bool = True
+    """Serve SSE, HTTP streaming and long polling beside the WebSocket."""
+    query_token: bool = False
+    """Accept ``?token=`` on ``/connection/sse`` (URLs end up in logs: see the spec)."""
+    max_streams_per_ip: int = 64
+    """Open streams plus waiting polls per client IP (429, code 126)."""
+    max_streams: int = 10000
+    """Open streams plus waiting polls on this node (429, code 126)."""
+    max_body_size: int = 1024 * 1024
+    """Largest ``stream``/``poll``/``send`` request body (413, code 110)."""
+    max_commands: int = 100
+    """Commands in one ``send`` (400, code 106)."""
+    poll_timeout: float = 25.0
+    """Longest wait of one long poll."""
+    session_timeout: float = 50.0
+    """A long-poll session without a waiting poll ends after this many seconds (4012)."""
+    relay_timeout: float = 5.0
+    """Seconds to wait for the node holding a session (then 404, code 125)."""
+    request_timeout: float = 10.0
+    """Seconds to receive a request's head, then its body."""
+    keepalive_timeout: float = 15.0
+    """Seconds an idle keep-alive connection is kept."""
+
+
 DEFAULT_PROXY_HEADERS = (
     "Authorization",
     "User-Agent",
@@ -136,6 +164,7 @@ class HubConfig:
     strict_namespaces: bool = False
     """Reject channels of namespaces not listed in ``namespaces`` (error 102)."""
     limits: Limits = field(default_factory=Limits)
+    fallbacks: FallbackConfig = field(default_factory=FallbackConfig)
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     close_timeout: float = 5.0
@@ -150,10 +179,15 @@ class HubConfig:
     broker: str = "memory"
     """Where publications travel between nodes: ``memory``, ``redis://…`` or ``nats://…``."""
     history: str = ""
-    """``memory``, ``redis://…`` or ``nats://…`` (JetStream); empty: the broker's Redis if it
-    is Redis, else memory."""
+    """``memory``, ``redis://…``, ``nats://…`` (JetStream) or ``sqlite:DIR``; empty: the
+    broker's server if it is Redis or NATS, else SQLite in ``data`` if set, else memory."""
     presence: str = ""
-    """``memory`` or ``redis://…``; empty: the broker's Redis if it is Redis, else memory."""
+    """``memory``, ``redis://…`` or ``nats://…`` (a KeyValue bucket); empty: the broker's
+    server if it is Redis or NATS, else memory."""
+    data: str = ""
+    """Directory where this node keeps history, epochs and idempotency keys (SQLite), so
+    a restart loses nothing; empty: in memory (lost at restart). One node only: a
+    cluster keeps history in its broker's server (docs/hub.md, "Durable history")."""
     backplane_prefix: str = "tether"
     """Prefix of Redis keys and channels and NATS subjects (hubs sharing a server differ)."""
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
@@ -229,6 +263,8 @@ def config_from_mapping(data: Mapping[str, Any]) -> HubConfig:
         }
     if "limits" in data:
         config.limits = _build(Limits, data.pop("limits"), "limits")
+    if "fallbacks" in data:
+        config.fallbacks = _build(FallbackConfig, data.pop("fallbacks"), "fallbacks")
     if "proxy" in data:
         config.proxy = _build(ProxyConfig, data.pop("proxy"), "proxy")
         headers = config.proxy.headers
@@ -273,6 +309,7 @@ _SCALARS: dict[str, object] = {
     "broker": "",
     "history": "",
     "presence": "",
+    "data": "",
     "backplane_prefix": "",
 }
 
@@ -288,6 +325,7 @@ ENVIRONMENT = {
     "TETHER_BROKER": "broker",
     "TETHER_HISTORY": "history",
     "TETHER_PRESENCE": "presence",
+    "TETHER_DATA": "data",
 }
 
 

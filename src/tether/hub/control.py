@@ -19,6 +19,12 @@ from tether.hub.wire import dumps, loads
 
 # Client channel names may not start with the prefix (error 107).
 CONTROL_CHANNEL = RESERVED_PREFIX + "control"
+NODE_CHANNEL_PREFIX = RESERVED_PREFIX + "node."
+
+
+def node_channel(node_id: str) -> str:
+    """The broker channel only the node ``node_id`` subscribes to (requests addressed to it)."""
+    return NODE_CHANNEL_PREFIX + node_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +82,44 @@ class Goodbye:
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class RelayRequest:
+    """An HTTP fallback request for a session held by another node (tether.hub.relay).
+
+    Sent on the owner node's own channel (:func:`node_channel`), not the
+    control channel: only that node reads it.
+    """
+
+    request: str
+    origin: str
+    """The node that received the HTTP request (and waits for the answer)."""
+    action: str
+    """``send`` or ``poll``."""
+    key: str
+    """The session key."""
+    user: str | None
+    """The user the HTTP request's own credentials name, if it carried any."""
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAnswer:
+    request: str
+    status: int
+    body: str
+    """The HTTP response body, as the owner node rendered it."""
+
+
 ControlMessage = (
-    Disconnect | Subscribe | Unsubscribe | SessionsQuery | SessionsReply | Hello | Goodbye
+    Disconnect
+    | Subscribe
+    | Unsubscribe
+    | SessionsQuery
+    | SessionsReply
+    | Hello
+    | Goodbye
+    | RelayRequest
+    | RelayAnswer
 )
 
 _OPS: dict[str, type[ControlMessage]] = {
@@ -88,6 +130,8 @@ _OPS: dict[str, type[ControlMessage]] = {
     "sessions_reply": SessionsReply,
     "hello": Hello,
     "goodbye": Goodbye,
+    "relay": RelayRequest,
+    "relay_answer": RelayAnswer,
 }
 _NAMES = {cls: op for op, cls in _OPS.items()}
 

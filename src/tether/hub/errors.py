@@ -45,6 +45,13 @@ class ErrorCode(enum.IntEnum):
     """HTTP: a Host or Origin outside the hub's allow-list (development mode: loopback)."""
     NOT_FOUND = 124
     """HTTP: no such path (status 404)."""
+    SESSION_NOT_FOUND = 125
+    """HTTP fallbacks: unknown, forged, expired or ended session key (404): reconnect."""
+    TOO_MANY_STREAMS = 126
+    """HTTP fallbacks: too many streams or waiting polls, per IP or in total (429)."""
+    HISTORY_UNAVAILABLE = 127
+    """The history store cannot write or read now (a full disk, a read-only or damaged
+    file): nothing was stored or published (docs/hub.md, "Durable history")."""
 
 
 # Codes an application may choose for its own refusals and RPC errors (docs/hooks.md).
@@ -61,6 +68,8 @@ TEMPORARY = frozenset(
         ErrorCode.APP_ERROR,
         ErrorCode.APP_UNAVAILABLE,
         ErrorCode.OVERLOADED,
+        ErrorCode.HISTORY_UNAVAILABLE,
+        ErrorCode.TOO_MANY_STREAMS,
     }
 )
 
@@ -90,6 +99,9 @@ _MESSAGES: dict[int, str] = {
     ErrorCode.LENGTH_REQUIRED: "length required",
     ErrorCode.HOST_NOT_ALLOWED: "host not allowed",
     ErrorCode.NOT_FOUND: "not found",
+    ErrorCode.HISTORY_UNAVAILABLE: "history storage unavailable",
+    ErrorCode.SESSION_NOT_FOUND: "session not found",
+    ErrorCode.TOO_MANY_STREAMS: "too many streams",
 }
 
 

@@ -26,6 +26,9 @@ class Metrics:
         self.api_requests: collections.Counter[str] = collections.Counter()
         # (via, error code) -> count: every command or API request refused.
         self.refusals: collections.Counter[tuple[str, int]] = collections.Counter()
+        # Sessions opened and bytes written, by transport (websocket, sse, http_stream …).
+        self.transport_sessions: collections.Counter[str] = collections.Counter()
+        self.transport_bytes: collections.Counter[str] = collections.Counter()
 
     def refused(self, via: str, method: str, code: int) -> None:
         """Count a refusal: ``via`` is ``wire`` or ``api``; publishes also by code."""
@@ -84,6 +87,18 @@ class Metrics:
                 self.publish_errors,
             ),
             ("api_requests_total", "HTTP API requests, by path.", "path", self.api_requests),
+            (
+                "transport_sessions_total",
+                "Client sessions opened, by transport.",
+                "transport",
+                self.transport_sessions,
+            ),
+            (
+                "transport_bytes_total",
+                "Bytes written to clients over HTTP fallbacks, by transport.",
+                "transport",
+                self.transport_bytes,
+            ),
         ]
         for name, help_text, label, counter in labelled:
             samples = [(f'{{{label}="{key}"}}', n) for key, n in sorted(counter.items())]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +21,10 @@ from tether.hub.backends import backends_for
 from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
-from tether.hub.control import CONTROL_CHANNEL
+from tether.hub.control import CONTROL_CHANNEL, node_channel
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
+from tether.hub.history.errors import unavailable_error
 from tether.hub.hooks import Hooks
 from tether.hub.inbound import is_valid_text
 from tether.hub.metrics import Metrics
@@ -100,6 +101,10 @@ class Node:
         """Subscribe, unsubscribe, disconnect and list a user's sessions on every node."""
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
         self.id = uuid.uuid4().hex
+        self.channel = node_channel(self.id)
+        """This node's own broker channel: requests addressed to it (tether.hub.relay)."""
+        self.on_addressed: Callable[[bytes], None] | None = None
+        """Handles what arrives on :attr:`channel` (set by the HTTP fallbacks)."""
         self.metrics = Metrics()
         self.registry: ChannelRegistry[Session] = ChannelRegistry()
         self.sessions: dict[str, Session] = {}
@@ -138,14 +143,25 @@ class Node:
     async def _start(self) -> None:
         self._closed = False
         # Resets the sessions that missed publications while a networked broker was down.
-        self.backplane = watcher = BackplaneWatcher.attach(self)
+        # A damaged history file or a server without JetStream stops the node
+        # here, with a sentence saying so, before it accepts any client.
+        watcher = None
         try:
+            await self.history_store.start()
+            await self.presence_store.start()
+            self.backplane = watcher = BackplaneWatcher.attach(self)
             await self.broker.start(self._on_broker_message)
             await self.broker.subscribe(CONTROL_CHANNEL)
+            await self.broker.subscribe(self.channel)
         except BaseException:
             if watcher is not None:
                 watcher.detach()
             self.backplane = None
+            # Released, not lost: a later start() opens them again.
+            with contextlib.suppress(Exception):
+                await self.history_store.close()
+            with contextlib.suppress(Exception):
+                await self.presence_store.close()
             raise
         with contextlib.suppress(HubError):  # a backplane down now: said at the next round
             await self.users.hello()
@@ -244,6 +260,7 @@ class Node:
     def add_session(self, session: Session) -> None:
         self.sessions[session.id] = session
         self.metrics.connections_total += 1
+        self.metrics.transport_sessions[session.transport_name] += 1
 
     def set_user(self, session: Session) -> None:
         """Index a connected session by its user, for :meth:`disconnect`."""
@@ -363,8 +380,8 @@ class Node:
                 ttl=options.history_ttl,
                 idempotency_key=idempotency_key,
             )
-        except BrokerUnavailable as exc:
-            raise HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None) from None
+        except BrokerUnavailable as exc:  # 127 for history storage, 112 for the backplane
+            raise unavailable_error(exc) from None
         if added.duplicate:
             return PublishResult(added.position, duplicate=True)
         self.metrics.publications += 1
@@ -423,8 +440,11 @@ class Node:
     # ------------------------------------------------------------- delivery
 
     def _on_broker_message(self, channel: str, payload: bytes) -> None:
-        if channel == CONTROL_CHANNEL:
-            self.users.on_control(payload)
+        if channel.startswith(RESERVED_PREFIX):
+            if channel == CONTROL_CHANNEL:
+                self.users.on_control(payload)
+            elif channel == self.channel and self.on_addressed is not None:
+                self.on_addressed(payload)
             return
         sessions = self.registry.sessions(channel)
         if not sessions:

@@ -30,6 +30,7 @@ from tether.hub import metrics as metrics_module
 from tether.hub.auth import api_key_matches, bearer_matches
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.errors import ErrorCode, HubError
+from tether.hub.history.errors import unavailable_error
 from tether.hub.inbound import check_params
 from tether.hub.model import JSON
 from tether.hub.node import Node
@@ -66,6 +67,7 @@ _STATUS: dict[int, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.BROKER_UNAVAILABLE: 503,
+    ErrorCode.HISTORY_UNAVAILABLE: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.HTTP_METHOD_NOT_ALLOWED: 405,
     ErrorCode.HOST_NOT_ALLOWED: 403,
@@ -159,7 +161,7 @@ class HttpRoutes:
         """
         # (HEAD answers lose their body in the protocol layer: RFC 9110 section 9.3.2.)
         path = urlsplit(request.path).path
-        if not self._host_allowed(request.headers):
+        if not self.host_allowed(request.headers):
             logger.info(
                 "refused a request for host %r from origin %r",
                 request.headers.get("Host"),
@@ -210,13 +212,13 @@ class HttpRoutes:
             return error_response(
                 400, f"offer the {SUBPROTOCOL} subprotocol", ErrorCode.BAD_REQUEST
             )
-        if not self._origin_allowed(headers):
+        if not self.origin_allowed(headers):
             origin = headers.get("Origin")
             logger.info("refused a connection from origin %r", origin)
             return error_response(403, "origin not allowed", ErrorCode.PERMISSION_DENIED)
         return None
 
-    def _host_allowed(self, headers: Headers) -> bool:
+    def host_allowed(self, headers: Headers) -> bool:
         """``Host`` and ``Origin`` name an allowed host (when the config lists them).
 
         A DNS-rebinding page is served from ``evil.example``, then points that
@@ -233,7 +235,7 @@ class HttpRoutes:
         origin = headers.get("Origin")
         return origin is None or hostname(origin) in names
 
-    def _origin_allowed(self, headers: Headers) -> bool:
+    def origin_allowed(self, headers: Headers) -> bool:
         origin = headers.get("Origin")
         if origin is None:
             # Not a browser: no page whose visitor's cookies could be abused.
@@ -278,9 +280,9 @@ class HttpRoutes:
             refusal = exc
         except HubError as err:
             refusal = ApiRefusal(_STATUS.get(err.code, 400), err.code, err.message)
-        except BrokerUnavailable as exc:
-            message = str(exc) or "broker unavailable"
-            refusal = ApiRefusal(503, ErrorCode.BROKER_UNAVAILABLE, message)
+        except BrokerUnavailable as exc:  # the backplane, or history storage (127)
+            unavailable = unavailable_error(exc)
+            refusal = ApiRefusal(503, unavailable.code, unavailable.message)
         except Exception:
             logger.exception("API %s failed", path)
             refusal = ApiRefusal(500, ErrorCode.INTERNAL, "internal error")

@@ -6,20 +6,37 @@ and on exit tells every client to reconnect elsewhere before closing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib.util
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tether._extras import MissingDependency
 from tether.asyncio.server import Server, ServerConnection, serve
+from tether.http.messages import HttpLimits, HttpRequest
+from tether.http.router import FirstLineRouter, request_path
 from tether.hub.auth import token_from_handshake
+from tether.hub.fallbacks import PATHS as FALLBACK_PATHS
+from tether.hub.fallbacks import Fallbacks
 from tether.hub.node import Node
-from tether.hub.routes import HttpRoutes
+from tether.hub.routes import HttpRoutes, error_response
 from tether.hub.session import Session
-from tether.hub.transport import WebSocketTransport
+from tether.hub.transports.websocket import WebSocketTransport
 from tether.hub.wire import SUBPROTOCOL
 from tether.protocol.exceptions import ConnectionClosed
 from tether.protocol.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from tether.protocol.frames import CloseCode
+from tether.protocol.handshake import Request
+
+if TYPE_CHECKING:
+    from tether.http.server import HttpConnection, HttpExchange
+
+
+def require_h11() -> None:
+    """The HTTP fallbacks parse HTTP with h11 (the ``hub`` extra)."""
+    if importlib.util.find_spec("h11") is None:
+        raise MissingDependency("the hub's HTTP fallbacks", "h11", "hub")
 
 
 async def run_session(node: Node, ws: ServerConnection) -> None:
@@ -66,6 +83,43 @@ def _close_code(ws: ServerConnection) -> int:
     return CloseCode.ABNORMAL
 
 
+class HubHttp:
+    """The hub's plain HTTP/1.1 (keep-alive, streaming): the fallbacks, and every other
+    route on a connection that started with a fallback request."""
+
+    def __init__(self, node: Node, routes: HttpRoutes) -> None:
+        self.routes = routes
+        self.fallbacks = Fallbacks(node, routes)
+        fallbacks = node.config.fallbacks
+        self.limits = HttpLimits(
+            request_timeout=fallbacks.request_timeout,
+            keepalive_timeout=fallbacks.keepalive_timeout,
+        )
+        self.connections: set[HttpConnection] = set()
+
+    async def __call__(self, request: HttpRequest, exchange: HttpExchange) -> None:
+        if request.path in FALLBACK_PATHS:
+            await self.fallbacks.handle(request, exchange)
+            return
+        head = Request(request.target, request.headers, request.method)
+        response = await self.routes.respond(head, exchange.read_body)
+        if response is None:  # an upgrade request on a plain HTTP connection
+            response = error_response(400, "open the WebSocket on a new connection", 107)
+        await exchange.respond(response.status_code, response.headers.items(), response.body)
+
+    def connection(self) -> HttpConnection:
+        from tether.http.server import HttpConnection  # h11: the hub extra
+
+        conn = HttpConnection(self, self.limits)
+        self.connections.add(conn)
+        conn.closed.add_done_callback(lambda _: self.connections.discard(conn))
+        return conn
+
+    def close(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+
 class HubServer:
     """A started hub: ``node``, ``server`` (the tether server) and ``port``."""
 
@@ -75,12 +129,33 @@ class HubServer:
         self.port = port
         self.kwargs = kwargs
         self.server: Server | None = None
+        self.routes = HttpRoutes(node)
+        self.http = HubHttp(node, self.routes)
+        self._routers: set[FirstLineRouter] = set()
+        """Connections whose first request line has not arrived yet."""
+
+    def _front(self, server: Server) -> asyncio.BaseProtocol:
+        """Fallback paths go to the HTTP/1.1 layer, everything else to the WebSocket server."""
+        paths = {path.encode() for path in FALLBACK_PATHS}
+
+        def choose(line: bytes) -> asyncio.BaseProtocol:
+            if request_path(line)[1] in paths:
+                return self.http.connection()
+            return server.new_connection()
+
+        router = FirstLineRouter(
+            choose,
+            timeout=self.node.config.fallbacks.request_timeout,
+            finished=self._routers.discard,
+        )
+        self._routers.add(router)
+        return router
 
     def _tether_options(self) -> dict[str, Any]:
         config = self.node.config
         options: dict[str, Any] = {
             "subprotocols": [SUBPROTOCOL],
-            "process_request": HttpRoutes(self.node),
+            "process_request": self.routes,
             "ping_interval": config.ping_interval,
             "ping_timeout": config.ping_timeout,
             "close_timeout": config.close_timeout,
@@ -96,8 +171,11 @@ class HubServer:
             # Room for a burst of pushes before a client counts as slow.
             "write_limit": 256 * 1024,
         }
+        if config.fallbacks.enabled:
+            require_h11()
+            options["front"] = self._front
         if config.origins is not None and "*" not in config.origins:
-            # Clients that send no Origin are not browsers (see HttpRoutes._origin_allowed).
+            # Clients that send no Origin are not browsers (see HttpRoutes.origin_allowed).
             options["origins"] = [*config.origins, None]
         options.update(self.kwargs)
         return options
@@ -132,6 +210,9 @@ class HubServer:
         """Disconnect every client with ``code`` (1001, or 1012 on restart) and stop."""
         reason = reason or ("server restarting" if code == 1012 else "server going away")
         await self.node.shutdown(code, reason)
+        self.http.close()
+        for router in list(self._routers):
+            router.close()
         if self.server is not None:
             self.server.close(code=code)
             with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from tether.hub.auth import ANONYMOUS, Action, Credentials, cookies_of
 from tether.hub.brokers.base import BrokerUnavailable
 from tether.hub.config import ChannelOptions
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
+from tether.hub.history.errors import unavailable_error
 from tether.hub.hooks import (
     ConnectRequest,
     ConnectResult,
@@ -66,6 +68,24 @@ MAX_CLOSE_REASON = 120
 Result = dict[str, JSON]
 
 
+class SessionState(enum.Enum):
+    """Where a session is in its life; only the transitions in ``_NEXT`` happen."""
+
+    CONNECTING = "connecting"
+    """The transport is open; no ``connect`` has succeeded yet (only it is accepted)."""
+    CONNECTED = "connected"
+    """``connect`` succeeded: the session has credentials and takes every command."""
+    CLOSED = "closed"
+    """Disconnected by the hub or gone: nothing more is handled or sent."""
+
+
+_NEXT: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.CONNECTING: frozenset({SessionState.CONNECTED, SessionState.CLOSED}),
+    SessionState.CONNECTED: frozenset({SessionState.CLOSED}),
+    SessionState.CLOSED: frozenset(),
+}
+
+
 class Session:
     def __init__(
         self,
@@ -74,15 +94,16 @@ class Session:
         *,
         handshake_token: str | None,
         headers: Headers | None = None,
-        transport_name: str = "websocket",
+        transport_name: str | None = None,
     ) -> None:
         self.node = node
         self.transport = transport
+        self.state = SessionState.CONNECTING
         self.id = uuid.uuid4().hex
         self.handshake_token = handshake_token
         self.headers = headers if headers is not None else Headers()
         """The upgrade request's headers, for the connect hook."""
-        self.transport_name = transport_name
+        self.transport_name = transport_name if transport_name is not None else transport.kind.name
         self.data: JSON = None
         """Per-session data from the connect hook (docs/hooks.md)."""
         self._app_refused = False
@@ -92,7 +113,6 @@ class Session:
         self.credentials: Credentials | None = None
         self.client_info: ClientInfo | None = None
         self.channels: set[str] = set()
-        self.closed = False
         self.close_code: int | None = None
         limits = node.config.limits
         self.writer = SessionWriter(
@@ -143,7 +163,17 @@ class Session:
     @property
     def connected(self) -> bool:
         """``connect`` succeeded and the session has not ended."""
-        return self.credentials is not None and not self.closed
+        return self.state is SessionState.CONNECTED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    def _to(self, state: SessionState) -> None:
+        """Move to ``state``; a transition the state machine does not allow is a bug."""
+        if state not in _NEXT[self.state]:
+            raise RuntimeError(f"session {self.id}: {self.state.value} -> {state.value}")
+        self.state = state
 
     def info(self) -> SessionInfo:
         """What hooks and the app-side API see of this session."""
@@ -218,8 +248,9 @@ class Session:
         except HubError as err:
             self._failed(command, err)
         except BrokerUnavailable as exc:
-            # History or presence on a backplane that is down: temporary, retry.
-            self._failed(command, HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None))
+            # History or presence on a backplane that is down, or history storage
+            # failing (127): temporary, retry.
+            self._failed(command, unavailable_error(exc))
         except Exception:
             logger.exception("%s failed for %s", command.method, self.id)
             self._failed(command, HubError(ErrorCode.INTERNAL))
@@ -292,6 +323,7 @@ class Session:
             if info is None and name is not None:
                 info = {"name": name}
         self.credentials = credentials
+        self._to(SessionState.CONNECTED)
         self.client_info = ClientInfo(self.id, credentials.user, info)
         if self._connect_deadline is not None:
             self._connect_deadline.cancel()
@@ -646,7 +678,7 @@ class Session:
         """Tell the client why (a ``disconnect`` push), close with ``code``, clean up."""
         if self.closed:
             return
-        self.closed = True
+        self._to(SessionState.CLOSED)
         self.close_code = code
         self._cancel_timers()
         self.writer.close()
@@ -686,7 +718,8 @@ class Session:
             # transport's handler closes anything itself.
             await asyncio.shield(self._close_task)
             return
-        self.closed = True
+        if not self.closed:
+            self._to(SessionState.CLOSED)
         self._cancel_timers()
         self.writer.close()
         await self.node.remove_session(self, peer_code)

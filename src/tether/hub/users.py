@@ -140,6 +140,10 @@ class Users:
                 del self._peers[peer]
         return list(self._peers)
 
+    def forget(self, peer: str) -> None:
+        """Count ``peer`` as gone until it says hello again (it stopped answering)."""
+        self._peers.pop(peer, None)
+
     async def hello(self) -> None:
         """Tell the other nodes this one is alive (at start and every housekeeping round)."""
         await self._send(Hello(self.node.id))

@@ -85,6 +85,25 @@ export interface WebSocketLike {
 /** A WebSocket class: `new WebSocket(url, ["tether.v1"])`. */
 export type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
 
+/** What the `sse` transport needs of an EventSource class. */
+export type EventSourceConstructor = new (
+  url: string,
+  init?: { withCredentials?: boolean },
+) => {
+  onmessage: ((event: { data: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  close(): void;
+};
+
+/** What the HTTP transports need of `fetch` (the browser's, or Node's 18+). */
+export type FetchLike = (url: string, init?: Record<string, unknown>) => Promise<{
+  ok: boolean;
+  status: number;
+  body: unknown;
+  text(): Promise<string>;
+  json(): Promise<unknown>;
+}>;
+
 /** A position in a channel's stream. */
 export interface StreamPosition {
   offset: number;
@@ -161,6 +180,18 @@ export interface ClientOptions {
   timeout?: number;
   /** A WebSocket class (default `globalThis.WebSocket`). */
   WebSocket?: WebSocketConstructor;
+  /**
+   * The transports to try, in order (default all four: websocket, http_stream, sse,
+   * long_poll). The first that connects is kept for reconnects; one that fails before the
+   * hub's connect reply (or within `transportTimeout`) makes way for the next.
+   */
+  transports?: TransportName[];
+  /** Milliseconds a transport has to connect before the next is tried (default 5000). */
+  transportTimeout?: number;
+  /** The `fetch` of the HTTP transports (default `globalThis.fetch`). */
+  fetch?: FetchLike | null;
+  /** The EventSource class of the `sse` transport (default `globalThis.EventSource`). */
+  EventSource?: EventSourceConstructor;
   /** Sent as the connect param `data`, for the app's connect hook (docs/hooks.md). */
   data?: unknown;
 }
@@ -174,16 +205,29 @@ export interface ResolvedClientOptions extends ClientOptions {
   maxReconnectDelay: number;
   timeout: number;
   WebSocket: WebSocketConstructor;
+  transports: TransportName[];
+  transportTimeout: number;
 }
 
 // ------------------------------------------------------------------ events
 
 export type ClientState = "disconnected" | "connecting" | "connected";
 
+/** How the client's frames travel (docs/wire-protocol.md, "HTTP fallbacks"). */
+export type TransportName = "websocket" | "http_stream" | "sse" | "long_poll";
+
+/** The transports in the order the client tries them by default. */
+export declare const TRANSPORTS: readonly TransportName[];
+
+/** The URL of an HTTP fallback endpoint beside the WebSocket one (`/connection/<name>`). */
+export declare function endpointUrl(wsUrl: string, name: string): string;
+
 /** Why the client is (re)connecting or stopped: a close code and its reason. */
 export interface CloseContext {
   code: number;
   reason: string;
+  /** The transport that was lost (absent or null when there was none). */
+  transport?: TransportName | null;
 }
 
 export interface ConnectedContext {
@@ -191,6 +235,24 @@ export interface ConnectedContext {
   user: string | null;
   /** Seconds until the token expires (the client refreshes it with `getToken`). */
   ttl?: number;
+  /** The transport that connected. */
+  transport: TransportName;
+}
+
+/** A transport failed before connecting: `transport` is tried next. */
+export interface TransportContext {
+  transport: TransportName;
+  previous: TransportName | null;
+  code: number;
+  reason: string;
+}
+
+/** The transport in use: its name; a WebSocket's also has `protocol` and `extensions`. */
+export interface Transport {
+  readonly name: TransportName;
+  readonly ready: boolean;
+  readonly protocol?: string;
+  readonly extensions?: string;
 }
 
 export interface ClientErrorContext {
@@ -203,6 +265,8 @@ export interface ClientErrorContext {
 export interface StateContext {
   state: ClientState;
   previous: ClientState;
+  /** The transport in use or being tried (null when none). */
+  transport: TransportName | null;
 }
 
 export interface ClientEvents {
@@ -211,6 +275,8 @@ export interface ClientEvents {
   disconnected: CloseContext;
   error: ClientErrorContext;
   state: StateContext;
+  /** Falling back: a transport failed before connecting and the next is tried. */
+  transport: TransportContext;
   /** The hub subscribed this client (the app's connect hook or `node.users.subscribe`). */
   subscription: { channel: string; subscription: Subscription };
 }
@@ -325,8 +391,10 @@ export declare class Client extends Emitter<ClientEvents> {
   readonly clientId: string | null;
   /** The user id the hub verified (null before the first connect). */
   readonly user: string | null;
-  /** The current WebSocket (null while there is none). */
-  readonly transport: WebSocketLike | null;
+  /** The current transport (null while there is none). */
+  readonly transport: Transport | null;
+  /** The name of the transport in use or being tried, or null. */
+  readonly transportName: TransportName | null;
   /** Number of publishes not yet acknowledged. */
   readonly pendingPublishes: number;
 

@@ -76,6 +76,365 @@ export function makeIdempotencyKey() {
   return `${hex}-${keyCounter}`;
 }
 
+// ------------------------------------------------------------------- transports
+//
+// How the client's frames travel. Each transport is one small object with the same
+// interface, so the client never asks which one it holds (docs/wire-protocol.md,
+// "HTTP fallbacks", specifies the HTTP ones):
+//
+//   name          "websocket" | "http_stream" | "sse" | "long_poll"
+//   ready         whether send() may be called now
+//   open(events)  start; events: {open(), message(textOrObject), activity(), close(code, reason)}
+//   send(text)    one command (a JSON text). The HTTP transports start their session with the
+//                 first command (always `connect`) and post the later ones upstream.
+//   close()       stop for good; no event follows
+//
+// A transport calls `close` at most once, whatever went wrong; the client decides whether
+// to reconnect, and on which transport.
+
+/** The transports in the order the client tries them by default. */
+export const TRANSPORTS = Object.freeze(["websocket", "http_stream", "sse", "long_poll"]);
+
+/** The URL of an HTTP fallback endpoint beside the WebSocket one (`/connection/<name>`). */
+export function endpointUrl(wsUrl, name) {
+  const url = new URL(name, wsUrl.replace(/^ws(s?):/i, "http$1:"));
+  return url.href;
+}
+
+function webSocketTransport(client) {
+  let ws = null;
+  return {
+    name: "websocket",
+    get ready() {
+      return ws !== null && ws.readyState === 1;
+    },
+    get protocol() {
+      return ws?.protocol ?? "";
+    },
+    get extensions() {
+      return ws?.extensions ?? "";
+    },
+    open(events) {
+      ws = new client.options.WebSocket(client.url, [PROTOCOL]);
+      ws.onopen = () => {
+        if (ws.protocol && ws.protocol !== PROTOCOL) client._log("unexpected subprotocol", ws.protocol);
+        events.open();
+      };
+      ws.onmessage = (event) => events.message(event.data);
+      ws.onerror = () => events.error(new Error("WebSocket error"));
+      ws.onclose = (event) => events.close(event.code, event.reason);
+    },
+    send(text) {
+      ws.send(text);
+    },
+    close() {
+      if (!ws) return;
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      try {
+        if (ws.readyState === 0 || ws.readyState === 1) ws.close(1000);
+      } catch {
+        // closing is best effort
+      }
+    },
+  };
+}
+
+// Posts the commands of an HTTP session upstream, one request at a time so the hub sees
+// them in order, batching those that wait meanwhile (`POST /connection/send`).
+function upstream(client, fail) {
+  let session = null;
+  let busy = false;
+  let stopped = false;
+  const queue = [];
+  const flush = async () => {
+    if (busy || stopped || session === null || queue.length === 0) return;
+    busy = true;
+    const commands = queue.splice(0);
+    try {
+      const response = await client.options.fetch(endpointUrl(client.url, "send"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: `{"session":${JSON.stringify(session)},"commands":[${commands.join(",")}]}`,
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (!response.ok) {
+        await refusal(response, fail);
+        return;
+      }
+      await response.body?.cancel?.();
+    } catch (error) {
+      if (!stopped) fail(1006, `upstream failed: ${error.message}`);
+      return;
+    } finally {
+      busy = false;
+    }
+    flush();
+  };
+  return {
+    setSession(id) {
+      session = id;
+      flush();
+    },
+    send(text) {
+      queue.push(text);
+      flush();
+    },
+    stop() {
+      stopped = true;
+    },
+  };
+}
+
+// An HTTP refusal from the hub (`{"error": {code, message}}`) as a close code: a refused
+// or expired token stops (or fetches a new token) as the same refusal on a WebSocket
+// would; anything else (404 code 125 "session not found", 429, 503, a hub without
+// fallbacks) reconnects, with backoff, and recovers.
+async function refusal(response, fail) {
+  let reason = `HTTP ${response.status}`;
+  let code = null;
+  try {
+    const text = (await response.text()).trim();
+    const body = text.startsWith("{") ? JSON.parse(text) : null;
+    code = body?.error?.code ?? null;
+    const detail = body?.error?.message ?? text.split("\n")[0];
+    if (detail) reason += `: ${String(detail).slice(0, 200)}`;
+  } catch {
+    // the reason stays the status
+  }
+  if (code === 109) fail(3000, reason);
+  else if (response.status === 401 || response.status === 403) fail(LocalCode.UNAUTHORIZED, reason);
+  else fail(1006, reason);
+}
+
+// The shared part of the three HTTP transports: the session key from the session frame
+// (frame 0), the upstream poster, and one close. Streams count frames (their `seq` is
+// implicit); long polling numbers them explicitly and drops repeats.
+function httpSession(client, name, start) {
+  let events = null;
+  let closed = false;
+  let session = null;
+  let started = false;
+  let lastSeq = 0;
+  const abort = new AbortController();
+  const fail = (code, reason) => {
+    if (closed) return;
+    closed = true;
+    up.stop();
+    abort.abort();
+    events.close(code, reason);
+  };
+  const up = upstream(client, fail);
+  const ctx = {
+    signal: abort.signal,
+    fail,
+    get closed() {
+      return closed;
+    },
+    get lastSeq() {
+      return lastSeq;
+    },
+    get session() {
+      return session;
+    },
+    activity: () => events.activity(),
+    // The session frame: `{"session": key, "seq": 0, "transport", "ping"}`.
+    hello(frame) {
+      if (frame === null || typeof frame !== "object" || typeof frame.session !== "string") {
+        fail(1006, "the first frame is not a session frame");
+        return false;
+      }
+      session = frame.session;
+      up.setSession(session);
+      return true;
+    },
+    // Frame number `seq` (replies and pushes are numbered 1, 2, 3 ...): a repeat (a poll
+    // answered again) is dropped; a gap means frames were lost, so the session is given up
+    // and the client reconnects and recovers, as after any drop.
+    frame(frame, seq = lastSeq + 1) {
+      if (closed) return;
+      events.activity();
+      if (seq <= lastSeq) return;
+      if (seq !== lastSeq + 1) {
+        fail(1006, `frames lost (seq ${lastSeq} -> ${seq})`);
+        return;
+      }
+      lastSeq = seq;
+      events.message(frame);
+    },
+    // One frame of a stream (parsed JSON): the session frame first, then the others.
+    item(item) {
+      if (closed) return;
+      events.activity();
+      if (session === null) ctx.hello(item);
+      else ctx.frame(item);
+    },
+    // Every line of an NDJSON body (a trailing partial line stays in the buffer).
+    lines(buffer, done) {
+      let at;
+      while ((at = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, at).trim();
+        buffer = buffer.slice(at + 1);
+        if (!line) {
+          events.activity(); // a heartbeat
+          continue;
+        }
+        let item;
+        try {
+          item = JSON.parse(line);
+        } catch (error) {
+          ctx.fail(1006, `bad JSON from the hub: ${error.message}`);
+          return "";
+        }
+        ctx.item(item);
+        if (closed) return "";
+      }
+      if (done && buffer.trim()) ctx.fail(1006, "stream ended inside a line");
+      return buffer;
+    },
+  };
+  return {
+    name,
+    get ready() {
+      return !closed;
+    },
+    open(e) {
+      events = e;
+      queueMicrotask(() => {
+        if (!closed) events.open();
+      });
+    },
+    send(text) {
+      if (closed) return;
+      if (!started) {
+        started = true;
+        start(text, ctx).catch((error) => {
+          if (!ctx.closed && error?.name !== "AbortError") fail(1006, error.message);
+        });
+        return;
+      }
+      up.send(text);
+    },
+    close() {
+      closed = true;
+      up.stop();
+      abort.abort();
+    },
+  };
+}
+
+// HTTP streaming: `POST /connection/stream` with the connect command as its body; the
+// answer is a chunked NDJSON stream that lasts as long as the session.
+function httpStreamTransport(client) {
+  return httpSession(client, "http_stream", async (connect, ctx) => {
+    const response = await client.options.fetch(endpointUrl(client.url, "stream"), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/x-ndjson" },
+      body: connect,
+      signal: ctx.signal,
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    if (!response.ok || !response.body) {
+      await refusal(response, ctx.fail);
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    while (!ctx.closed) {
+      const { done, value } = await reader.read();
+      buffer = ctx.lines(buffer + (value ? decoder.decode(value, { stream: !done }) : ""), done);
+      if (done) break;
+    }
+    ctx.fail(1006, "stream ended");
+  });
+}
+
+// Server-Sent Events downstream: `GET /connection/eventsource?connect=<command>`. The
+// browser's own reconnect would open a second session, so the first error ends this one.
+function sseTransport(client) {
+  return httpSession(client, "sse", async (connect, ctx) => {
+    const url = new URL(endpointUrl(client.url, "eventsource"));
+    url.searchParams.set("connect", connect);
+    const source = new client.options.EventSource(url.href, { withCredentials: false });
+    ctx.signal.addEventListener("abort", () => source.close());
+    source.onmessage = (event) => {
+      let item;
+      try {
+        item = JSON.parse(event.data);
+      } catch (error) {
+        ctx.fail(1006, `bad JSON from the hub: ${error.message}`);
+        return;
+      }
+      ctx.item(item);
+    };
+    source.onerror = () => {
+      source.close();
+      ctx.fail(1006, "event stream failed");
+    };
+  });
+}
+
+// Long polling: `POST /connection/poll`, first `{"connect": command}`, then
+// `{"session", "ack"}` with the last frame processed. Each answer is
+// `{"session", "seq", "messages"}` (`seq`: the first message's number); the next poll goes
+// out at once. The last resort, behind proxies that buffer whole responses.
+function longPollTransport(client) {
+  return httpSession(client, "long_poll", async (connect, ctx) => {
+    let body = `{"connect":${connect}}`;
+    while (!ctx.closed) {
+      const response = await client.options.fetch(endpointUrl(client.url, "poll"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body,
+        signal: ctx.signal,
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (!response.ok) {
+        await refusal(response, ctx.fail);
+        return;
+      }
+      const answer = await response.json();
+      if (ctx.closed) return;
+      if (ctx.session === null && !ctx.hello(answer)) return;
+      const first = answer?.seq;
+      const messages = answer?.messages;
+      if (!Number.isInteger(first) || !Array.isArray(messages)) {
+        ctx.fail(1006, "bad poll answer");
+        return;
+      }
+      ctx.activity();
+      for (let i = 0; i < messages.length && !ctx.closed; i++) ctx.frame(messages[i], first + i);
+      body = JSON.stringify({ session: ctx.session, ack: ctx.lastSeq });
+    }
+  });
+}
+
+const TRANSPORT_FACTORIES = {
+  websocket: webSocketTransport,
+  http_stream: httpStreamTransport,
+  sse: sseTransport,
+  long_poll: longPollTransport,
+};
+
+/** Whether this environment can run `name` (the constructors it needs exist). */
+function transportAvailable(name, options) {
+  switch (name) {
+    case "websocket":
+      return typeof options.WebSocket === "function";
+    case "http_stream":
+      return typeof options.fetch === "function" && typeof TextDecoder === "function";
+    case "sse":
+      return typeof options.fetch === "function" && typeof options.EventSource === "function";
+    case "long_poll":
+      return typeof options.fetch === "function";
+    default:
+      return false;
+  }
+}
+
 class Emitter {
   constructor() {
     this._listeners = new Map();
@@ -326,11 +685,13 @@ export class Subscription extends Emitter {
  * A connection to a tether hub.
  *
  * Events (client.on(event, fn)):
- *   connecting    {code, reason}    (re)connecting: why (LocalCode.CONNECT_CALLED at first)
- *   connected     {client, user, ttl}
- *   disconnected  {code, reason}    for good: no reconnect follows
+ *   connecting    {code, reason, transport}  (re)connecting: why (LocalCode.CONNECT_CALLED at
+ *                                  first); `transport` is the one that was lost, if any
+ *   connected     {client, user, ttl, transport}
+ *   disconnected  {code, reason, transport}  for good: no reconnect follows
  *   error         {type, error}     transport, connect, token, refresh, publish, message
- *   state         {state, previous}
+ *   state         {state, previous, transport}
+ *   transport     {transport, previous, reason}  falling back: `transport` is tried next
  *   subscription  {channel, subscription}  the hub subscribed this client on its own (a
  *                                  server-side subscription): add its listeners here
  */
@@ -348,16 +709,31 @@ export class Client extends Emitter {
       minReconnectDelay: 500,
       maxReconnectDelay: 20000,
       timeout: 10000,
+      transports: TRANSPORTS, // tried in this order; the first that connects is kept
+      transportTimeout: 5000, // ms for a transport to connect before the next is tried
       WebSocket: globalThis.WebSocket,
+      fetch: typeof globalThis.fetch === "function" ? globalThis.fetch.bind(globalThis) : null,
+      EventSource: globalThis.EventSource,
       ...options,
     };
+    const wanted = this.options.transports;
+    if (!Array.isArray(wanted) || wanted.length === 0) {
+      throw new TypeError(`transports must be a non-empty list of ${TRANSPORTS.join(", ")}`);
+    }
+    for (const name of wanted) {
+      if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport ${JSON.stringify(name)}`);
+    }
     this.state = "disconnected";
     this.clientId = null;
     this.user = null;
     this.connectData = undefined; // what the app's connect hook returned as `data`
     this._token = this.options.token || null;
     this._needToken = false;
-    this._ws = null;
+    this._transport = null;
+    this._round = []; // transports still to try before backing off
+    this._working = null; // the transport that connected last: reconnects try it first
+    this._workingFailures = 0;
+    this._openTimer = null;
     this._gen = 0; // bumped whenever a transport is opened or dropped; stale callbacks compare
     this._nextId = 1;
     this._inflight = new Map(); // command id -> {cb, critical, timer}
@@ -373,9 +749,14 @@ export class Client extends Emitter {
     this._disconnectPush = null;
   }
 
-  /** The current WebSocket (null while there is none): `.protocol`, `.extensions`. */
+  /** The current transport (null while there is none): `.name`; `.protocol`, `.extensions` on a WebSocket. */
   get transport() {
-    return this._ws;
+    return this._transport;
+  }
+
+  /** The name of the transport in use or being tried ("websocket", "http_stream", ...), or null. */
+  get transportName() {
+    return this._transport?.name ?? null;
   }
 
   /** Open the connection (reconnects by itself until disconnect() or a "stop" close code). */
@@ -510,7 +891,7 @@ export class Client extends Emitter {
   _announceState(previous, ctx) {
     const state = this.state;
     this._log("state", previous, "->", state, ctx);
-    this._emit("state", { state, previous });
+    this._emit("state", { state, previous, transport: this._transport?.name ?? null });
     this._emit(state, ctx);
   }
 
@@ -535,37 +916,70 @@ export class Client extends Emitter {
       this._token = token;
       this._needToken = false;
     }
-    let ws;
-    try {
-      ws = new this.options.WebSocket(this.url, [PROTOCOL]);
-    } catch (error) {
-      this._emit("error", { type: "transport", error });
-      this._terminal(LocalCode.BAD_REQUEST, `cannot open WebSocket: ${error.message}`);
+    if (this._round.length === 0) this._round = this._transportRound();
+    if (this._round.length === 0) {
+      this._terminal(LocalCode.BAD_REQUEST, "none of the transports can run here");
       return;
     }
-    this._ws = ws;
-    this._log("open", this.url);
-    ws.onopen = () => {
-      if (gen === this._gen) this._onOpen();
-    };
-    ws.onmessage = (event) => {
-      if (gen === this._gen) this._onMessage(event.data);
-    };
-    ws.onerror = () => {
-      if (gen === this._gen) {
-        this._emit("error", { type: "transport", error: new Error("WebSocket error") });
+    this._startTransport();
+  }
+
+  // The transports to try, in order: the one that worked last (while it keeps working
+  // within a few attempts), else every transport the options allow and this environment has.
+  _transportRound() {
+    if (this._working && this._workingFailures < 3) return [this._working];
+    this._working = null;
+    return this.options.transports.filter((name) => transportAvailable(name, this.options));
+  }
+
+  _startTransport() {
+    const name = this._round.shift();
+    const gen = this._gen;
+    const live = () => gen === this._gen;
+    const transport = TRANSPORT_FACTORIES[name](this);
+    this._transport = transport;
+    this._log("open", name, this.url);
+    clearTimeout(this._openTimer);
+    this._openTimer = setTimeout(() => {
+      this._openTimer = null;
+      if (live() && this.state === "connecting") {
+        this._transportFailed(LocalCode.NO_REPLY, `${name} did not connect in time`);
       }
-    };
-    ws.onclose = (event) => {
-      if (gen === this._gen) this._onClose(event.code, event.reason);
-    };
+    }, this.options.transportTimeout);
+    try {
+      transport.open({
+        open: () => live() && this._onOpen(),
+        message: (message) => live() && this._onMessage(message),
+        activity: () => {
+          if (live()) this._lastReceived = Date.now();
+        },
+        error: (error) => live() && this._emit("error", { type: "transport", error }),
+        close: (code, reason) => live() && this._onClose(code, reason),
+      });
+    } catch (error) {
+      this._emit("error", { type: "transport", error });
+      if (this._round.length > 0) this._transportFailed(1006, `cannot open ${name}: ${error.message}`);
+      else this._terminal(LocalCode.BAD_REQUEST, `cannot open ${name}: ${error.message}`);
+    }
+  }
+
+  // A transport failed before the hub's connect reply: try the next one of this round at
+  // once; after the last, back off and start a new round (as after any drop).
+  _transportFailed(code, reason) {
+    const failed = this._transport?.name ?? null;
+    if (this._round.length === 0) {
+      if (failed !== null && failed === this._working) this._workingFailures += 1;
+      this._dropTransport(code, reason, true);
+      return;
+    }
+    this._log("transport", failed, "failed:", code, reason, "- next:", this._round[0]);
+    this._cleanupTransport();
+    this._emit("transport", { transport: this._round[0], previous: failed, code, reason });
+    this._startTransport();
   }
 
   _onOpen() {
     this._lastReceived = Date.now();
-    if (this._ws.protocol && this._ws.protocol !== PROTOCOL) {
-      this._log("unexpected subprotocol", this._ws.protocol);
-    }
     const params = {};
     if (this._token) params.token = this._token;
     if (this.options.name) params.name = this.options.name;
@@ -590,6 +1004,11 @@ export class Client extends Emitter {
       }
       return;
     }
+    clearTimeout(this._openTimer);
+    this._openTimer = null;
+    this._working = this._transport.name;
+    this._workingFailures = 0;
+    this._round = [];
     this.clientId = result.client ?? null;
     this.user = result.user ?? null;
     this.connectData = result.data;
@@ -610,20 +1029,27 @@ export class Client extends Emitter {
     for (const entry of this._pending.values()) {
       if (!entry.sent) this._sendPublish(entry);
     }
-    this._announceState(previous, { client: this.clientId, user: this.user, ttl: result.ttl });
+    this._announceState(previous, {
+      client: this.clientId,
+      user: this.user,
+      ttl: result.ttl,
+      transport: this._working,
+    });
   }
 
+  // One message: a JSON text from a WebSocket, or an object an HTTP transport parsed.
   _onMessage(raw) {
     this._lastReceived = Date.now();
-    if (typeof raw !== "string") {
+    let msg = raw;
+    if (typeof raw === "string") {
+      try {
+        msg = JSON.parse(raw);
+      } catch (error) {
+        this._emit("error", { type: "message", error });
+        return;
+      }
+    } else if (raw === null || typeof raw !== "object" || ArrayBuffer.isView(raw) || raw instanceof ArrayBuffer || (typeof Blob === "function" && raw instanceof Blob)) {
       this._emit("error", { type: "message", error: new Error("binary message ignored") });
-      return;
-    }
-    let msg;
-    try {
-      msg = JSON.parse(raw);
-    } catch (error) {
-      this._emit("error", { type: "message", error });
       return;
     }
     if (msg === null || typeof msg !== "object") return;
@@ -686,6 +1112,12 @@ export class Client extends Emitter {
   }
 
   _onClose(code, reason) {
+    if (this.state === "connecting" && !this._disconnectPush && shouldReconnect(code)) {
+      // Never connected on this transport: it may be the network, not the hub (a proxy
+      // that refuses upgrades, buffers streams ...): the next transport gets its turn.
+      this._transportFailed(code, reason);
+      return;
+    }
     const push = this._disconnectPush;
     let reconnect;
     if (push) {
@@ -701,35 +1133,32 @@ export class Client extends Emitter {
 
   // Forget the current transport; then reconnect (with backoff) or stop.
   _dropTransport(code, reason, reconnect) {
+    this._round = [];
     if (code === 3000) {
       if (this.options.getToken) this._needToken = true;
       else reconnect = false;
     }
+    const transport = this._transport?.name ?? null;
     const lost = this._cleanupTransport();
     if (this.state === "disconnected") return;
     if (reconnect) {
       this._scheduleReconnect();
-      this._setState("connecting", { code, reason });
+      this._setState("connecting", { code, reason, transport });
       this._announceSubscribing(lost);
     } else {
-      this._terminal(code, reason, lost);
+      this._terminal(code, reason, lost, transport);
     }
   }
 
   _cleanupTransport() {
     this._gen += 1;
     this._disconnectPush = null;
-    const ws = this._ws;
-    this._ws = null;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-      try {
-        if (ws.readyState === 0 || ws.readyState === 1) ws.close(1000);
-      } catch {
-        // closing is best effort
-      }
-    }
+    const transport = this._transport;
+    this._transport = null;
+    transport?.close();
+    clearTimeout(this._openTimer);
     clearTimeout(this._refreshTimer);
+    this._openTimer = null;
     clearInterval(this._pingTimer);
     this._refreshTimer = this._pingTimer = null;
     this._pingInFlight = false;
@@ -766,9 +1195,10 @@ export class Client extends Emitter {
     }, delay);
   }
 
-  _terminal(code, reason, lost = []) {
+  _terminal(code, reason, lost = [], transport = this._transport?.name ?? null) {
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
+    this._round = [];
     lost = [...lost, ...this._cleanupTransport()];
     const gone = new TetherError(ErrorCode.DISCONNECTED, reason || "disconnected");
     const queued = this._queued;
@@ -781,14 +1211,14 @@ export class Client extends Emitter {
     this._pending.clear();
     for (const entry of pending) entry.reject(gone);
     this.clientId = null;
-    this._setState("disconnected", { code, reason });
+    this._setState("disconnected", { code, reason, transport });
     this._announceSubscribing(lost);
   }
 
   // Send one command on the open transport; `cb(err, result)` runs exactly once.
   // A critical command that times out drops the transport (reconnect and recover).
   _send(method, params, cb, critical) {
-    if (!this._ws || this._ws.readyState !== 1) {
+    if (!this._transport?.ready) {
       const closed = new TetherError(ErrorCode.CONNECTION_CLOSED, "not connected", true);
       queueMicrotask(() => cb(closed, null));
       return;
@@ -805,7 +1235,7 @@ export class Client extends Emitter {
     }, this.options.timeout);
     this._inflight.set(id, { cb, critical, timer });
     this._log("send", method, params);
-    this._ws.send(JSON.stringify({ id, method, params }));
+    this._transport.send(JSON.stringify({ id, method, params }));
   }
 
   // A call for the app: sent now when connected, else when the connection is up.

@@ -1,14 +1,17 @@
 """The backends the contract suite runs against.
 
 The ``backend`` fixture runs each contract test once per implementation in
-``BACKENDS``: memory, Redis (broker, history and presence), NATS (broker;
-history and presence in memory) and JetStream (NATS broker and JetStream
-history; presence in memory). A networked backend's factory skips,
-through ``require``, when its server is not running.
+``BACKENDS``: memory, SQLite (memory broker and presence, history in a
+file of a temporary directory), Redis (broker, history and presence), NATS
+(broker; history and presence in memory) and JetStream (NATS only: broker,
+JetStream history and KeyValue presence). A networked backend's factory
+skips, through ``require``, when its server is not running.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +64,27 @@ def memory_backend() -> Backend:
         MemoryHistory(clock=clock),
         MemoryPresence(clock=clock),
         clock.advance,
+    )
+
+
+def sqlite_backend() -> Backend:
+    """Durable history in a SQLite file (``--data``); broker and presence in memory."""
+    from tether.hub.history.sqlite import SqliteHistory
+
+    clock = FakeClock()
+    bus = MemoryBus()
+    directory = tempfile.mkdtemp(prefix="tether-contract-")
+
+    async def remove_directory() -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    return Backend(
+        "sqlite",
+        lambda n: [MemoryBroker(bus) for _ in range(n)],
+        SqliteHistory(directory, clock=clock),
+        MemoryPresence(clock=clock),
+        clock.advance,
+        [remove_directory],
     )
 
 
@@ -135,27 +159,32 @@ def nats_backend() -> Backend:
 
 
 def jetstream_backend() -> Backend:
-    """NATS broker and JetStream history (stream and buckets of this test's own)."""
+    """NATS only: broker, JetStream history and KeyValue presence (of this test's own)."""
     url = require_nats()
     from tether.hub.brokers.nats import NatsBroker
     from tether.hub.history.nats import NatsHistory
+    from tether.hub.presence.nats import NatsPresence
 
     clock = FakeClock()
     prefix = unique("contract")
     history = NatsHistory(url, prefix=prefix, clock=clock)
+    presence = NatsPresence(url, prefix=prefix, clock=clock)
 
     async def drop() -> None:
-        cleaner = NatsHistory(url, prefix=prefix)
+        history_cleaner = NatsHistory(url, prefix=prefix)
+        presence_cleaner = NatsPresence(url, prefix=prefix)
         try:
-            await cleaner.destroy()
+            await history_cleaner.destroy()
+            await presence_cleaner.destroy()
         finally:
-            await cleaner.close()
+            await history_cleaner.close()
+            await presence_cleaner.close()
 
     return Backend(
         "jetstream",
         lambda n: synced([NatsBroker(url, prefix=prefix) for _ in range(n)]),
         history,
-        MemoryPresence(clock=clock),
+        presence,
         clock.advance,
         [drop],
     )
@@ -164,6 +193,7 @@ def jetstream_backend() -> Backend:
 # name -> factory.
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "memory": memory_backend,
+    "sqlite": sqlite_backend,
     "redis": redis_backend,
     "nats": nats_backend,
     "jetstream": jetstream_backend,

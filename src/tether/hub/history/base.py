@@ -34,7 +34,7 @@ class Recovery:
 
 
 class History(abc.ABC):
-    """Recent publications per channel. Implementations: memory."""
+    """Recent publications per channel. Implementations: memory, SQLite, Redis, JetStream."""
 
     @abc.abstractmethod
     async def add(
@@ -86,6 +86,14 @@ class History(abc.ABC):
     @abc.abstractmethod
     async def remove(self, channel: str) -> None:
         """Forget the channel's stream; the next position has a new epoch."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Connect and check the store when the node starts, so a problem stops it there.
+
+        Raises :class:`~tether.hub.history.errors.HistoryUnavailable` (or
+        :class:`~tether.hub.brokers.base.BrokerUnavailable`) with a sentence
+        naming what is wrong. Backends that connect lazily need not override.
+        """
 
     async def expire(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Drop what has expired; backends with their own TTLs need not override."""

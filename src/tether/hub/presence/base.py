@@ -21,7 +21,7 @@ class PresenceStats:
 
 
 class Presence(abc.ABC):
-    """Channel membership. Implementations: memory."""
+    """Channel membership. Implementations: memory, Redis, NATS KeyValue."""
 
     @abc.abstractmethod
     async def add(self, channel: str, info: ClientInfo, *, ttl: float) -> None:
@@ -47,6 +47,9 @@ class Presence(abc.ABC):
     @abc.abstractmethod
     async def stats(self, channel: str) -> PresenceStats:
         """How many clients and distinct users are in ``channel``."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Connect and check the store when the node starts, so a problem stops it there."""
 
     async def expire(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Drop expired entries; backends with their own TTLs need not override."""

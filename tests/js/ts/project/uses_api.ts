@@ -6,14 +6,17 @@ import {
   ErrorCode,
   LocalCode,
   PROTOCOL,
+  TRANSPORTS,
   TetherError,
   backoffDelay,
+  endpointUrl,
   makeIdempotencyKey,
   resolveUrl,
   shouldReconnect,
   type ClientInfo,
   type PublicationContext,
   type Subscription,
+  type TransportName,
   type WebSocketConstructor,
 } from "tether-client";
 
@@ -76,6 +79,11 @@ async function main(): Promise<void> {
   console.log(total, client.connectData, sub.serverSide, sub.data);
   client.on("subscription", ({ channel, subscription }) => console.log(channel, subscription.state));
   console.log(client.transport?.extensions, client.state === "connected", sub.state);
+  client.on("transport", ({ transport, previous, code }) => console.log(transport, previous, code));
+  client.on("state", ({ state, transport }) => console.log(state, transport));
+  client.on("connected", ({ transport }) => console.log(transport === "long_poll"));
+  const name: TransportName | null = client.transportName;
+  console.log(name, client.transport?.name, TRANSPORTS.length, endpointUrl(client.url, "poll"));
   sub.unsubscribe();
   client.disconnect();
 }
@@ -90,6 +98,10 @@ console.log(codes, stop, delay, url, key, main);
 // A Node project passes a WebSocket class of its own (structurally typed, no DOM needed).
 declare const NodeWebSocket: WebSocketConstructor;
 new Client("ws://127.0.0.1:8000/connection/websocket", { WebSocket: NodeWebSocket });
+// Fallbacks: order or force the transports (the HTTP ones use Node's own fetch).
+new Client("/connection/websocket", { transports: ["http_stream", "long_poll"], transportTimeout: 3000 });
+// @ts-expect-error: not a transport
+new Client("/connection/websocket", { transports: ["carrier_pigeon"] });
 
 // @ts-expect-error: the channel must be a string
 client.subscribe(42);
