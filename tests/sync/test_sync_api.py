@@ -790,3 +790,22 @@ def test_shutdown_can_leave_connections_open_and_serve_takes_a_socket() -> None:
     assert ws.recv(timeout=GUARD) == "still here"
     ws.close()
     assert ws.close_code == 1000
+
+
+def test_proxy_true_connects_directly_when_the_environment_sets_none(
+    sync_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "socks_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    srv = sync_server()
+    with connect(srv.url, proxy=True) as ws:
+        ws.send("direct")
+        assert ws.recv(timeout=GUARD) == "direct"
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="proxies"):
+        connect(srv.url, proxy=True)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with connect(srv.url, proxy=True) as ws:  # no_proxy sends it around the proxy
+        ws.send("bypassed")
+        assert ws.recv(timeout=GUARD) == "bypassed"

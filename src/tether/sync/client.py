@@ -14,8 +14,9 @@ import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from tether.protocol.client import ClientProtocol, parse_uri
 from tether.protocol.events import ResponseReceived
@@ -142,7 +143,7 @@ def connect(
     compression: Compression = "deflate",
     additional_headers: HeadersLike | None = None,
     user_agent_header: str | None = "tether",
-    proxy: str | None = None,
+    proxy: str | Literal[True] | None = None,
     proxy_ssl: ssl_module.SSLContext | None = None,
     proxy_server_hostname: str | None = None,
     open_timeout: float | None = 10,
@@ -171,14 +172,17 @@ def connect(
     OSError when TCP fails, InvalidHandshake (InvalidStatus for an HTTP
     refusal) when the upgrade fails, TimeoutError past ``open_timeout``.
     """
-    if proxy is not None:
-        raise ValueError(
-            "proxy= is not supported by tether.sync yet: pass proxy=None and dial the proxy "
-            "yourself (sock=), see docs/sync.md"
-        )
-    del proxy_ssl, proxy_server_hostname  # meaningful with proxy= only
     unix_path: str | None = kwargs.pop("unix_path", None)
     wsuri = parse_uri(uri)
+    if proxy is True:
+        # websockets' default: the environment's proxy, if it sets one for this host.
+        proxy = _environment_proxy(wsuri.host, wsuri.port, wsuri.secure)
+    if proxy is not None:
+        raise ValueError(
+            f"proxy {proxy!r}: tether.sync does not go through proxies yet; pass proxy=None "
+            "(or set no_proxy) and open the tunnel yourself (sock=), see docs/sync.md"
+        )
+    del proxy_ssl, proxy_server_hostname  # meaningful with a proxy only
     if not wsuri.secure and ssl is not None:
         raise ValueError("ssl given for a ws:// URI; use wss://")
     if wsuri.secure and ssl is None:
@@ -323,3 +327,12 @@ def unix_reconnect(
     if uri is None:
         uri = "wss://localhost/" if kwargs.get("ssl") is not None else "ws://localhost/"
     return reconnect(uri, unix_path=path, **kwargs)
+
+
+def _environment_proxy(host: str, port: int, secure: bool) -> str | None:
+    """The proxy URL the environment (``https_proxy``, ``no_proxy`` …) sets for a server."""
+    proxies = getproxies()
+    if not proxies or proxy_bypass(f"{host}:{port}"):
+        return None
+    order = ("wss", "socks", "https", "all") if secure else ("ws", "socks", "https", "http", "all")
+    return next((proxies[key] for key in order if proxies.get(key)), None)
