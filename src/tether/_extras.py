@@ -1,7 +1,7 @@
 """The one error for an optional dependency that is not installed.
 
 tether's library needs nothing outside the standard library; extras (``hub``,
-``redis``, ``nats``, ``proxy``, ``speed``) bring the rest. Whatever finds one
+``redis``, ``nats``, ``proxy``, ``socks``, ``speed``) bring the rest. Whatever finds one
 missing, the library deep inside or the command line up front, raises this,
 so the message always names the extra to install and the CLI can tell it from
 a bug by its type.

@@ -123,8 +123,8 @@ async def test_client_close_code_and_reason_seen_by_server(start_server, code, r
     assert ws.close_code is None and ws.close_reason is None
     await ws.close(code, reason)
     assert await asyncio.wait_for(seen, GUARD) == (code, reason)
-    # The server echoes the code (RFC 6455 §5.5.1).
-    assert ws.close_code == code
+    # The server echoes the code (RFC 6455 §5.5.1) and the reason, as websockets does.
+    assert (ws.close_code, ws.close_reason) == (code, reason)
 
 
 async def test_server_close_code_and_reason_seen_by_client(start_server) -> None:
@@ -173,16 +173,19 @@ async def test_ping_returns_latency_both_ways(start_server) -> None:
     async def handler(ws):
         async for message in ws:
             if message == "ping me":
-                server_latency.set_result(await ws.ping())
+                server_latency.set_result(await (await ws.ping()))
             await ws.send(message)
 
     srv = await start_server(handler, compression=None)
     async with connect(srv.url, compression=None) as ws:
-        latency = await asyncio.wait_for(ws.ping(), GUARD)
+        # websockets' idiom: the waiter comes back at once, its Pong later.
+        pong_waiter = await ws.ping()
+        assert isinstance(pong_waiter, asyncio.Future)
+        latency = await asyncio.wait_for(pong_waiter, GUARD)
         assert isinstance(latency, float)
         assert 0 <= latency < GUARD
         assert ws.latency == latency
-        assert await asyncio.wait_for(ws.ping("custom payload"), GUARD) >= 0
+        assert await asyncio.wait_for(await ws.ping("custom payload"), GUARD) >= 0
         await ws.send("ping me")
         assert await ws.recv() == "ping me"
         latency = await asyncio.wait_for(server_latency, GUARD)
@@ -192,9 +195,9 @@ async def test_ping_returns_latency_both_ways(start_server) -> None:
 async def test_ping_with_same_payload_twice_is_a_concurrency_error(start_server) -> None:
     srv = await start_server()
     async with connect(srv.url) as ws:
-        first = ws.ping("same")
+        first = await ws.ping("same")
         with pytest.raises(ConcurrencyError):
-            ws.ping("same")
+            await ws.ping("same")
         await asyncio.wait_for(first, GUARD)
 
 
@@ -203,7 +206,7 @@ async def test_pending_ping_fails_when_connection_closes(start_server, raw_clien
     pings: asyncio.Future[asyncio.Future[float]] = asyncio.get_running_loop().create_future()
 
     async def handler(ws):
-        pings.set_result(ws.ping())
+        pings.set_result(await ws.ping())
         await ws.wait_closed()
 
     srv = await start_server(handler, ping_interval=None)
@@ -220,10 +223,10 @@ async def test_pending_ping_fails_when_connection_closes(start_server, raw_clien
 @pytest.mark.parametrize(
     ("offered", "supported", "chosen"),
     [
-        (["superchat", "chat"], ["chat", "superchat"], "superchat"),
-        (["v2"], ["v1"], None),
-        (None, ["v1"], None),
+        # As websockets: the first of the server's subprotocols that the client offers.
+        (["superchat", "chat"], ["chat", "superchat"], "chat"),
         (["v1"], None, None),
+        (None, None, None),
     ],
 )
 async def test_subprotocol_negotiation(start_server, offered, supported, chosen) -> None:
@@ -240,14 +243,39 @@ async def test_subprotocol_negotiation(start_server, offered, supported, chosen)
         assert ws.response_headers.get("Sec-WebSocket-Protocol") == chosen
 
 
+@pytest.mark.parametrize(("offered", "supported"), [(["v2"], ["v1"]), (None, ["v1"])])
+async def test_subprotocol_required_by_the_server(start_server, offered, supported) -> None:
+    """A server with subprotocols refuses a client offering none of them (400, as websockets)."""
+    srv = await start_server(subprotocols=supported)
+    with pytest.raises(tether.InvalidStatus) as caught:
+        await connect(srv.url, subprotocols=offered)
+    assert caught.value.response.status_code == 400
+    assert b"subprotocol" in caught.value.response.body
+
+
 async def test_select_subprotocol_hook(start_server) -> None:
-    def select(offered, supported):
-        assert supported == ["a", "b"]
+    """websockets' signature: select_subprotocol(connection, offered)."""
+    seen: list[object] = []
+
+    def select(connection, offered):
+        seen.append(connection)
         return offered[-1]
 
     srv = await start_server(subprotocols=["a", "b"], select_subprotocol=select)
     async with connect(srv.url, subprotocols=["x", "y"]) as ws:
         assert ws.subprotocol == "y"
+    assert isinstance(seen[0], tether.ServerConnection)
+
+
+async def test_select_subprotocol_hook_refuses_with_negotiation_error(start_server) -> None:
+    def select(connection, offered):
+        raise tether.NegotiationError("no chat for you")
+
+    srv = await start_server(select_subprotocol=select)
+    with pytest.raises(tether.InvalidStatus) as caught:
+        await connect(srv.url, subprotocols=["chat"])
+    assert caught.value.response.status_code == 400
+    assert b"no chat for you" in caught.value.response.body
 
 
 async def test_request_and_response_headers(start_server) -> None:
@@ -295,7 +323,7 @@ async def test_additional_headers_as_list_and_custom_user_agent(start_server) ->
 async def test_process_request_health_check_and_401(start_server, raw_client) -> None:
     def process_request(conn, request):
         if request.path == "/health":
-            return conn.respond(200, "OK")
+            return conn.respond(200, "OK\n")  # websockets' health check: the body is exact
         if request.headers.get("Authorization") != "Bearer good":
             return conn.respond(401, "unauthorized", {"WWW-Authenticate": "Bearer"})
         return None
@@ -313,7 +341,7 @@ async def test_process_request_health_check_and_401(start_server, raw_client) ->
         await connect(srv.url)
     assert info.value.response.status_code == 401
     assert info.value.response.headers["WWW-Authenticate"] == "Bearer"
-    assert info.value.response.body == b"unauthorized\n"  # the refusal says why
+    assert info.value.response.body == b"unauthorized"  # the refusal says why
 
     async with connect(srv.url, additional_headers={"Authorization": "Bearer good"}) as ws:
         await ws.send("in")
@@ -334,7 +362,7 @@ async def test_async_process_request(start_server) -> None:
     with pytest.raises(InvalidStatus) as info:
         await connect(srv.url_for("/missing"))
     assert info.value.response.status_code == 404
-    assert info.value.response.body == b"no such room\n"
+    assert info.value.response.body == b"no such room"
     async with connect(srv.url_for("/ok")) as ws:
         await ws.send(b"bin")
         assert await ws.recv() == b"bin"

@@ -157,7 +157,7 @@ async def test_max_queue_none_reads_everything(start_server) -> None:
         await ws.send("mark")
         server_ws = await asyncio.wait_for(server_side, GUARD)
         # A ping is answered by the core while reading: once it returns, "mark" was read too.
-        await asyncio.wait_for(ws.ping(), GUARD)
+        await asyncio.wait_for(await ws.ping(), GUARD)
         assert len(server_ws._queue) == 101
         assert not server_ws._reading_paused
         release.set()

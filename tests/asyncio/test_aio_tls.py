@@ -61,7 +61,7 @@ async def test_wss_echo(start_server, tls_contexts) -> None:
             payload = bytes(range(256)) * 1024
             await ws.send(payload)
             assert await ws.recv() == payload
-            assert await asyncio.wait_for(ws.ping(), GUARD) >= 0
+            assert await asyncio.wait_for(await ws.ping(), GUARD) >= 0
         with pytest.raises(ConnectionClosedOK):
             await ws.recv()
 

@@ -152,7 +152,7 @@ async def test_valid_frames_just_below_the_limits_pass(target, raw_client) -> No
     fin, opcode, data = await client.read_frame()
     assert (fin, opcode, len(data)) == (True, BINARY, MAX_SIZE - 1)
     await client.send_frame(CLOSE, close(3000, "valid ☃".encode()))
-    assert await client.read_close() == (3000, "")
+    assert await client.read_close() == (3000, "valid ☃")  # code and reason echoed
     assert await client.read_eof(FAST) == b""
 
 

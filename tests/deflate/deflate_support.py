@@ -374,7 +374,7 @@ class RttProbe:
         while not self._stop.is_set():
             start = time.perf_counter()
             if i % 2:
-                await asyncio.wait_for(self.conn.ping(), GUARD)
+                await asyncio.wait_for(await self.conn.ping(), GUARD)
             else:
                 await self.conn.send(self.message)
                 echoed = await asyncio.wait_for(self.conn.recv(), GUARD)

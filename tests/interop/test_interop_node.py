@@ -138,7 +138,7 @@ async def test_node_client_ping_pong_both_ways(start_server, run_client) -> None
 
     async def handler(ws):
         assert await ws.recv() == "ping me"
-        server_latency.set_result(await ws.ping(b"from-tether"))
+        server_latency.set_result(await (await ws.ping(b"from-tether")))
         await ws.send("done")
         await ws.wait_closed()
 
@@ -234,7 +234,7 @@ async def test_tether_client_node_server_ping_both_ways(node_server) -> None:
     async with tether.connect(f"{node_server}/ping", compression=None) as ws:
         # The server pinged on connect; tether answered it automatically.
         assert await asyncio.wait_for(ws.recv(), GUARD) == "pong:from-node"
-        assert await asyncio.wait_for(ws.ping(b"from-tether"), GUARD) >= 0
+        assert await asyncio.wait_for(await ws.ping(b"from-tether"), GUARD) >= 0
 
 
 async def test_tether_client_closes_node_server(node_server) -> None:

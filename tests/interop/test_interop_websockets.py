@@ -141,7 +141,7 @@ async def test_ping_pong_tether_client_websockets_server(websockets_server) -> N
 
     url = await websockets_server(handler, compression=None)
     async with tether.connect(url, compression=None) as ws:
-        latency = await asyncio.wait_for(ws.ping(b"from tether"), GUARD)
+        latency = await asyncio.wait_for(await ws.ping(b"from tether"), GUARD)
         assert isinstance(latency, float) and latency >= 0
         await ws.send("ping me")
         assert await asyncio.wait_for(ws.recv(), GUARD) == "done"
@@ -153,7 +153,7 @@ async def test_ping_pong_websockets_client_tether_server(start_server) -> None:
 
     async def handler(ws):
         assert await ws.recv() == "ping me"
-        server_pinged.set_result(await ws.ping(b"from tether"))
+        server_pinged.set_result(await (await ws.ping(b"from tether")))
         await ws.send("done")
         await ws.wait_closed()
 

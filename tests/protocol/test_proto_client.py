@@ -62,7 +62,11 @@ from tether.protocol.headers import ExtensionParams
         ),
         ("ws://127.0.0.1:9000", WebSocketURI(False, "127.0.0.1", 9000, "/"), "127.0.0.1:9000"),
         ("WS://EXAMPLE.com/Path", WebSocketURI(False, "example.com", 80, "/Path"), "example.com"),
-        ("ws://user:pw@example.com/", WebSocketURI(False, "example.com", 80, "/"), "example.com"),
+        (
+            "ws://user:pw@example.com/",
+            WebSocketURI(False, "example.com", 80, "/", "user", "pw"),
+            "example.com",
+        ),
     ],
 )
 def test_parse_uri(uri: str, expected: WebSocketURI, host_header: str) -> None:

@@ -50,14 +50,14 @@ def test_server_initiated_close() -> None:
     assert client.close_rcvd == (1000, "bye")
     assert client.close_code == 1000
     assert client.close_reason == "bye"
-    assert client.close_sent == (1000, "")  # echoes the code, not the reason
+    assert client.close_sent == (1000, "bye")  # echoes the code and the reason, as websockets
     assert client.close_rcvd_then_sent is True
     assert client.state is State.CLOSING
     # RFC 6455 §7.1.1: the client waits for the server to drop TCP.
     assert not client.close_transport
 
     transfer(client, server)
-    assert server.events_received() == [CloseReceived(1000, "")]
+    assert server.events_received() == [CloseReceived(1000, "bye")]
     assert server.close_rcvd_then_sent is False
     assert server.close_transport  # the server closes TCP first
     assert server.data_to_send() == []  # no second Close
@@ -79,10 +79,11 @@ def test_client_initiated_close() -> None:
     assert server.close_transport
     wire = sent(server)
     (echo,) = decode_frames(wire)
-    assert echo.payload == (4000).to_bytes(2, "big")
+    # The server echoes the code and the reason (as websockets does).
+    assert echo.payload == (4000).to_bytes(2, "big") + b"custom"
 
     client.receive_data(wire)
-    assert client.events_received() == [CloseReceived(4000, "")]
+    assert client.events_received() == [CloseReceived(4000, "custom")]
     assert client.close_rcvd_then_sent is False
     assert client.data_to_send() == []
     assert not client.close_transport

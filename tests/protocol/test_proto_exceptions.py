@@ -32,7 +32,9 @@ def test_protocol_error_codes() -> None:
 
 def test_handshake_exceptions() -> None:
     header = InvalidHeader("Upgrade", "missing")
-    assert (header.name, header.detail, str(header)) == ("Upgrade", "missing", "Upgrade: missing")
+    assert (header.name, header.value, header.detail) == ("Upgrade", "missing", "missing")
+    assert str(header) == "invalid Upgrade header: missing"
+    assert str(InvalidHeader("Host")) == "missing Host header"
     response = Response(403, "Forbidden", Headers())
     status = InvalidStatus(response)
     assert status.response is response
@@ -47,9 +49,16 @@ def test_handshake_exceptions() -> None:
     [
         (None, None, "", 1006, "", "no close frame received or sent"),
         (None, None, "timeout", 1006, "timeout", "no close frame received or sent: timeout"),
-        (None, (1000, "bye"), "", 1006, "", "sent 1000 (bye); no close frame received"),
-        ((1001, "away"), None, "", 1001, "away", "received 1001 (away); no close frame sent"),
-        ((1000, "ok"), (1000, ""), "", 1000, "ok", "received 1000 (ok); then sent 1000"),
+        (None, (1000, "bye"), "", 1006, "", "sent 1000 (OK) bye; no close frame received"),
+        (
+            (1001, "away"),
+            None,
+            "",
+            1001,
+            "away",
+            "received 1001 (going away) away; no close frame sent",
+        ),
+        ((1000, "ok"), (1000, ""), "", 1000, "ok", "received 1000 (OK) ok; then sent 1000 (OK)"),
     ],
 )
 def test_connection_closed(
@@ -60,7 +69,7 @@ def test_connection_closed(
     reason: str,
     text: str,
 ) -> None:
-    exc = ConnectionClosed(rcvd, sent, detail)
+    exc = ConnectionClosed(rcvd, sent, detail=detail)
     assert (exc.rcvd, exc.sent, exc.detail) == (rcvd, sent, detail)
     assert exc.code == code
     assert exc.reason == reason
@@ -69,7 +78,7 @@ def test_connection_closed(
 
 def test_connection_closed_subclasses() -> None:
     ok = ConnectionClosedOK((1000, ""), (1000, ""))
-    error = ConnectionClosedError(None, None, "lost")
+    error = ConnectionClosedError(None, None, detail="lost")
     assert isinstance(ok, ConnectionClosed)
     assert isinstance(error, ConnectionClosed)
     assert not isinstance(ok, ConnectionClosedError)

@@ -78,7 +78,7 @@ def test_make_response_unknown_status() -> None:
 def test_make_response_does_not_mutate_given_headers() -> None:
     given = Headers([("X", "1")])
     make_response(400, "x", given)
-    assert given.items() == [("X", "1")]
+    assert list(given.raw_items()) == [("X", "1")]
 
 
 # ------------------------------------------------------------- head parser
@@ -89,7 +89,7 @@ def test_head_parser_whole_request() -> None:
     rest = parser.feed(REQUEST + b"\x81\x00extra")
     assert parser.complete
     assert parser.start_line == "GET /chat HTTP/1.1"
-    assert parser.headers.items() == [
+    assert list(parser.headers.raw_items()) == [
         ("Host", "server.example.com"),
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -124,7 +124,7 @@ def test_head_parser_crlf_split_across_feeds() -> None:
 def test_head_parser_value_whitespace_trimmed_and_empty_values() -> None:
     parser = HeadParser()
     parser.feed(b"GET / HTTP/1.1\r\nA: \t spaced out \t\r\nB:\r\nC:x\r\n\r\n")
-    assert parser.headers.items() == [("A", "spaced out"), ("B", ""), ("C", "x")]
+    assert list(parser.headers.raw_items()) == [("A", "spaced out"), ("B", ""), ("C", "x")]
 
 
 def test_head_parser_latin1_values() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from tether.protocol import Headers, InvalidHeader
 from tether.protocol.headers import (
+    MultipleValuesError,
     build_extension_header,
     parse_extension_header,
     parse_token_list,
@@ -29,10 +30,14 @@ def test_headers_multi_values_keep_order() -> None:
     h["set-cookie"] = "b=2"
     assert h.get_all("SET-COOKIE") == ["a=1", "b=2"]
     assert h.get("Set-Cookie") == "a=1"
-    assert len(h) == 3
-    assert list(h) == ["Set-Cookie", "X-Other", "set-cookie"]
-    with pytest.raises(KeyError, match="multiple values"):
+    # A mapping of distinct lower-cased names, as websockets' Headers.
+    assert len(h) == 2
+    assert list(h) == ["set-cookie", "x-other"]
+    assert list(h.raw_items()) == [("Set-Cookie", "a=1"), ("X-Other", "x"), ("set-cookie", "b=2")]
+    assert h.line_count == 3
+    with pytest.raises(MultipleValuesError, match="Set-Cookie"):
         h["Set-Cookie"]
+    assert issubclass(MultipleValuesError, LookupError)
 
 
 def test_headers_missing() -> None:
@@ -47,8 +52,9 @@ def test_headers_missing() -> None:
 def test_headers_delete_all_values_case_insensitively() -> None:
     h = Headers([("A", "1"), ("b", "2"), ("a", "3")])
     del h["A"]
-    assert h.items() == [("b", "2")]
-    del h["missing"]  # no error
+    assert list(h.raw_items()) == [("b", "2")]
+    with pytest.raises(KeyError):
+        del h["missing"]
     assert len(h) == 1
 
 
@@ -56,9 +62,12 @@ def test_headers_constructors_and_equality() -> None:
     from_pairs = Headers([("A", "1"), ("B", "2")])
     from_mapping = Headers({"A": "1", "B": "2"})
     copy = Headers(from_pairs)
-    assert from_pairs == from_mapping == copy
-    assert from_pairs != Headers([("B", "2"), ("A", "1")])
+    assert from_pairs == from_mapping == copy == Headers(A="1", B="2")
+    # Equal as multi-dicts: names compare case-insensitively, order of names does not count.
+    assert from_pairs == Headers([("b", "2"), ("a", "1")])
+    assert from_pairs != Headers([("A", "2"), ("B", "1")])
     assert from_pairs != {"A": "1", "B": "2"}
+    assert dict(from_pairs) == {"a": "1", "b": "2"}
     copy["C"] = "3"
     assert len(from_pairs) == 2  # the copy does not share its list
     assert "Headers(" in repr(from_pairs)
@@ -70,20 +79,27 @@ def test_headers_update_appends() -> None:
     h.update([("B", "3")])
     h.update(Headers([("C", "4")]))
     assert h.get_all("A") == ["1", "2"]
-    assert h.items() == [("A", "1"), ("a", "2"), ("B", "3"), ("C", "4")]
+    assert list(h.raw_items()) == [("A", "1"), ("a", "2"), ("B", "3"), ("C", "4")]
 
 
-def test_headers_items_is_a_copy() -> None:
+def test_headers_get_all_is_a_copy() -> None:
     h = Headers([("A", "1")])
-    items = h.items()
-    items.append(("B", "2"))
-    assert len(h) == 1
+    values = h.get_all("a")
+    values.append("2")
+    assert h.get_all("A") == ["1"]
+    copy = h.copy()
+    copy["A"] = "3"
+    assert h.get_all("A") == ["1"]
+    h.clear()
+    assert len(h) == 0
+    assert copy.get_all("a") == ["1", "3"]
 
 
 def test_headers_serialize() -> None:
     h = Headers([("Host", "example.com"), ("X-Latin", "caf\xe9")])
-    assert h.serialize() == b"Host: example.com\r\nX-Latin: caf\xe9\r\n"
-    assert Headers().serialize() == b""
+    assert h.serialize() == b"Host: example.com\r\nX-Latin: caf\xe9\r\n\r\n"
+    assert str(h) == "Host: example.com\r\nX-Latin: caf\xe9\r\n\r\n"
+    assert Headers().serialize() == b"\r\n"
 
 
 # ---------------------------------------------------------------- extensions

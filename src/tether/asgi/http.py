@@ -51,7 +51,7 @@ async def send_response(send: Send, response: Response, *, prefix: str = "") -> 
     """
     headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in response.headers.items()
+        for name, value in response.headers.raw_items()
         if name.lower() not in _HOP_BY_HOP
     ]
     start = {"type": prefix + "http.response.start", "status": response.status_code}

@@ -90,12 +90,12 @@ class AsgiWebSocketTransport:
 
     async def write(self, text: str) -> None:
         if not self.open:
-            raise ConnectionClosedError(None, self._close_frame, "the WebSocket is closed")
+            raise ConnectionClosedError(None, self._close_frame, detail="the WebSocket is closed")
         self.write_now(text)
         while self._buffered > self.write_limit and self.open:
             await self._below_limit.wait()
         if self._failed:
-            raise ConnectionClosedError(None, None, "the ASGI server refused a send")
+            raise ConnectionClosedError(None, None, detail="the ASGI server refused a send")
 
     async def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with ``code`` and ``reason``; bounded in time."""

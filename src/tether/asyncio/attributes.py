@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +47,16 @@ class ConnectionAttributes(asyncio.BufferedProtocol):
         "_fast_tx",
         "_half_closed",
         "_held_frames",
+        "_id",
         "_keepalive_handle",
         "_listener",
+        "_logger",
+        "_logger_adapter",
         "_lost",
         "_lost_exc",
         "_pings",
         "_queue",
+        "_queue_low",
         "_reading_paused",
         "_recv_parts",
         "_recv_waiter",
@@ -86,6 +92,10 @@ class ConnectionAttributes(asyncio.BufferedProtocol):
     write_limit: tuple[int, int]
     offload_threshold: int
     latency: float
+    # ws.id and ws.logger (connection.py), made on first use.
+    _id: uuid.UUID | None
+    _logger: logging.Logger | logging.LoggerAdapter[Any]
+    _logger_adapter: logging.LoggerAdapter[Any] | None
     # Reading (connection.py) and the fast read path.
     _rx: Receiver
     _rx_deliver: Callable[[Any, Any], object] | None
@@ -95,6 +105,7 @@ class ConnectionAttributes(asyncio.BufferedProtocol):
     _lost_exc: BaseException | None
     # Messages (messages.py).
     _queue: collections.deque[Data | Fragment]
+    _queue_low: int
     _recv_waiter: asyncio.Future[None] | None
     _recv_parts: list[Any]
     _reading_paused: bool

@@ -17,9 +17,11 @@ logger = logging.getLogger("tether")
 def broadcast(
     connections: Iterable[Connection],
     message: Data,
-    *,
-    compress: bool | None = None,
+    # Positional too, as in websockets before 17.
     raise_exceptions: bool = False,
+    *,
+    text: bool | None = None,
+    compress: bool | None = None,
 ) -> None:
     """Send ``message`` to every open connection without waiting.
 
@@ -40,6 +42,9 @@ def broadcast(
         opcode = Opcode.BINARY
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}")
+    if text is not None:
+        # websockets' text=: bytes (UTF-8) in a text frame, or a str in a binary one.
+        opcode = Opcode.TEXT if text else Opcode.BINARY
     plain = frame_header(opcode, len(payload)) + payload
     shared: dict[tuple[object, ...], bytes] = {}
     skipped = 0

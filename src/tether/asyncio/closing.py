@@ -124,13 +124,14 @@ class Closing(ConnectionAttributes):
             self._close_handle = self.loop.call_later(self.close_timeout, transport.abort)
 
     def _closed_exception(self: Connection) -> ConnectionClosed:
-        rcvd, sent = self.protocol.close_rcvd, self.protocol.close_sent
+        proto = self.protocol
+        rcvd, sent, first = proto.close_rcvd, proto.close_sent, proto.close_rcvd_then_sent
         failure = self.protocol.failure
         detail = failure.reason if failure is not None else ""
         if rcvd is not None and sent is not None and rcvd[0] in _OK_CODES and sent[0] in _OK_CODES:
-            return ConnectionClosedOK(rcvd, sent, detail)
+            return ConnectionClosedOK(rcvd, sent, first, detail)
         if rcvd is not None and sent is None and rcvd[0] in _OK_CODES:
-            return ConnectionClosedOK(rcvd, sent, detail)
+            return ConnectionClosedOK(rcvd, sent, first, detail)
         if not detail and self._lost_exc is not None:
             detail = str(self._lost_exc)
-        return ConnectionClosedError(rcvd, sent, detail)
+        return ConnectionClosedError(rcvd, sent, first, detail)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,12 +34,13 @@ from tether.asyncio.attributes import ConnectionAttributes, Data
 from tether.asyncio.closing import Closing
 from tether.asyncio.cork import Corking
 from tether.asyncio.keepalive import Keepalive
-from tether.asyncio.messages import NO_MESSAGES, ConcurrencyError, Messages
+from tether.asyncio.messages import NO_MESSAGES, Messages
 from tether.asyncio.offload import Offload
 from tether.asyncio.sending import Sending
 from tether.asyncio.writing import Writing
 from tether.protocol.connection import Side, State
 from tether.protocol.events import CloseReceived, Fragment, Pong
+from tether.protocol.exceptions import ConcurrencyError
 from tether.protocol.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -70,18 +72,27 @@ class Connection(
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float | None = 10.0,
-        max_queue: int | None = 16,
-        write_limit: int | tuple[int, int] = 32768,
+        max_queue: int | tuple[int | None, int | None] | None = 16,
+        write_limit: int | tuple[int, int | None] = 32768,
         offload_threshold: int = 256 * 1024,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
-        self.max_queue = max_queue
+        # websockets' (high, low) water marks; reading resumes at low (high // 4 by default).
+        high, low = max_queue if isinstance(max_queue, tuple) else (max_queue, None)
+        self.max_queue = high
+        self._queue_low = low if low is not None else (high or 0) // 4
+        self._logger = logger if logger is not None else logging.getLogger("tether")
+        self._logger_adapter = None
+        self._id = None
         if isinstance(write_limit, int):
             write_limit = (write_limit, write_limit // 4)
-        self.write_limit = write_limit
+        elif write_limit[1] is None:
+            write_limit = (write_limit[0], write_limit[0] // 4)
+        self.write_limit = cast("tuple[int, int]", write_limit)
         self.transport = None
         self.request = None
         self.response = None
@@ -124,6 +135,33 @@ class Connection(
     @property
     def state(self) -> State:
         return self.protocol.state
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique identifier of the connection, for logs (as websockets' ``ws.id``)."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[Any]:
+        """The ``logger=`` given to serve/connect, with ``{"websocket": ws}`` as its extra.
+
+        As in websockets, a formatter or filter can read the connection (its
+        ``id``, ``remote_address`` …) from each record's ``websocket`` attribute.
+        """
+        adapter = self._logger_adapter
+        if adapter is None:
+            adapter = self._logger_adapter = logging.LoggerAdapter(
+                self._logger, {"websocket": self}
+            )
+        return adapter
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     @property
     def close_code(self) -> int | None:

@@ -13,11 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from tether.asyncio.attributes import ConnectionAttributes, Data
-from tether.asyncio.messages import ConcurrencyError
 from tether.protocol.connection import State
-from tether.protocol.exceptions import (
-    ConnectionClosed,
-)
+from tether.protocol.exceptions import ConcurrencyError, ConnectionClosed
 from tether.protocol.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -31,8 +28,21 @@ class Keepalive(ConnectionAttributes):
 
     __slots__ = ()
 
-    def ping(self: Connection, data: Data | None = None) -> asyncio.Future[float]:
-        """Send a Ping; the returned future resolves to the latency in seconds on its Pong."""
+    async def ping(
+        self: Connection, data: Data | bytearray | memoryview | None = None
+    ) -> asyncio.Future[float]:
+        """Send a Ping and return a waiter: awaiting it gives the latency in seconds.
+
+        As in websockets: ``pong_waiter = await ws.ping()`` returns as soon
+        as the Ping is on its way, ``latency = await pong_waiter`` once its
+        Pong arrives (or raises :class:`ConnectionClosed`). ``data`` is the
+        payload (4 random bytes by default; ``str`` is sent as UTF-8).
+        """
+        return self._ping_now(data)
+
+    def _ping_now(
+        self: Connection, data: Data | bytearray | memoryview | None = None
+    ) -> asyncio.Future[float]:
         self._check_open()
         if data is None:
             payload = os.urandom(4)
@@ -52,7 +62,7 @@ class Keepalive(ConnectionAttributes):
             self.protocol.send_ping(payload)
             self._flush()
 
-    async def pong(self: Connection, data: Data = b"") -> None:
+    async def pong(self: Connection, data: Data | bytearray | memoryview = b"") -> None:
         proto = await self._ready_to_send()
         proto.send_pong(data.encode("utf-8") if isinstance(data, str) else bytes(data))
         self._flush()
@@ -80,7 +90,7 @@ class Keepalive(ConnectionAttributes):
         if self.protocol.state is not State.OPEN:
             return
         try:
-            fut = self.ping()
+            fut = self._ping_now()
         except ConnectionClosed:
             return
         if self.ping_timeout is not None:

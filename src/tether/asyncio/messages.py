@@ -14,6 +14,7 @@ Fragments (``stream_fragments=True``) are joined here, or streamed by
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 import logging
 from collections.abc import AsyncIterator
@@ -23,9 +24,7 @@ from tether.asyncio.attributes import ConnectionAttributes, Data
 from tether.asyncio.cork import cork_state
 from tether.protocol.connection import State
 from tether.protocol.events import Fragment
-from tether.protocol.exceptions import (
-    ConnectionClosedOK,
-)
+from tether.protocol.exceptions import ConcurrencyError, ConnectionClosedOK
 
 if TYPE_CHECKING:
     from tether.asyncio.connection import Connection
@@ -38,8 +37,13 @@ logger = logging.getLogger("tether")
 NO_MESSAGES = cast("collections.deque[Any]", ())
 
 
-class ConcurrencyError(RuntimeError):
-    """Two coroutines called recv (or streamed a send) on one connection at once."""
+def _as_decoded(message: Data, decode: bool) -> Data:
+    """``recv(decode=...)``: text as bytes (False) or binary as text (True)."""
+    if decode and isinstance(message, bytes):
+        return message.decode("utf-8")
+    if not decode and isinstance(message, str):
+        return message.encode("utf-8")
+    return message
 
 
 class Messages(ConnectionAttributes):
@@ -78,7 +82,7 @@ class Messages(ConnectionAttributes):
     def _maybe_resume_reading(self: Connection) -> None:
         if (
             self._reading_paused
-            and len(self._queue) <= (self.max_queue or 0) // 4
+            and len(self._queue) <= self._queue_low
             and self.transport is not None
         ):
             self._reading_paused = False
@@ -109,9 +113,11 @@ class Messages(ConnectionAttributes):
         waiter = self._recv_waiter = self.loop.create_future()
         return waiter
 
-    async def recv(self: Connection) -> Data:
+    async def recv(self: Connection, decode: bool | None = None) -> Data:
         """Return the next message: ``str`` for text, ``bytes`` for binary.
 
+        ``decode=False`` returns a text message as UTF-8 ``bytes``;
+        ``decode=True`` decodes a binary message as UTF-8 (as websockets).
         Raises :class:`ConnectionClosedOK` or :class:`ConnectionClosedError`
         once the connection is closed and every received message was read.
         """
@@ -140,15 +146,18 @@ class Messages(ConnectionAttributes):
             self._recv_parts = []
             if self._reading_paused:
                 self._maybe_resume_reading()
-            return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
-        return item
+            joined = "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
+            return joined if decode is None else _as_decoded(joined, decode)
+        return item if decode is None else _as_decoded(item, decode)
 
-    async def recv_streaming(self: Connection) -> AsyncIterator[Data]:
+    async def recv_streaming(self: Connection, decode: bool | None = None) -> AsyncIterator[Data]:
         """Yield the next message piece by piece as its frames arrive.
 
         Fragments arrive separately only on connections opened with
         ``stream_fragments=True``; otherwise the whole message is one piece.
+        ``decode`` as for :meth:`recv`.
         """
+        decoder = None
         while True:
             while not self._queue:
                 await self._wait_message()
@@ -156,11 +165,19 @@ class Messages(ConnectionAttributes):
             if self._reading_paused:
                 self._maybe_resume_reading()
             if type(item) is Fragment:
-                yield item.data
-                if item.fin:
-                    return
+                data, fin = item.data, item.fin
             else:
-                yield item
+                data, fin = cast(Data, item), True
+            if decode is True and isinstance(data, bytes):
+                # A character may straddle two fragments.
+                if decoder is None:
+                    decoder = codecs.getincrementaldecoder("utf-8")()
+                yield decoder.decode(data, fin)
+            elif decode is False and isinstance(data, str):
+                yield data.encode("utf-8")
+            else:
+                yield data
+            if fin:
                 return
 
     def __aiter__(self: Connection) -> Connection:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from tether import _native
 from tether.asyncio.attributes import ConnectionAttributes, Data
 from tether.asyncio.cork import ONE_WRITE, cork_state
-from tether.asyncio.messages import ConcurrencyError
 from tether.protocol.connection import Connection as CoreConnection
 from tether.protocol.connection import State
+from tether.protocol.exceptions import ConcurrencyError
 from tether.protocol.frames import CloseCode, Opcode
 
 if TYPE_CHECKING:
@@ -66,16 +66,19 @@ class Sending(ConnectionAttributes):
     async def send(
         self: Connection,
         message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        text: bool | None = None,
         *,
         compress: bool | None = None,
     ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary.
 
+        ``text=True`` sends bytes (which must be UTF-8) in a text frame and
+        ``text=False`` sends a ``str`` in a binary frame, as in websockets.
         An iterable (or async iterable) of str/bytes is sent as one fragmented
         message. Waits while the write buffer is above the high-water mark.
         """
         proto = self.protocol
-        if self._fast_tx and proto.send_ready:
+        if self._fast_tx and proto.send_ready and text is None:
             # Fast path: a server frame with no extension is just header + payload.
             frame = _frame_small(message)
             if frame is not None:
@@ -91,13 +94,15 @@ class Sending(ConnectionAttributes):
         elif isinstance(message, bytes | bytearray | memoryview):
             opcode, data = Opcode.BINARY, bytes(message)
         elif isinstance(message, AsyncIterable):
-            await self._send_fragments_async(message, compress)
+            await self._send_fragments_async(message, compress, text)
             return
         elif isinstance(message, Iterable):
-            await self._send_fragments(iter(message), compress)
+            await self._send_fragments(iter(message), compress, text)
             return
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
+        if text is not None:
+            opcode = Opcode.TEXT if text else Opcode.BINARY
         if proto.extensions and compress is not False and len(data) >= self.offload_threshold:
             await self._encode_in_worker(opcode, data, compress)
         elif opcode == Opcode.BINARY:
@@ -111,15 +116,20 @@ class Sending(ConnectionAttributes):
             await self._drain()
 
     def send_nowait(
-        self: Connection, message: Data | bytearray | memoryview, *, compress: bool | None = None
+        self: Connection,
+        message: Data | bytearray | memoryview,
+        text: bool | None = None,
+        *,
+        compress: bool | None = None,
     ) -> None:
         """Send a whole message now, without waiting for the write buffer to drain.
 
         For callbacks (see :class:`Listener`), which cannot await: check
-        :attr:`buffered_amount` to apply backpressure yourself.
+        :attr:`buffered_amount` to apply backpressure yourself. ``text`` as
+        for :meth:`send`.
         """
         proto = self.protocol
-        if self._fast_tx and proto.send_ready:
+        if self._fast_tx and proto.send_ready and text is None:
             frame = _frame_small(message)
             if frame is not None:
                 # _write_small, inlined: this is the Listener's hot path.
@@ -133,25 +143,32 @@ class Sending(ConnectionAttributes):
         self._check_open()
         if self._busy is not None:
             raise ConcurrencyError("a large message is being compressed; await send() instead")
-        if type(message) is bytes:
-            proto.send_binary(message, compress=compress)
-        elif isinstance(message, str):
-            proto.send_text(message.encode("utf-8"), compress=compress)
-        elif isinstance(message, bytearray | memoryview):
-            proto.send_binary(bytes(message), compress=compress)
+        if isinstance(message, str):
+            data = message.encode("utf-8")
+            as_text = True if text is None else text
+        elif isinstance(message, bytes | bytearray | memoryview):
+            data = message if type(message) is bytes else bytes(message)
+            as_text = bool(text)
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
+        if as_text:
+            proto.send_text(data, compress=compress)
+        else:
+            proto.send_binary(data, compress=compress)
         out = proto.data_to_send()
         if out:
             self._write_out(out)
 
     async def _send_fragments(
-        self: Connection, chunks: Iterable[Data], compress: bool | None
+        self: Connection, chunks: Iterable[Data], compress: bool | None, as_text: bool | None
     ) -> None:
-        await self._send_fragments_async(_aiter_sync(chunks), compress)
+        await self._send_fragments_async(_aiter_sync(chunks), compress, as_text)
 
     async def _send_fragments_async(
-        self: Connection, chunks: AsyncIterable[Data], compress: bool | None
+        self: Connection,
+        chunks: AsyncIterable[Data],
+        compress: bool | None,
+        as_text: bool | None = None,
     ) -> None:
         proto = self.protocol
         iterator = aiter(chunks)
@@ -159,12 +176,12 @@ class Sending(ConnectionAttributes):
             first = await anext(iterator)
         except StopAsyncIteration:
             return
-        text = isinstance(first, str)
+        text = isinstance(first, str) if as_text is None else as_text
         prev: Data = first
         started = False
         try:
             async for chunk in iterator:
-                if isinstance(chunk, str) != text:
+                if as_text is None and isinstance(chunk, str) != text:
                     raise TypeError("fragments of one message must all be str or all be bytes")
                 await self._until_idle()
                 self._send_fragment(prev, text, started, False, compress)

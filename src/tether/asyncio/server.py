@@ -9,25 +9,45 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
+from tether.asyncio.auth import basic_auth
+from tether.asyncio.broadcast import broadcast
 from tether.asyncio.connection import Connection
 from tether.asyncio.listener import Listener
-from tether.asyncio.options import Compression, connection_options, server_extensions
+from tether.asyncio.options import (
+    Compression,
+    MaxQueue,
+    MaxSize,
+    WriteLimit,
+    connection_options,
+    server_extensions,
+    split_max_size,
+)
 from tether.protocol.connection import State
 from tether.protocol.events import RequestReceived
-from tether.protocol.exceptions import ConnectionClosed
+from tether.protocol.exceptions import ConnectionClosed, NegotiationError
 from tether.protocol.extensions.base import ServerExtensionFactory
 from tether.protocol.frames import CloseCode
 from tether.protocol.handshake import Request, Response, make_response
 from tether.protocol.headers import Headers, HeadersLike
-from tether.protocol.server import ServerProtocol, SubprotocolSelector
+from tether.protocol.server import OriginLike, ServerProtocol, SubprotocolSelector
+from tether.typing import LoggerLike, StatusLike
 
-logger = logging.getLogger("tether.server")
+__all__ = [
+    "RequestBodyError",
+    "Server",
+    "ServerConnection",
+    "basic_auth",
+    "broadcast",
+    "serve",
+    "unix_serve",
+]
 
 CoroutineHandler = Callable[["ServerConnection"], Awaitable[Any]]
 Handler = CoroutineHandler | type[Listener]
 ProcessRequest = Callable[
     ["ServerConnection", Request], Response | Awaitable[Response | None] | None
 ]
+SelectSubprotocol = Callable[["ServerConnection", Sequence[str]], str | None]
 ProcessResponse = Callable[
     ["ServerConnection", Request, Response], Response | Awaitable[Response | None] | None
 ]
@@ -47,17 +67,26 @@ class ServerConnection(Connection):
 
     protocol: ServerProtocol
 
-    def __init__(self, server: Server, protocol: ServerProtocol, **kwargs: Any) -> None:
+    def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.server = server
         self.protocol = protocol
+        # Set by basic_auth's process_request once the credentials check out.
+        self.username: str | None = None
         self._open_handle: asyncio.TimerHandle | None = None
         self._handler_task: asyncio.Task[None] | None = None
         self._body_waiter: asyncio.Future[None] | None = None
 
-    def respond(self, status: int, text: str = "", headers: HeadersLike | None = None) -> Response:
-        """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
-        return make_response(status, text, Headers(headers) if headers is not None else None)
+    def respond(
+        self, status: StatusLike, text: str = "", headers: HeadersLike | None = None
+    ) -> Response:
+        """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …).
+
+        The body is ``text`` exactly, as websockets sends it (``respond(200,
+        "OK\\n")`` answers ``OK`` and one newline).
+        """
+        extra = Headers(headers) if headers is not None else None
+        return make_response(int(status), text, extra, end_line=False)
 
     async def read_body(self, max_size: int = 2**20) -> bytes:
         """Read the request's ``Content-Length`` body, for ``process_request``.
@@ -114,7 +143,7 @@ class ServerConnection(Connection):
 
     def _open_timed_out(self) -> None:
         if self.protocol.state is State.CONNECTING and self.transport is not None:
-            logger.info("opening handshake timed out from %s", self.remote_address)
+            self.logger.info("opening handshake timed out from %s", self.remote_address)
             self.transport.abort()
 
     def _handshake_data(self, data: bytes) -> None:
@@ -129,14 +158,14 @@ class ServerConnection(Connection):
                         response = proto.accept(event.request)
                     except Exception:
                         # e.g. a select_subprotocol callback that raised
-                        logger.exception("error while accepting the handshake")
+                        self.logger.exception("error while accepting the handshake")
                         response = make_response(500, "internal server error")
                     self._finish_handshake(response)
                 else:
                     self._handler_task = self.server._track(self._hooked_handshake(event.request))
         if proto.state is State.CLOSED:
             if proto.handshake_exc is not None:
-                logger.info(
+                self.logger.info(
                     "rejected handshake from %s: %s", self.remote_address, proto.handshake_exc
                 )
             self._flush()
@@ -156,7 +185,7 @@ class ServerConnection(Connection):
                 if replaced is not None:
                     response = replaced
         except Exception:
-            logger.exception("error in process_request/process_response")
+            self.logger.exception("error in process_request/process_response")
             response = make_response(500, "internal server error")
         if self.protocol.state is State.CONNECTING and not self._lost:
             self._finish_handshake(response, in_task=True)
@@ -194,7 +223,9 @@ class ServerConnection(Connection):
         elif proto.handshake_exc is not None and response.status_code >= 400:
             # A plain HTTP answer from process_request (an API, a health check)
             # is not worth a log line; a refused upgrade is.
-            logger.info("rejected handshake from %s: %s", self.remote_address, proto.handshake_exc)
+            self.logger.info(
+                "rejected handshake from %s: %s", self.remote_address, proto.handshake_exc
+            )
         self._flush()
 
     async def _run_handler(self) -> None:
@@ -204,7 +235,7 @@ class ServerConnection(Connection):
         except ConnectionClosed:
             pass  # the peer went away; nothing to report
         except Exception:
-            logger.exception("connection handler failed")
+            self.logger.exception("connection handler failed")
             if self.protocol.state is State.OPEN:
                 self.fail(CloseCode.INTERNAL_ERROR, "")
         if self.protocol.state is State.OPEN:
@@ -230,10 +261,10 @@ class Server:
         host: str | None = None,
         port: int | None = None,
         *,
-        origins: Sequence[str | None] | None = None,
+        origins: Sequence[OriginLike] | None = None,
         extensions: Sequence[ServerExtensionFactory] | None = None,
         subprotocols: Sequence[str] | None = None,
-        select_subprotocol: SubprotocolSelector | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
         compression: Compression = "deflate",
         process_request: ProcessRequest | None = None,
         process_response: ProcessResponse | None = None,
@@ -242,15 +273,19 @@ class Server:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float | None = 10.0,
-        max_size: int | None = 2**20,
+        max_size: MaxSize = 2**20,
         max_frame_size: int | None = None,
-        max_queue: int | None = 16,
-        write_limit: int | tuple[int, int] = 32768,
+        max_queue: MaxQueue = 16,
+        write_limit: WriteLimit = 32768,
         offload_threshold: int = 256 * 1024,
         max_header_line: int = 8192,
         max_headers: int = 128,
         stream_fragments: bool = False,
         ssl: ssl_module.SSLContext | None = None,
+        logger: LoggerLike | None = None,
+        create_connection: type[ServerConnection] | None = None,
+        unix: bool = False,
+        path: str | None = None,
         front: Callable[[Server], asyncio.BaseProtocol] | None = None,
         **create_server_kwargs: Any,
     ) -> None:
@@ -273,12 +308,17 @@ class Server:
         self.process_response = process_response
         self.server_header = server_header
         self.open_timeout = open_timeout
-        self.max_size = max_size
-        self.max_frame_size = max_frame_size
+        self.max_size, self.max_frame_size = split_max_size(max_size, max_frame_size)
         self.max_header_line = max_header_line
         self.max_headers = max_headers
         self.stream_fragments = stream_fragments
         self.ssl = ssl
+        self.logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("tether.server")
+        )
+        self.create_connection = create_connection if create_connection else ServerConnection
+        self.unix = unix
+        self.path = path
         self.create_server_kwargs = create_server_kwargs
         self._conn_kwargs = connection_options(
             ping_interval=ping_interval,
@@ -287,6 +327,7 @@ class Server:
             max_queue=max_queue,
             write_limit=write_limit,
             offload_threshold=offload_threshold,
+            logger=self.logger,
         )
         self._connections: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -307,11 +348,24 @@ class Server:
         return self._make_connection()
 
     def _make_connection(self) -> ServerConnection:
+        connection: ServerConnection | None = None
+        selector: SubprotocolSelector | None = None
+        select = self.select_subprotocol
+        if select is not None:
+            # websockets' hook takes the connection; the core's takes (offered,
+            # available). The core calls it once the request is in, long
+            # after ``connection`` below is bound.
+            def selector(offered: Sequence[str], available: Sequence[str]) -> str | None:
+                assert connection is not None
+                return select(connection, offered)
+
+        elif self.subprotocols:
+            selector = _select_in_server_order
         protocol = ServerProtocol(
             origins=self.origins,
             extensions=self.extension_factories,
             subprotocols=self.subprotocols,
-            select_subprotocol=self.select_subprotocol,
+            select_subprotocol=selector,
             max_size=self.max_size,
             max_frame_size=self.max_frame_size,
             max_header_line=self.max_header_line,
@@ -321,7 +375,13 @@ class Server:
             # handler before the connection fails (see Connection._fail_pending).
             defer_failure=True,
         )
-        return ServerConnection(self, protocol, **self._conn_kwargs)
+        connection = self.create_connection(protocol, self, **self._conn_kwargs)
+        return connection
+
+    @property
+    def server(self) -> asyncio.Server | None:
+        """The underlying :class:`asyncio.Server`, once started."""
+        return self._server
 
     async def start(self) -> Server:
         loop = asyncio.get_running_loop()
@@ -330,10 +390,30 @@ class Server:
         factory: Callable[[], asyncio.BaseProtocol] = (
             self._make_connection if front is None else lambda: front(self)
         )
-        self._server = await loop.create_server(
-            factory, self.host, self.port, ssl=self.ssl, **self.create_server_kwargs
-        )
+        if self.unix:
+            self._server = await loop.create_unix_server(
+                factory, self.path, ssl=self.ssl, **self.create_server_kwargs
+            )
+        else:
+            self._server = await loop.create_server(
+                factory, self.host, self.port, ssl=self.ssl, **self.create_server_kwargs
+            )
         return self
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on (as :meth:`asyncio.Server.get_loop`)."""
+        if self._server is not None:
+            return self._server.get_loop()
+        return asyncio.get_running_loop()
+
+    def is_serving(self) -> bool:
+        """Whether the server accepts new connections."""
+        return self._server is not None and self._server.is_serving()
+
+    async def start_serving(self) -> None:
+        """Start accepting connections (for ``serve(..., start_serving=False)``)."""
+        assert self._server is not None, "server not started"
+        await self._server.start_serving()
 
     def __await__(self) -> Any:
         return self.start().__await__()
@@ -349,15 +429,24 @@ class Server:
         assert self._server is not None, "server not started"
         await self._server.serve_forever()
 
-    def close(self, close_connections: bool = True, code: int = CloseCode.GOING_AWAY) -> None:
-        """Stop listening and, by default, close every connection with 1001 (going away)."""
+    def close(
+        self,
+        close_connections: bool = True,
+        code: int = CloseCode.GOING_AWAY,
+        reason: str = "",
+    ) -> None:
+        """Stop listening and, by default, close every connection with ``code`` and ``reason``.
+
+        With ``close_connections=False`` the open connections go on until
+        their handlers return; :meth:`wait_closed` waits for them.
+        """
         if self._server is not None:
             self._server.close()
         self._closing = True
         if close_connections:
             for conn in list(self._connections):
                 if conn.protocol.state is State.OPEN:
-                    conn.loop.create_task(conn.close(code, "server shutting down"))
+                    conn.loop.create_task(conn.close(code, reason))
                 elif conn.transport is not None and conn.protocol.state is State.CONNECTING:
                     conn.transport.abort()
         self._maybe_done()
@@ -389,8 +478,29 @@ class Server:
             await self._done
 
 
+def _select_in_server_order(offered: Sequence[str], available: Sequence[str]) -> str | None:
+    """websockets' default: the first of the server's subprotocols the client offers.
+
+    A server with subprotocols refuses (HTTP 400) a client that offers none of them.
+    """
+    if not offered:
+        raise NegotiationError("missing subprotocol")
+    for subprotocol in available:
+        if subprotocol in offered:
+            return subprotocol
+    raise NegotiationError("invalid subprotocol; expected one of " + ", ".join(available))
+
+
 def serve(
     handler: Handler, host: str | None = None, port: int | None = None, **kwargs: Any
 ) -> Server:
     """Create a WebSocket server; use ``async with serve(...)`` or ``await serve(...)``."""
     return Server(handler, host, port, **kwargs)
+
+
+def unix_serve(handler: Handler, path: str | None = None, **kwargs: Any) -> Server:
+    """Create a WebSocket server on a Unix socket at ``path`` (as websockets' ``unix_serve``).
+
+    Same options as :func:`serve`; ``sock=`` takes an already bound socket instead.
+    """
+    return Server(handler, unix=True, path=path, **kwargs)

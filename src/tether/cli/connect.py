@@ -42,10 +42,17 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from tether._extras import MissingDependency
 from tether.asyncio.client import ClientConnection, connect
 from tether.cli.options import byte_limit, seconds
 from tether.protocol.client import parse_uri
-from tether.protocol.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from tether.protocol.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidProxy,
+    InvalidStatus,
+    ProxyError,
+)
 from tether.protocol.frames import Opcode, parse_close_payload
 
 HEX_LIMIT = 32  # bytes of a binary payload shown in hex before "..."
@@ -117,6 +124,19 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "-k", "--insecure", action="store_true", help="wss://: skip TLS certificate verification"
+    )
+    via = p.add_mutually_exclusive_group()
+    via.add_argument(
+        "--proxy",
+        metavar="URL",
+        help=(
+            "connect through this proxy: http://[user:pass@]host:port, https://, "
+            "socks5h://, socks5://, socks4a://, socks4://; "
+            "default: https_proxy, no_proxy … from the environment"
+        ),
+    )
+    via.add_argument(
+        "--no-proxy", action="store_true", help="connect directly, whatever the environment says"
     )
     p.add_argument(
         "--max-size",
@@ -343,8 +363,12 @@ def describe_open_error(exc: Exception, address: str, timeout: float | None) -> 
         # The body usually says why ("token expired"): its first line, shortened.
         why = response.body.decode("utf-8", "replace").strip().splitlines()
         return f"{text}: {why[0][:200]}" if why else text
+    if isinstance(exc, ProxyError | InvalidProxy):
+        return f"proxy failed: {exc}"
     if isinstance(exc, InvalidHandshake):
         return f"handshake failed: {exc}"
+    if isinstance(exc, MissingDependency):
+        return str(exc)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return f"TLS handshake failed: {_tls_error_text(exc)}"
     if isinstance(exc, socket.gaierror):
@@ -433,6 +457,7 @@ async def session(args: argparse.Namespace, out: _Output) -> int:
             max_size=args.max_size,
             ssl=_ssl_context(args.insecure) if uri.secure else None,
             frame_observer=out.frame if args.trace else None,
+            proxy=None if args.no_proxy else args.proxy or True,
         )
         ws = await opener
     except Exception as exc:

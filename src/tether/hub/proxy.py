@@ -157,7 +157,7 @@ class BackendProxy:
 
     def _headers(self, headers: Headers) -> dict[str, str]:
         """The allowed headers of the client's request (the last of a repeated one)."""
-        return {name: value for name, value in headers.items() if name.lower() in self._allowed}
+        return {name: value for name, value in headers.raw_items() if name.lower() in self._allowed}
 
     def _session_body(self, session: SessionInfo, **fields: JSON) -> dict[str, JSON]:
         body: dict[str, JSON] = {

@@ -105,7 +105,7 @@ class HubHttp:
         response = await self.routes.respond(head, exchange.read_body)
         if response is None:  # an upgrade request on a plain HTTP connection
             response = error_response(400, "open the WebSocket on a new connection", 107)
-        await exchange.respond(response.status_code, response.headers.items(), response.body)
+        await exchange.respond(response.status_code, response.headers.raw_items(), response.body)
 
     def connection(self) -> HttpConnection:
         from tether.http.server import HttpConnection  # h11: the hub extra

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from tether.protocol.connection import Connection, FrameObserver, Side, State
 from tether.protocol.events import ResponseReceived
 from tether.protocol.exceptions import (
     InvalidHandshake,
     InvalidHeader,
+    InvalidHeaderValue,
+    InvalidMessage,
     InvalidStatus,
+    InvalidUpgrade,
+    InvalidURI,
     NegotiationError,
 )
 from tether.protocol.extensions.base import ClientExtensionFactory, Extension
@@ -26,6 +30,7 @@ from tether.protocol.handshake import (
 from tether.protocol.headers import (
     Headers,
     HeadersLike,
+    build_authorization_basic,
     build_extension_header,
     parse_extension_header,
     parse_token_list,
@@ -38,6 +43,9 @@ class WebSocketURI:
     host: str
     port: int
     path: str  # includes the query string
+    # From the URI's userinfo (RFC 3986 §3.2.1), percent-decoded; sent as Basic auth.
+    username: str | None = None
+    password: str | None = None
 
     @property
     def host_header(self) -> str:
@@ -45,23 +53,69 @@ class WebSocketURI:
         default = 443 if self.secure else 80
         return host if self.port == default else f"{host}:{self.port}"
 
+    @property
+    def resource_name(self) -> str:
+        """The request target: path and query (websockets' name for it)."""
+        return self.path
+
+    @property
+    def user_info(self) -> tuple[str, str] | None:
+        """``(username, password)`` when the URI carries credentials, else None."""
+        if self.username is None or self.password is None:
+            return None
+        return (self.username, self.password)
+
 
 def parse_uri(uri: str) -> WebSocketURI:
-    """Parse a ws:// or wss:// URI (RFC 6455 §3); raise ValueError if it is not one."""
-    parts = urlsplit(uri)
+    """Parse a ws:// or wss:// URI (RFC 6455 §3); raise InvalidURI if it is not one.
+
+    InvalidURI is also a ValueError. ``ws://user:pass@host/`` keeps the
+    credentials (percent-decoded) for an ``Authorization: Basic`` header.
+    """
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number
+        raise InvalidURI(uri, str(exc)) from None
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"{uri!r} is not a ws:// or wss:// URI")
+        raise InvalidURI(uri, "not a ws:// or wss:// URI")
     if parts.fragment:
         # RFC 6455 §3: "Fragment identifiers are meaningless in the context of WebSocket URIs".
-        raise ValueError(f"{uri!r} has a fragment")
+        raise InvalidURI(uri, "a WebSocket URI has no fragment")
     if not parts.hostname:
-        raise ValueError(f"{uri!r} has no host")
+        raise InvalidURI(uri, "no host")
     secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
+    host = parts.hostname
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return WebSocketURI(secure, parts.hostname, port, path)
+    if not uri.isascii():
+        # An IRI: the host goes to DNS and the Host header as IDNA, the path
+        # and query percent-encoded as UTF-8 (RFC 3987 §3.1).
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidURI(uri, "the host is not a valid international domain name") from None
+        path = quote(path, safe=_URI_DELIMS)
+    username = password = None
+    if parts.username is not None:
+        if parts.password is None:
+            # Basic auth needs both; a lone name is more likely a typo than intent.
+            raise InvalidURI(uri, "a username without a password")
+        try:
+            username = unquote(parts.username, errors="strict")
+            password = unquote(parts.password, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidURI(uri, "credentials are not UTF-8 once percent-decoded") from None
+    return WebSocketURI(secure, host, port or (443 if secure else 80), path, username, password)
+
+
+# RFC 3986 §2.2's reserved characters (and "%"): left as they are when an IRI's path is quoted.
+_URI_DELIMS = ":/?#[]@!$&'()*+,;=%"
+
+
+def _names_authorization(headers: HeadersLike | None) -> bool:
+    return headers is not None and "Authorization" in Headers(headers)
 
 
 # The most of a refused upgrade's body kept for InvalidStatus.response.body.
@@ -140,6 +194,10 @@ class ClientProtocol(Connection):
             headers["Sec-WebSocket-Extensions"] = build_extension_header(offer)
         if self.requested_subprotocols:
             headers["Sec-WebSocket-Protocol"] = ", ".join(self.requested_subprotocols)
+        if self.uri.user_info is not None and not _names_authorization(self.additional_headers):
+            # RFC 6455 §4.1 lets the client send "authorization" headers; the
+            # URI's userinfo becomes Basic credentials (RFC 7617).
+            headers["Authorization"] = build_authorization_basic(*self.uri.user_info)
         if self.additional_headers is not None:
             headers.update(self.additional_headers)
         if self.user_agent is not None and "User-Agent" not in headers:
@@ -149,7 +207,7 @@ class ClientProtocol(Connection):
     def send_request(self, request: Request) -> None:
         self.request = request
         line = f"GET {request.path} HTTP/1.1\r\n".encode("latin-1")
-        self._out.append(line + request.headers.serialize() + b"\r\n")
+        self._out.append(line + request.headers.serialize())
 
     def _receive_handshake(self, data: bytes) -> None:
         if self._body_wanted:
@@ -158,7 +216,7 @@ class ClientProtocol(Connection):
         try:
             rest = self._head.feed(data)
         except HeadError as exc:
-            self._handshake_failed(InvalidHandshake(f"invalid HTTP response: {exc.reason}"))
+            self._handshake_failed(InvalidMessage(f"invalid HTTP response: {exc.reason}"))
             return
         if not self._head.complete:
             return
@@ -166,7 +224,7 @@ class ClientProtocol(Connection):
         version, _, rest_line = start.partition(" ")
         status_text, _, phrase = rest_line.partition(" ")
         if not version.startswith("HTTP/1.") or not status_text.isdigit():
-            self._handshake_failed(InvalidHandshake(f"malformed status line {start[:80]!r}"))
+            self._handshake_failed(InvalidMessage(f"malformed status line {start[:80]!r}"))
             return
         response = Response(int(status_text), phrase, self._head.headers)
         self.response = response
@@ -233,15 +291,15 @@ class ClientProtocol(Connection):
         headers = response.headers
         upgrade = [t.lower() for t in parse_token_list(headers.get_all("Upgrade"), "Upgrade")]
         if upgrade != ["websocket"]:
-            raise InvalidHeader("Upgrade", f"expected 'websocket', got {upgrade}")
+            raise InvalidUpgrade("Upgrade", f"expected 'websocket', got {upgrade}")
         connection = [
             t.lower() for t in parse_token_list(headers.get_all("Connection"), "Connection")
         ]
         if "upgrade" not in connection:
-            raise InvalidHeader("Connection", "missing 'Upgrade'")
+            raise InvalidUpgrade("Connection", "missing 'Upgrade'")
         # RFC 6455 §4.1, client step 4: the accept value must match our key.
         if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
-            raise InvalidHeader("Sec-WebSocket-Accept", "does not match the key sent")
+            raise InvalidHeaderValue("Sec-WebSocket-Accept", "does not match the key sent")
         self.extensions = self._accept_extensions(headers)
         protocols = parse_token_list(headers.get_all("Sec-WebSocket-Protocol"), "Protocol")
         if len(protocols) > 1:

@@ -26,6 +26,7 @@ from tether.protocol.exceptions import InflateDeferred, InvalidState, PayloadToo
 from tether.protocol.extensions.base import Extension
 from tether.protocol.frames import (
     MAX_CONTROL_PAYLOAD,
+    Close,
     CloseCode,
     Frame,
     Opcode,
@@ -185,8 +186,8 @@ class Connection:
         # Message being sent: None when between messages.
         self._sending: int | None = None
 
-        self.close_rcvd: tuple[int, str] | None = None
-        self.close_sent: tuple[int, str] | None = None
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
         self.close_rcvd_then_sent: bool | None = None
         self.failure: ProtocolError | None = None
         # With ``defer_failure`` set (by an I/O layer that runs the application
@@ -467,12 +468,15 @@ class Connection:
             if self.max_size is not None:
                 remaining = self.max_size - self._msg_size
                 if b0 & 0x40 or self._msg_compressed:
-                    # Compressed data is checked again once decoded, but its
-                    # wire size must be bounded too, or a peer could make us
-                    # buffer a frame of any size. Allow for deflate's
-                    # worst-case expansion (zlib's deflateBound for a raw
-                    # stream stays below n + n/1024 + 64).
-                    if length > remaining + (remaining >> 10) + 64:
+                    # max_size bounds the message once inflated (checked while
+                    # inflating). The wire size must be bounded too, or a peer
+                    # could make us buffer a frame of any size, but data that
+                    # does not compress grows a little: a 1 MiB random message
+                    # is ~1,051,000 bytes from a small-memLevel compressor.
+                    # Allow zlib's conservative deflateBound (any memLevel or
+                    # window): n + n/8 + n/256 + n/512 + a few bytes.
+                    bound = remaining + (remaining >> 3) + (remaining >> 8) + (remaining >> 9)
+                    if length > bound + 64:
                         raise PayloadTooBig(
                             f"compressed frame of {length} bytes exceeds limit {self.max_size}"
                         )
@@ -602,12 +606,13 @@ class Connection:
                 raise ProtocolError("close reason is not valid UTF-8", 1007) from None
             except ValueError as exc:
                 raise ProtocolError(str(exc)) from None
-            self.close_rcvd = (code, reason)
+            self.close_rcvd = Close(code, reason)
             if self.close_sent is None:
                 self.close_rcvd_then_sent = True
-                # RFC 6455 §5.5.1: "the endpoint typically echos the status code it received".
-                echo = code if code != CloseCode.NO_STATUS else CloseCode.NO_STATUS
-                self._send_close_frame(echo, "")
+                # RFC 6455 §5.5.1: "the endpoint typically echos the status
+                # code it received"; the reason is echoed too, as websockets
+                # does, so both ends log the same (code, reason).
+                self._send_close_payload(payload, code, reason)
             elif self.close_rcvd_then_sent is None:
                 self.close_rcvd_then_sent = False
             self._set_state(State.CLOSING)
@@ -722,7 +727,7 @@ class Connection:
 
     def _send_close_payload(self, payload: bytes, code: int, reason: str) -> None:
         self._write(Opcode.CLOSE, payload)
-        self.close_sent = (code, reason)
+        self.close_sent = Close(code, reason)
 
     def fail_pending(self) -> None:
         """Fail the connection for the protocol error kept in ``pending_failure``, if any."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tether._native import apply_mask
 
@@ -32,12 +33,18 @@ MAX_CONTROL_PAYLOAD = 125
 
 
 class CloseCode(enum.IntEnum):
-    NORMAL = 1000
+    """Close codes (RFC 6455 §7.4.1 and the IANA registry).
+
+    The long names are websockets'; tether's shorter names (``NORMAL``,
+    ``NO_STATUS``, ``ABNORMAL``) are aliases of the same members.
+    """
+
+    NORMAL_CLOSURE = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
-    NO_STATUS = 1005  # never sent on the wire
-    ABNORMAL = 1006  # never sent on the wire
+    NO_STATUS_RCVD = 1005  # never sent on the wire
+    ABNORMAL_CLOSURE = 1006  # never sent on the wire
     INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
@@ -47,6 +54,65 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013
     BAD_GATEWAY = 1014
     TLS_HANDSHAKE = 1015  # never sent on the wire
+    # tether's shorter names: aliases, so ``CloseCode.NORMAL is CloseCode.NORMAL_CLOSURE``.
+    NORMAL = 1000
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+
+
+# What each code means, as a close frame's description prints it.
+CLOSE_CODE_EXPLANATIONS: dict[int, str] = {
+    1000: "OK",
+    1001: "going away",
+    1002: "protocol error",
+    1003: "unsupported data",
+    1005: "no status received [internal]",
+    1006: "abnormal closure [internal]",
+    1007: "invalid frame payload data",
+    1008: "policy violation",
+    1009: "message too big",
+    1010: "mandatory extension",
+    1011: "internal error",
+    1012: "service restart",
+    1013: "try again later",
+    1014: "bad gateway",
+    1015: "TLS handshake failure [internal]",
+}
+
+
+class Close(NamedTuple):
+    """The code and reason of a Close frame.
+
+    A named tuple: ``close.code`` and ``close.reason`` as in websockets, and
+    ``code, reason = close`` as tether's earlier ``(code, reason)`` tuples.
+    """
+
+    code: int
+    reason: str
+
+    def __str__(self) -> str:
+        if 3000 <= self.code < 4000:
+            explanation = "registered"
+        elif 4000 <= self.code < 5000:
+            explanation = "private use"
+        else:
+            explanation = CLOSE_CODE_EXPLANATIONS.get(self.code, "unknown")
+        text = f"{self.code} ({explanation})"
+        return f"{text} {self.reason}" if self.reason else text
+
+    @classmethod
+    def parse(cls, data: bytes) -> Close:
+        """Decode a Close payload; ``ValueError`` if it is invalid (see parse_close_payload)."""
+        return cls(*parse_close_payload(data))
+
+    def serialize(self) -> bytes:
+        """Encode as a Close payload; ``ValueError`` if it cannot be sent."""
+        return serialize_close_payload(self.code, self.reason)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless the code may appear in a Close frame."""
+        if not is_valid_close_code(self.code):
+            raise ValueError(f"invalid close code {self.code}")
 
 
 # RFC 6455 §7.4.1 and the IANA registry: codes an endpoint may put in a Close

@@ -48,15 +48,24 @@ class Response:
 
     def serialize(self) -> bytes:
         head = f"HTTP/1.1 {self.status_code} {self.reason_phrase}\r\n".encode("latin-1")
-        return head + self.headers.serialize() + b"\r\n" + self.body
+        return head + self.headers.serialize() + self.body
 
 
 def make_response(
-    status: int, text: str = "", headers: Headers | None = None, *, close: bool = True
+    status: int,
+    text: str = "",
+    headers: Headers | None = None,
+    *,
+    close: bool = True,
+    end_line: bool = True,
 ) -> Response:
-    """A plain-text HTTP response, e.g. to reject an upgrade with a clear reason."""
+    """A plain-text HTTP response, e.g. to reject an upgrade with a clear reason.
+
+    ``end_line`` ends a non-empty ``text`` with a newline; without it the body
+    is ``text`` exactly (websockets' ``respond(200, "OK\\n")`` sends ``OK\\n``).
+    """
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    body = (text + "\n").encode("utf-8") if text else b""
+    body = (text + "\n" if end_line else text).encode("utf-8") if text else b""
     out = Headers(headers) if headers is not None else Headers()
     if body:
         out["Content-Type"] = "text/plain; charset=utf-8"
@@ -129,7 +138,7 @@ class HeadParser:
         if not line:
             self.complete = True
             return
-        if len(self.headers) >= self.max_headers:
+        if self.headers.line_count >= self.max_headers:
             raise HeadError(431, f"more than {self.max_headers} headers")
         name, sep, value = line.partition(b":")
         # RFC 7230 §3.2.4: no whitespace between the field name and the colon.

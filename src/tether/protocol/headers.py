@@ -6,8 +6,9 @@ RFC 6455 §9.1 and RFC 7230 §3.2.6 define Sec-WebSocket-Extensions as a list of
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 
 from tether.protocol.exceptions import InvalidHeader
 
@@ -15,81 +16,139 @@ ExtensionParams = list[tuple[str, str | None]]
 ExtensionHeader = list[tuple[str, ExtensionParams]]
 
 
-class Headers:
-    """Case-insensitive, ordered, multi-valued HTTP headers."""
+class MultipleValuesError(LookupError):
+    """``headers[name]`` found more than one value; use ``get_all(name)``."""
 
-    __slots__ = ("_items",)
+    def __str__(self) -> str:
+        return repr(self.args[0]) if len(self.args) == 1 else super().__str__()
 
-    def __init__(
-        self, items: Iterable[tuple[str, str]] | Mapping[str, str] | Headers | None = None
-    ) -> None:
-        self._items: list[tuple[str, str]] = []
-        if items is None:
-            return
-        if isinstance(items, Headers):
-            self._items = list(items._items)
-        elif isinstance(items, Mapping):
-            self._items = [(str(k), str(v)) for k, v in items.items()]
-        else:
-            self._items = [(str(k), str(v)) for k, v in items]
 
-    def __getitem__(self, name: str) -> str:
-        values = self.get_all(name)
-        if not values:
-            raise KeyError(name)
-        if len(values) > 1:
-            raise KeyError(f"multiple values for {name}")
-        return values[0]
+class Headers(MutableMapping[str, str]):
+    """Case-insensitive, ordered, multi-valued HTTP headers; a ``MutableMapping``.
 
-    def __setitem__(self, name: str, value: str) -> None:
-        self._items.append((name, value))
+    As in websockets: ``headers[name]`` returns the only value (``KeyError``
+    if none, :class:`MultipleValuesError` if several); ``headers[name] =
+    value`` *adds* a value; ``del headers[name]`` removes every value;
+    iterating yields each name once, lower-cased, so ``dict(headers)`` works;
+    :meth:`get_all` and :meth:`raw_items` see every value with its name as it
+    came. tether's :meth:`get` returns the first of several values instead of
+    raising.
+    """
 
-    def __delitem__(self, name: str) -> None:
-        lname = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lname]
+    __slots__ = ("_dict", "_list")
 
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        lname = name.lower()
-        return any(k.lower() == lname for k, _ in self._items)
+    def __init__(self, *args: HeadersLike, **kwargs: str) -> None:
+        self._dict: dict[str, list[str]] = {}
+        self._list: list[tuple[str, str]] = []
+        self.update(*args, **kwargs)
 
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and self._items == other._items
+    def __str__(self) -> str:
+        return "".join(f"{k}: {v}\r\n" for k, v in self._list) + "\r\n"
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"{type(self).__name__}({self._list!r})"
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        values = self.get_all(name)
-        return values[0] if values else default
-
-    def get_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for k, v in self._items if k.lower() == lname]
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
-    def update(self, other: Iterable[tuple[str, str]] | Mapping[str, str] | Headers) -> None:
-        self._items.extend(Headers(other)._items)
+    def copy(self) -> Headers:
+        other = type(self)()
+        other._dict = {k: list(v) for k, v in self._dict.items()}
+        other._list = list(self._list)
+        return other
 
     def serialize(self) -> bytes:
-        for name, value in self._items:
+        """The header lines and the blank line that ends them, as ISO-8859-1 bytes."""
+        for name, value in self._list:
             # A CR or LF would end the header early and let a value inject
             # headers of its own (response splitting).
             if any(c in name or c in value for c in "\r\n\x00"):
                 raise ValueError(f"invalid character in header {name!r}")
-        return "".join(f"{k}: {v}\r\n" for k, v in self._items).encode("latin-1")
+        return str(self).encode("latin-1")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._dict
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def __getitem__(self, key: str) -> str:
+        values = self._dict[key.lower()]
+        if len(values) == 1:
+            return values[0]
+        raise MultipleValuesError(key)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._dict.setdefault(key.lower(), []).append(value)
+        self._list.append((key, value))
+
+    def __delitem__(self, key: str) -> None:
+        lname = key.lower()
+        del self._dict[lname]
+        self._list = [(k, v) for k, v in self._list if k.lower() != lname]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._dict == other._dict
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like dict
+
+    def clear(self) -> None:
+        self._dict = {}
+        self._list = []
+
+    def update(self, *args: HeadersLike, **kwargs: str) -> None:  # type: ignore[override]
+        """Add every header of each argument (Headers, mapping or pairs) and of ``kwargs``."""
+        for arg in args:
+            if isinstance(arg, Headers):
+                pairs: Iterable[tuple[str, str]] = arg._list
+            elif isinstance(arg, Mapping) or hasattr(arg, "keys"):
+                pairs = [(k, arg[k]) for k in arg.keys()]  # type: ignore[index]  # noqa: SIM118
+            else:
+                pairs = arg
+            for name, value in pairs:
+                self[str(name)] = str(value)
+        for name, value in kwargs.items():
+            self[name] = value
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """The first value of ``key``, or ``default``."""
+        values = self._dict.get(key.lower())
+        return values[0] if values else default
+
+    def get_all(self, key: str) -> list[str]:
+        """Every value of ``key``, in order (an empty list if none)."""
+        return list(self._dict.get(key.lower(), ()))
+
+    def raw_items(self) -> Iterator[tuple[str, str]]:
+        """Every ``(name, value)``, names as they were given, in order."""
+        return iter(self._list)
+
+    def set_insecure(self, key: str, value: str) -> None:
+        """Add a header without validating it (websockets' name; tether checks on serialize)."""
+        self[key] = value
+
+    @property
+    def line_count(self) -> int:
+        """How many header lines (``len()`` counts distinct names)."""
+        return len(self._list)
 
 
 HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def build_authorization_basic(username: str, password: str) -> str:
+    """The value of an ``Authorization`` (or ``Proxy-Authorization``) header for Basic auth.
+
+    RFC 7617 §2: base64 of ``user-id ":" password``, UTF-8 encoded (§2.1);
+    a user-id with a colon cannot be represented.
+    """
+    if ":" in username:
+        raise ValueError("a Basic auth username cannot contain a colon (RFC 7617 §2)")
+    credentials = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
+
 
 _TOKEN_RE = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _QUOTED_RE = re.compile(r'"(?:[\x09\x20-\x21\x23-\x5b\x5d-\x7e]|\\[\x09\x20-\x7e\x80-\xff])*"')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -12,6 +13,8 @@ from tether.protocol.events import RequestReceived
 from tether.protocol.exceptions import (
     InvalidHandshake,
     InvalidHeader,
+    InvalidMessage,
+    InvalidProtocol,
     InvalidState,
     NegotiationError,
 )
@@ -36,6 +39,23 @@ from tether.protocol.headers import (
 MAX_PENDING = 4 * 1024 * 1024
 
 SubprotocolSelector = Callable[[Sequence[str], Sequence[str]], str | None]
+# An allowed Origin: the exact string (None for no Origin header) or a
+# compiled regex that must match it whole (as in websockets).
+OriginLike = str | re.Pattern[str] | None
+
+
+def origin_allowed(origin: str | None, allowed: Sequence[OriginLike]) -> bool:
+    """Whether ``origin`` (None: no Origin header) is one of ``allowed``."""
+    for candidate in allowed:
+        if candidate == origin:
+            return True
+        if (
+            isinstance(candidate, re.Pattern)
+            and origin is not None
+            and candidate.fullmatch(origin) is not None
+        ):
+            return True
+    return False
 
 
 class ServerProtocol(Connection):
@@ -58,7 +78,7 @@ class ServerProtocol(Connection):
     def __init__(
         self,
         *,
-        origins: Sequence[str | None] | None = None,
+        origins: Sequence[OriginLike] | None = None,
         extensions: Sequence[ServerExtensionFactory] | None = None,
         subprotocols: Sequence[str] | None = None,
         select_subprotocol: SubprotocolSelector | None = None,
@@ -110,7 +130,7 @@ class ServerProtocol(Connection):
         try:
             rest = self._head.feed(data)
         except HeadError as exc:
-            self.handshake_exc = InvalidHandshake(exc.reason)
+            self.handshake_exc = InvalidMessage(exc.reason)
             self._reject_now(make_response(exc.status, exc.reason))
             return
         if not self._head.complete:
@@ -118,14 +138,14 @@ class ServerProtocol(Connection):
         start = self._head.start_line or ""
         parts = start.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            self.handshake_exc = InvalidHandshake(f"malformed request line {start[:80]!r}")
+            self.handshake_exc = InvalidMessage(f"malformed request line {start[:80]!r}")
             self._reject_now(make_response(400, "malformed request line"))
             return
         method, path, version = parts
         if version != "HTTP/1.1":
             # RFC 6455 §4.1: "The method of the request MUST be GET, and the
             # HTTP version MUST be at least 1.1."
-            self.handshake_exc = InvalidHandshake(f"unsupported HTTP version {version}")
+            self.handshake_exc = InvalidProtocol(version)
             self._reject_now(make_response(505, "HTTP/1.1 required"))
             return
         self._pending = bytearray(rest)
@@ -253,8 +273,12 @@ class ServerProtocol(Connection):
             # RFC 6455 §4.1: "a randomly selected 16-byte value ... base64-encoded".
             raise _Reject(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded")
         if self.origins is not None:
-            origin = headers.get("Origin")
-            if origin not in self.origins:
+            origins = headers.get_all("Origin")
+            if len(origins) > 1:
+                # RFC 6454 §7.3: "The user agent MUST NOT include more than one Origin header".
+                raise _Reject(400, "more than one Origin header")
+            origin = origins[0] if origins else None
+            if not origin_allowed(origin, self.origins):
                 raise _Reject(403, f"origin {origin!r} not allowed")
         ext_header, extensions = self._negotiate_extensions(headers)
         subprotocol = self._negotiate_subprotocol(headers)
@@ -291,7 +315,11 @@ class ServerProtocol(Connection):
         except InvalidHeader as exc:
             raise _Reject(400, str(exc)) from None
         if self.select_subprotocol is not None:
-            chosen = self.select_subprotocol(offered, self.available_subprotocols)
+            try:
+                chosen = self.select_subprotocol(offered, self.available_subprotocols)
+            except NegotiationError as exc:
+                # As websockets: a selector declines the handshake by raising it.
+                raise _Reject(400, str(exc) or "subprotocol negotiation failed") from None
             if chosen is not None and chosen not in offered:
                 raise _Reject(500, "selected subprotocol was not offered")
             return chosen

@@ -80,7 +80,7 @@ def build_scope(
         # ASGI: header names lowercased, values as the bytes that came in.
         "headers": [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in request.headers.items()
+            for name, value in request.headers.raw_items()
         ],
         "subprotocols": offered_subprotocols(request),
         "state": app_state.copy(),

@@ -56,7 +56,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.protocol.exceptions import (
     InflateDeferred,
@@ -102,6 +102,23 @@ def _check_window_bits(name: str, value: int) -> int:
     if not 8 <= value <= 15:
         raise ValueError(f"{name} must be between 8 and 15, got {value}")
     return value
+
+
+def _apply_compress_settings(
+    settings: dict[str, Any] | None, mem_level: int, level: int
+) -> tuple[int, int]:
+    """websockets' ``compress_settings`` (zlib.compressobj keywords) as (mem_level, level)."""
+    if not settings:
+        return mem_level, level
+    if "wbits" in settings:
+        raise ValueError(
+            "compress_settings must not include wbits, set client_max_window_bits "
+            "or server_max_window_bits instead"
+        )
+    unknown = set(settings) - {"memLevel", "level"}
+    if unknown:
+        raise ValueError(f"compress_settings supports memLevel and level, not {sorted(unknown)}")
+    return int(settings.get("memLevel", mem_level)), int(settings.get("level", level))
 
 
 def _check_settings(compress_threshold: int, mem_level: int, level: int) -> None:
@@ -399,15 +416,18 @@ class ClientPerMessageDeflateFactory(ClientExtensionFactory):
 
     def __init__(
         self,
-        *,
         server_no_context_takeover: bool = False,
         client_no_context_takeover: bool = False,
         server_max_window_bits: int | None = None,
         client_max_window_bits: int | bool | None = True,
+        compress_settings: dict[str, Any] | None = None,
+        *,
         compress_threshold: int = 128,
         mem_level: int = 8,
         level: int = 6,
     ) -> None:
+        # websockets' compress_settings={"memLevel": .., "level": ..} or tether's keywords.
+        mem_level, level = _apply_compress_settings(compress_settings, mem_level, level)
         if server_max_window_bits is not None:
             _check_window_bits("server_max_window_bits", server_max_window_bits)
         if client_max_window_bits is False:
@@ -515,16 +535,19 @@ class ServerPerMessageDeflateFactory(ServerExtensionFactory):
 
     def __init__(
         self,
-        *,
         server_no_context_takeover: bool = False,
         client_no_context_takeover: bool = False,
         server_max_window_bits: int | None = 12,
         client_max_window_bits: int | None = 12,
+        compress_settings: dict[str, Any] | None = None,
         require_client_max_window_bits: bool = False,
+        *,
         compress_threshold: int = 128,
         mem_level: int = 5,
         level: int = 6,
     ) -> None:
+        # websockets' compress_settings={"memLevel": .., "level": ..} or tether's keywords.
+        mem_level, level = _apply_compress_settings(compress_settings, mem_level, level)
         if server_max_window_bits is not None:
             _check_window_bits("server_max_window_bits", server_max_window_bits)
         if client_max_window_bits is not None:
