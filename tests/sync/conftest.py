@@ -22,6 +22,14 @@ from sync_testing import GUARD
 from tether.sync.server import Server, ServerConnection, serve
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect() follows the *_proxy variables by default (proxy=True): not in these tests."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "socks_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 def sync_echo(ws: ServerConnection) -> None:
     for message in ws:
         ws.send(message)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sync_testing import GUARD, accept_upgrade, read_request
 
-from tether.asyncio.messages import ConcurrencyError
 from tether.protocol.connection import State
 from tether.protocol.exceptions import (
+    ConcurrencyError,
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
@@ -216,7 +216,8 @@ def test_close_code_and_reason_reach_the_peer(sync_server: Any) -> None:
     ws = connect(srv.url)
     ws.close(1001, "going away now")
     assert done.wait(GUARD)
-    assert seen == [((1001, "going away now"), (1001, ""), 1001, "going away now")]
+    # The peer echoes the code and the reason (RFC 6455 §5.5.1).
+    assert seen == [((1001, "going away now"), (1001, "going away now"), 1001, "going away now")]
     with pytest.raises(ConnectionClosedOK):
         ws.send("closed")
     with pytest.raises(ConnectionClosedOK):
@@ -567,8 +568,6 @@ def test_refused_and_invalid_uris() -> None:
     with pytest.raises(ValueError):
         connect("ws://127.0.0.1:1/", ssl=__import__("ssl").create_default_context())
     with pytest.raises(ValueError):
-        connect("ws://127.0.0.1:1/", proxy="http://proxy:3128")
-    with pytest.raises(ValueError):
         connect("ws://127.0.0.1:1/", max_queue=0)
 
 
@@ -684,7 +683,7 @@ def test_reconnect_retries_transient_errors_and_raises_fatal_ones(sync_server: A
 
 
 def test_process_exception_defaults() -> None:
-    from tether.sync.retry import backoff, process_exception
+    from tether.protocol.reconnect import backoff, process_exception
 
     assert process_exception(ConnectionRefusedError()) is None
     assert process_exception(TimeoutError()) is None
@@ -790,22 +789,3 @@ def test_shutdown_can_leave_connections_open_and_serve_takes_a_socket() -> None:
     assert ws.recv(timeout=GUARD) == "still here"
     ws.close()
     assert ws.close_code == 1000
-
-
-def test_proxy_true_connects_directly_when_the_environment_sets_none(
-    sync_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "wss_proxy", "socks_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    srv = sync_server()
-    with connect(srv.url, proxy=True) as ws:
-        ws.send("direct")
-        assert ws.recv(timeout=GUARD) == "direct"
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(ValueError, match="proxies"):
-        connect(srv.url, proxy=True)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    with connect(srv.url, proxy=True) as ws:  # no_proxy sends it around the proxy
-        ws.send("bypassed")
-        assert ws.recv(timeout=GUARD) == "bypassed"

@@ -164,7 +164,8 @@ def test_tether_asyncio_client_against_sync_server(sync_server: Any) -> None:
             for message in payloads():
                 await ws.send(message)
                 assert await ws.recv() == message
-            latency = await ws.ping()
+            pong_waiter = await ws.ping()
+            latency = await pong_waiter
             assert latency >= 0
 
     _run(main())

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
-from urllib.request import getproxies, proxy_bypass
 
 from tether.protocol.client import ClientProtocol, parse_uri
 from tether.protocol.events import ResponseReceived
-from tether.protocol.exceptions import InvalidHandshake
+from tether.protocol.exceptions import InvalidMessage
 from tether.protocol.extensions.base import ClientExtensionFactory
 from tether.protocol.headers import Headers, HeadersLike
+from tether.protocol.reconnect import backoff, process_exception
+from tether.proxy import get_proxy, open_tunnel_sync
 from tether.sync.connection import Connection, LoggerLike
 from tether.sync.options import (
     Compression,
@@ -32,7 +33,6 @@ from tether.sync.options import (
     queue_marks,
     size_limits,
 )
-from tether.sync.retry import backoff, process_exception
 
 __all__ = ["ClientConnection", "connect", "reconnect", "unix_connect", "unix_reconnect"]
 
@@ -116,7 +116,7 @@ class ClientConnection(Connection):
             if proto.handshake_exc is not None:
                 raise proto.handshake_exc
             if not data and self.response is None:
-                raise InvalidHandshake("connection closed during the opening handshake") from (
+                raise InvalidMessage("connection closed during the opening handshake") from (
                     EOFError("the server closed the connection")
                 )
         sock.settimeout(None)
@@ -143,7 +143,7 @@ def connect(
     compression: Compression = "deflate",
     additional_headers: HeadersLike | None = None,
     user_agent_header: str | None = "tether",
-    proxy: str | Literal[True] | None = None,
+    proxy: str | Literal[True] | None = True,
     proxy_ssl: ssl_module.SSLContext | None = None,
     proxy_server_hostname: str | None = None,
     open_timeout: float | None = 10,
@@ -176,13 +176,7 @@ def connect(
     wsuri = parse_uri(uri)
     if proxy is True:
         # websockets' default: the environment's proxy, if it sets one for this host.
-        proxy = _environment_proxy(wsuri.host, wsuri.port, wsuri.secure)
-    if proxy is not None:
-        raise ValueError(
-            f"proxy {proxy!r}: tether.sync does not go through proxies yet; pass proxy=None "
-            "(or set no_proxy) and open the tunnel yourself (sock=), see docs/sync.md"
-        )
-    del proxy_ssl, proxy_server_hostname  # meaningful with a proxy only
+        proxy = get_proxy(wsuri) if sock is None and unix_path is None else None
     if not wsuri.secure and ssl is not None:
         raise ValueError("ssl given for a ws:// URI; use wss://")
     if wsuri.secure and ssl is None:
@@ -207,6 +201,19 @@ def connect(
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(remaining())
                 sock.connect(unix_path)
+            elif proxy is not None:
+                # A tunnel to the server through the proxy; TLS to the server
+                # and the upgrade request go through it as over TCP.
+                sock = open_tunnel_sync(
+                    proxy,
+                    wsuri.host,
+                    wsuri.port,
+                    timeout=remaining(),
+                    user_agent=user_agent_header,
+                    proxy_ssl=proxy_ssl,
+                    proxy_server_hostname=proxy_server_hostname,
+                    source_address=kwargs.get("source_address"),
+                )
             else:
                 address = kwargs.pop("address", (wsuri.host, wsuri.port))
                 sock = socket.create_connection(address, remaining(), **kwargs)
@@ -217,6 +224,11 @@ def connect(
             # Small messages go out at once: a round trip must not wait for Nagle.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ssl is not None:
+            if isinstance(sock, ssl_module.SSLSocket):
+                raise ValueError(
+                    "wss:// through an https:// proxy (TLS inside TLS) is not supported "
+                    "by tether.sync yet; use an http:// or socks5h:// proxy"
+                )
             sock.settimeout(remaining())
             sock = ssl.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
         protocol = ClientProtocol(
@@ -327,12 +339,3 @@ def unix_reconnect(
     if uri is None:
         uri = "wss://localhost/" if kwargs.get("ssl") is not None else "ws://localhost/"
     return reconnect(uri, unix_path=path, **kwargs)
-
-
-def _environment_proxy(host: str, port: int, secure: bool) -> str | None:
-    """The proxy URL the environment (``https_proxy``, ``no_proxy`` …) sets for a server."""
-    proxies = getproxies()
-    if not proxies or proxy_bypass(f"{host}:{port}"):
-        return None
-    order = ("wss", "socks", "https", "all") if secure else ("ws", "socks", "https", "http", "all")
-    return next((proxies[key] for key in order if proxies.get(key)), None)

@@ -33,11 +33,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeAlias
 
-from tether.asyncio.messages import ConcurrencyError
 from tether.protocol.connection import Connection as CoreConnection
 from tether.protocol.connection import State
 from tether.protocol.events import CloseReceived, Fragment, Pong
 from tether.protocol.exceptions import (
+    ConcurrencyError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
@@ -450,14 +450,14 @@ class Connection:
 
     def _closed_exception(self) -> ConnectionClosed:
         proto = self.protocol
-        rcvd, sent = proto.close_rcvd, proto.close_sent
+        rcvd, sent, first = proto.close_rcvd, proto.close_sent, proto.close_rcvd_then_sent
         failure = proto.failure
         detail = failure.reason if failure is not None else ""
         if rcvd is not None and rcvd[0] in _OK_CODES and (sent is None or sent[0] in _OK_CODES):
-            return ConnectionClosedOK(rcvd, sent, detail)
+            return ConnectionClosedOK(rcvd, sent, first, detail)
         if not detail and self.recv_exc is not None:
             detail = str(self.recv_exc) or type(self.recv_exc).__name__
-        return ConnectionClosedError(rcvd, sent, detail)
+        return ConnectionClosedError(rcvd, sent, first, detail)
 
     # ---------------------------------------------------------------- writing
 
