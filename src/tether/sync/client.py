@@ -8,20 +8,19 @@ takes over (see :mod:`tether.sync.connection`).
 
 from __future__ import annotations
 
-import base64
 import logging
 import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
-from tether.protocol.client import ClientProtocol, parse_uri
+from tether.protocol import redirects
+from tether.protocol.client import ClientProtocol, WebSocketURI, parse_uri
 from tether.protocol.events import ResponseReceived
-from tether.protocol.exceptions import InvalidMessage
+from tether.protocol.exceptions import InvalidMessage, InvalidStatus
 from tether.protocol.extensions.base import ClientExtensionFactory
-from tether.protocol.headers import Headers, HeadersLike
+from tether.protocol.headers import HeadersLike
 from tether.protocol.reconnect import backoff, process_exception
 from tether.proxy import get_proxy, open_tunnel_sync
 from tether.sync.connection import Connection, LoggerLike
@@ -162,18 +161,110 @@ def connect(
     Use it as a context manager (``with connect(uri) as ws:``) to close it
     at the end, or call ``ws.close()``. Keywords are websockets' (see
     docs/sync.md): ``sock`` a connected socket to use instead of dialing,
-    ``ssl`` the TLS context (a default one for ``wss://``), ``open_timeout``
-    bounds TCP connect, TLS and the HTTP upgrade together. Other keyword
-    arguments go to :func:`socket.create_connection`; ``address=(host,
-    port)`` dials elsewhere than the URI says (Host and TLS still use the
-    URI's host).
+    ``ssl`` the TLS context (a default one for ``wss://``), ``proxy`` (the
+    environment's by default), ``open_timeout`` bounds TCP connect, the
+    proxy's tunnel, TLS and the HTTP upgrade together, redirects included.
+    Other keyword arguments go to :func:`socket.create_connection`;
+    ``address=(host, port)`` dials elsewhere than the URI says (Host and
+    TLS still use the URI's host).
 
-    Raises ValueError for a URI that is not ``ws://`` or ``wss://``,
-    OSError when TCP fails, InvalidHandshake (InvalidStatus for an HTTP
-    refusal) when the upgrade fails, TimeoutError past ``open_timeout``.
+    Redirects (301, 302, 303, 307, 308) are followed, at most
+    ``TETHER_MAX_REDIRECTS`` (10) times; not from ``wss://`` to ``ws://``
+    (SecurityError), and credentials do not follow to another server.
+
+    Raises InvalidURI (a ValueError) for a URI that is not ``ws://`` or
+    ``wss://``, OSError when TCP fails, InvalidHandshake (InvalidStatus for
+    an HTTP refusal, InvalidProxyStatus for a proxy's) when the upgrade
+    fails, TimeoutError past ``open_timeout``.
     """
+    parsed = parse_uri(uri)
+    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+    for _ in range(redirects.MAX_REDIRECTS + 1):
+        if deadline is not None:
+            open_timeout = deadline - time.monotonic()
+            if open_timeout <= 0:
+                raise TimeoutError(f"timed out opening {uri}")
+        try:
+            return _connect_once(
+                uri,
+                parsed,
+                sock=sock,
+                ssl=ssl,
+                server_hostname=server_hostname,
+                origin=origin,
+                extensions=extensions,
+                subprotocols=subprotocols,
+                compression=compression,
+                additional_headers=additional_headers,
+                user_agent_header=user_agent_header,
+                proxy=proxy,
+                proxy_ssl=proxy_ssl,
+                proxy_server_hostname=proxy_server_hostname,
+                open_timeout=open_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=close_timeout,
+                max_size=max_size,
+                max_queue=max_queue,
+                logger=logger,
+                create_connection=create_connection,
+                stream_fragments=stream_fragments,
+                **kwargs,
+            )
+        except InvalidStatus as exc:
+            target = redirects.location(exc.response)
+            if target is None:
+                raise
+            redirect = redirects.follow(uri, parsed, target)
+            if sock is not None:
+                raise ValueError(
+                    f"cannot follow a redirect to {redirect.uri} over the socket given"
+                ) from exc
+            if redirect.cross_origin:
+                if "unix_path" in kwargs:
+                    raise ValueError(
+                        f"cannot follow a redirect to {redirect.uri} over a Unix socket"
+                    ) from exc
+                # What the user meant for one server is not sent to another.
+                additional_headers = redirects.without_credentials(additional_headers)
+                server_hostname = None
+                kwargs.pop("address", None)
+            uri, parsed = redirect.uri, redirect.parsed
+            if not parsed.secure:
+                ssl = None
+    raise redirects.too_many(redirects.MAX_REDIRECTS)
+
+
+def _connect_once(
+    uri: str,
+    parsed: WebSocketURI,
+    *,
+    sock: socket.socket | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    origin: str | None = None,
+    extensions: Sequence[ClientExtensionFactory] | None = None,
+    subprotocols: Sequence[str] | None = None,
+    compression: Compression = "deflate",
+    additional_headers: HeadersLike | None = None,
+    user_agent_header: str | None = "tether",
+    proxy: str | Literal[True] | None = True,
+    proxy_ssl: ssl_module.SSLContext | None = None,
+    proxy_server_hostname: str | None = None,
+    open_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    close_timeout: float | None = 10,
+    max_size: MaxSize = 2**20,
+    max_queue: MaxQueue = 16,
+    logger: LoggerLike | None = None,
+    create_connection: type[ClientConnection] | None = None,
+    stream_fragments: bool = False,
+    **kwargs: Any,
+) -> ClientConnection:
+    """One attempt of :func:`connect`: no redirect followed."""
     unix_path: str | None = kwargs.pop("unix_path", None)
-    wsuri = parse_uri(uri)
+    wsuri = parsed
     if proxy is True:
         # websockets' default: the environment's proxy, if it sets one for this host.
         proxy = get_proxy(wsuri) if sock is None and unix_path is None else None
@@ -181,7 +272,7 @@ def connect(
         raise ValueError("ssl given for a ws:// URI; use wss://")
     if wsuri.secure and ssl is None:
         ssl = ssl_module.create_default_context()
-    headers = _with_credentials(uri, additional_headers)
+    headers = additional_headers
     queue_marks(max_queue)  # a bad value fails here, before dialing
     message_limit, frame_limit = size_limits(max_size)
     factories = client_extensions(compression, extensions)
@@ -279,20 +370,6 @@ def unix_connect(
     if path is None and kwargs.get("sock") is None:
         raise ValueError("unix_connect needs a path (or sock=)")
     return connect(uri, unix_path=path, **kwargs)
-
-
-def _with_credentials(uri: str, headers: HeadersLike | None) -> HeadersLike | None:
-    """Add ``Authorization: Basic`` for ``ws://user:pass@host/`` (RFC 7617), unless given."""
-    parts = urlsplit(uri)
-    if parts.username is None:
-        return headers
-    merged = Headers(headers) if headers is not None else Headers()
-    if "Authorization" not in merged:
-        user = unquote(parts.username)
-        password = unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        merged["Authorization"] = f"Basic {token}"
-    return merged
 
 
 def reconnect(
