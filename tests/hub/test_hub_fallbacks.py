@@ -550,7 +550,10 @@ async def test_metrics_count_fallback_transports(start_hub: StartHub) -> None:
     async with http_client(hub) as client:
         async with sse(client, "channel=m") as (_, events):
             await events.next()
-        await post(client, "/connection/poll", {"connect": connect_command()})
+            await post(client, "/connection/poll", {"connect": connect_command()})
+            live = (await client.get("/metrics")).text
+            assert 'tether_transport_sessions{transport="sse"} 1' in live
+            assert 'tether_transport_sessions{transport="long_poll"} 1' in live
         text = (await client.get("/metrics")).text
     assert 'tether_transport_sessions_total{transport="sse"} 1' in text
     assert 'tether_transport_sessions_total{transport="long_poll"} 1' in text

@@ -58,10 +58,15 @@ class ResponseStream:
         self.done: asyncio.Future[None] = connection.loop.create_future()
         """Resolved once the response ended or the connection was lost."""
         self.bytes_written = 0
+        # Flags the connection keeps current, so that the per-message checks of
+        # a fan-out are attribute reads (asyncio tells when its buffer crosses
+        # the limit: pause_writing / resume_writing).
+        self.is_open = True
+        self.writable = not connection.writing_paused
 
     @property
     def open(self) -> bool:
-        return not self.done.done()
+        return self.is_open
 
     def frame(self, payload: bytes) -> bytes:
         """``payload`` as this stream puts it on the wire."""
@@ -69,9 +74,7 @@ class ResponseStream:
 
     def ready(self) -> bool:
         """Open, and the socket's write buffer is below the limit."""
-        return self.open and self._connection.write_buffer_size() < (
-            self._connection.limits.write_buffer_limit
-        )
+        return self.is_open and self.writable
 
     def write(self, payload: bytes) -> None:
         if payload:
@@ -79,7 +82,7 @@ class ResponseStream:
 
     def write_framed(self, data: bytes) -> None:
         """Write bytes already framed by :meth:`frame` (shared between streams)."""
-        if self.open:
+        if self.is_open:
             self.bytes_written += len(data)
             self._connection.write(data)
 
@@ -178,6 +181,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport: trust the loop.
         self.transport = cast(asyncio.Transport, transport)
+        # pause_writing() past the limit: a stream is not ready from there on.
+        self.transport.set_write_buffer_limits(high=self.limits.write_buffer_limit)
         peer = self.transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._task = self.loop.create_task(self._serve())
@@ -199,11 +204,19 @@ class HttpConnection(asyncio.Protocol):
         # A client that half-closes is gone for a server push stream: close.
         return None
 
+    @property
+    def writing_paused(self) -> bool:
+        return self._paused_writing
+
     def pause_writing(self) -> None:
         self._paused_writing = True
+        if self._stream is not None:
+            self._stream.writable = False
 
     def resume_writing(self) -> None:
         self._paused_writing = False
+        if self._stream is not None:
+            self._stream.writable = True
         self._wake(self._drain_waiter)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -211,8 +224,10 @@ class HttpConnection(asyncio.Protocol):
         self._wake(self._data_waiter)
         self._wake(self._drain_waiter)
         stream = self._stream
-        if stream is not None and not stream.done.done():
-            stream.done.set_result(None)
+        if stream is not None:
+            stream.is_open = stream.writable = False
+            if not stream.done.done():
+                stream.done.set_result(None)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -276,6 +291,7 @@ class HttpConnection(asyncio.Protocol):
         return self._stream
 
     def end_stream(self, stream: ResponseStream) -> None:
+        stream.is_open = stream.writable = False
         if stream.chunked:
             self.write(b"0\r\n\r\n")
         # h11 did not see the body (written above it): tell it the message ended.

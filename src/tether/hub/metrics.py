@@ -40,8 +40,13 @@ class Metrics:
         self.messages_out += messages
         self.bytes_out += messages * size
 
-    def render(self, gauges: Mapping[str, tuple[str, float]]) -> str:
-        """``gauges``: name -> (help, value), e.g. live connections and subscriptions."""
+    def render(
+        self,
+        gauges: Mapping[str, tuple[str, float]],
+        by_transport: Mapping[str, int] | None = None,
+    ) -> str:
+        """``gauges``: name -> (help, value), e.g. live connections and subscriptions;
+        ``by_transport``: open sessions per transport (websocket, sse, long_poll …)."""
         out: list[str] = []
 
         def metric(
@@ -53,6 +58,13 @@ class Metrics:
 
         for name, (help_text, value) in gauges.items():
             metric(name, "gauge", help_text, [("", value)])
+        if by_transport is not None:
+            metric(
+                "transport_sessions",
+                "gauge",
+                "Open client sessions, by transport.",
+                [(f'{{transport="{t}"}}', n) for t, n in sorted(by_transport.items())],
+            )
         counters = [
             ("connections_total", "Client connections accepted.", self.connections_total),
             ("messages_in_total", "Messages received from clients.", self.messages_in),

@@ -19,6 +19,7 @@ itself), and every refusal of an API request is counted in
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -266,7 +267,8 @@ class HttpRoutes:
                 "subscriptions": ("Subscriptions of local clients.", node.registry.subscriptions),
                 "channels": ("Channels with local subscribers.", len(node.registry)),
                 "backplane_up": ("1 while the broker is connected, else 0.", int(node.broker.up)),
-            }
+            },
+            by_transport=collections.Counter(s.transport_name for s in node.sessions.values()),
         )
 
     # ----------------------------------------------------------------- API

@@ -34,9 +34,17 @@ class StreamKind(TransportKind):
     def write_many(self, transports: Sequence[Transport], text: str) -> None:
         payload = self.encode(text)
         chunked = chunk(payload)
+        total = 0
+        metrics: Metrics | None = None
         for transport in transports:
             assert isinstance(transport, StreamTransport)
-            transport.write_framed(chunked if transport.stream.chunked else payload)
+            stream = transport.stream
+            data = chunked if stream.chunked else payload
+            stream.write_framed(data)
+            total += len(data)
+            metrics = transport.metrics
+        if metrics is not None:  # one node's sessions: counted once per fan-out
+            metrics.transport_bytes[self.name] += total
 
 
 HTTP_STREAM = StreamKind(

@@ -200,19 +200,25 @@ class SseTransport:
         offset, epoch = message.get("offset"), message.get("epoch")
         if isinstance(offset, int) and isinstance(epoch, str):
             self.positions[channel] = (offset, epoch)
-        # Streams of the same channels at the same positions send the same bytes.
-        key = (self.envelope, *self.positions.items()) if len(self.positions) < 2 else None
-        if shared is not None and key is not None and key in shared:
-            self._write(shared[key])
-            return
+        # Streams of the same channels at the same positions send the same bytes
+        # (framed for the wire once, too).
+        stream = self.stream
+        key: object = None
+        if shared is not None and stream is not None and len(self.positions) < 2:
+            key = (self.envelope, stream.chunked, *self.positions.items())
+            framed = shared.get(key)
+            if framed is not None:
+                stream.write_framed(framed)
+                self.metrics.transport_bytes[SSE.name] += len(framed)
+                return
         data = message.get("data")
         if self.envelope:
             data = {"channel": channel, "data": data}
             if isinstance(offset, int):
                 data["offset"], data["epoch"] = offset, epoch
         encoded = event(dumps(data), id=encode_resume(self.positions))
-        if shared is not None and key is not None:
-            shared[key] = encoded
+        if key is not None and shared is not None and stream is not None:
+            shared[key] = chunk(encoded) if stream.chunked else encoded
         self._write(encoded)
 
     def _positioned(self, channel: str, result: dict[str, JSON]) -> None:
