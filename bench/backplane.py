@@ -1,10 +1,13 @@
 """Cross-node fan-out over a backplane: throughput and publish-to-delivery latency.
 
-usage: python bench/backplane.py [SUBSCRIBERS] [MESSAGES] [RATE] [PUBLISHERS]
+usage: python bench/backplane.py [SUBSCRIBERS] [MESSAGES] [RATE] [PUBLISHERS] [ROWS]
 
 Two ``tether serve`` processes (node A and node B) share a backplane; this
 process holds SUBSCRIBERS WebSocket clients on node B and PUBLISHERS
-connections on node A, all in one channel with history. Each
+connections on node A, all in one channel with history. The ``one node``
+row is the reference of the same run: one process with in-memory broker and
+history, the publishers and subscribers on it. ROWS picks rows by name
+(comma-separated: memory, redis, nats; all by default). Each
 publication carries the publisher's send time, so latency is measured on one
 clock, from the ``publish`` command leaving the publisher to the ``pub`` push
 reaching a subscriber on the other node.
@@ -42,11 +45,16 @@ REDIS_URL = os.environ.get("TETHER_REDIS_URL") or "redis://127.0.0.1:6379/0"
 NATS_URL = os.environ.get("TETHER_NATS_URL") or "nats://127.0.0.1:4222"
 ROOT = Path(__file__).resolve().parent.parent
 CHANNEL = "bench:fanout"
-WINDOW = 64
+# Publishes in flight in the throughput run (TETHER_BENCH_WINDOW to change it).
+WINDOW = int(os.environ.get("TETHER_BENCH_WINDOW") or 64)
 
-BACKPLANES = {
-    "redis": ["--broker", REDIS_URL],
-    "nats + redis history": ["--broker", NATS_URL, "--history", REDIS_URL, "--presence", REDIS_URL],
+BACKPLANES: dict[str, tuple[str, list[str] | None]] = {
+    "memory": ("one node, in memory", None),
+    "redis": ("two nodes, Redis", ["--broker", REDIS_URL]),
+    "nats": (
+        "two nodes, NATS + Redis history",
+        ["--broker", NATS_URL, "--history", REDIS_URL, "--presence", REDIS_URL],
+    ),
 }
 
 
@@ -56,7 +64,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def start_node(args: list[str], config: Path) -> tuple[asyncio.subprocess.Process, int]:
+async def start_node(
+    args: list[str], config: Path, log: list[str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """A ``tether serve`` on a free port; its output lines go to ``log`` if given."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -82,13 +93,14 @@ async def start_node(args: list[str], config: Path) -> tuple[asyncio.subprocess.
         if "listening on" in line:
             break
     # Keep reading its output so the pipe never fills.
-    asyncio.get_running_loop().create_task(_drain(process.stdout))
+    asyncio.get_running_loop().create_task(_drain(process.stdout, log))
     return process, port
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(stream: asyncio.StreamReader, log: list[str] | None) -> None:
+    while line := await stream.readline():
+        if log is not None:
+            log.append(line.decode(errors="replace"))
 
 
 @dataclass
@@ -131,7 +143,7 @@ async def open_client(port: int) -> tether.ClientConnection:
 
 
 async def run(
-    args: list[str], subscribers: int, messages: int, rate: float, publishers: int
+    args: list[str] | None, subscribers: int, messages: int, rate: float, publishers: int
 ) -> dict[str, float]:
     prefix = "bench" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,19 +153,34 @@ async def run(
             "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000\n"
             "send_queue_size = 67108864\n"
         )
-        node_a, port_a = await start_node(args, config)
-        node_b, port_b = await start_node(args, config)
+        nodes = [await start_node(args or [], config)]
+        if args is not None:
+            nodes.append(await start_node(args, config))
         try:
-            return await measure(port_a, port_b, subscribers, messages, rate, publishers)
+            port_a, port_b = nodes[0][1], nodes[-1][1]
+            pids = [nodes[0][0].pid, nodes[-1][0].pid]
+            return await measure(port_a, port_b, subscribers, messages, rate, publishers, pids)
         finally:
-            for node in (node_a, node_b):
+            for node, _ in nodes:
                 node.terminate()
                 await node.wait()
             await cleanup(prefix)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(
-    port_a: int, port_b: int, subscribers: int, messages: int, rate: float, publishers: int
+    port_a: int,
+    port_b: int,
+    subscribers: int,
+    messages: int,
+    rate: float,
+    publishers: int,
+    pids: list[int],
 ) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     subs = [Subscriber(await open_client(port_b)) for _ in range(subscribers)]
@@ -213,6 +240,7 @@ async def measure(
 
     # Throughput with a window of publishes in flight.
     expect(messages)
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     start = time.perf_counter()
     in_flight = 0
     for _ in range(messages):
@@ -226,18 +254,22 @@ async def measure(
         in_flight -= 1
     await delivered(600)
     elapsed = time.perf_counter() - start
+    cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
     loaded = sorted(x for sub in subs for x in sub.latencies)
 
     for task in [*ack_readers, *readers]:
         task.cancel()
-    for ws in [*pubs, *(s.ws for s in subs)]:
-        await ws.close()
+    await asyncio.gather(*(ws.close() for ws in [*pubs, *(s.ws for s in subs)]))
     return {
         "p50": p50,
         "p99": p99,
         "pubs": messages / elapsed,
         "deliveries": messages * subscribers / elapsed,
         "loaded_p50": statistics.median(loaded),
+        # CPU per publication of the publishers' node (node A), per delivery of
+        # the subscribers' node (node B); one node does both in the memory row.
+        "cpu_a": cpu[0] / messages * 1e6,
+        "cpu_b": cpu[1] / (messages * subscribers) * 1e6,
     }
 
 
@@ -258,20 +290,23 @@ async def main() -> None:
     messages = int(sys.argv[2]) if len(sys.argv) > 2 else 500
     rate = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
     publishers = int(sys.argv[4]) if len(sys.argv) > 4 else 4
+    rows = sys.argv[5].split(",") if len(sys.argv) > 5 else list(BACKPLANES)
     print(
         f"{subscribers} subscribers on node B, {publishers} publisher connections on node A, "
         f"{messages} messages; latency at {rate:.0f} msg/s, throughput with {WINDOW} in flight\n"
     )
     print(
         "| backplane | p50 latency | p99 latency | publications/s | deliveries/s "
-        "| p50 latency at full load |"
+        "| p50 latency at full load | node A CPU/publication | node B CPU/delivery |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, args in BACKPLANES.items():
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        name, args = BACKPLANES[row]
         r = await run(args, subscribers, messages, rate, publishers)
         print(
             f"| {name} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {r['pubs']:.0f} "
-            f"| {r['deliveries']:.0f} | {r['loaded_p50']:.0f} ms |",
+            f"| {r['deliveries']:.0f} | {r['loaded_p50']:.0f} ms "
+            f"| {r['cpu_a']:.0f} us | {r['cpu_b']:.1f} us |",
             flush=True,
         )
 

@@ -244,3 +244,29 @@ async def test_a_message_before_a_protocol_error_is_answered_first(raw_client: A
         opcode, payload = await asyncio.wait_for(client.recv_frame(), GUARD)
         assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1002)
         client.writer.close()
+
+
+async def test_hold_writes_sends_one_iterations_broadcasts_in_one_write(raw_client: Any) -> None:
+    """Messages that do not come from a read (a hub's broker) are batched per loop iteration."""
+    opened: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: tether.ServerConnection) -> None:
+        opened.set_result(ws)
+        await ws.wait_closed()
+
+    async with tether.serve(handler, "127.0.0.1", 0, compression=None) as server:
+        client = await raw_client(server)
+        ws = await asyncio.wait_for(opened, GUARD)
+        writes = count_writes(ws)
+        cork.hold_writes()
+        cork.hold_writes()  # held already: one release
+        for i in range(10):
+            tether.broadcast([ws], b"b%d" % i)
+        assert writes == []  # held until this iteration ends
+        for i in range(10):
+            assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, b"b%d" % i)
+        assert len(writes) == 1 and cork.cork_state.loop is None
+        tether.broadcast([ws], b"alone")  # nothing held now: written at once
+        assert len(writes) == 2
+        assert await asyncio.wait_for(client.recv_frame(), GUARD) == (2, b"alone")
+        client.writer.close()

@@ -34,6 +34,8 @@ async def test_states_and_basic_calls(start_hub: StartHub) -> None:
         await asyncio.wait_for(client.connect(), GUARD)
         assert (await rec.state(ClientState.CONNECTED)).state is ClientState.CONNECTED
         assert client.user == "alice" and client.client_id in hub.node.sessions
+        # It takes presence pushes (many joins in one): its join below comes in one.
+        assert hub.node.sessions[client.client_id].presence_batches
         await client.subscribe("room", on_publication=rec.pubs.put, on_join=joins.put)
         join = await asyncio.wait_for(joins.get(), GUARD)
         assert join.info.user == "alice" and join.info.info == {"name": "Alice"}

@@ -17,7 +17,8 @@ from hub_support import GUARD, config, token
 
 from tether.hub import HubServer
 from tether.hub.config import FallbackConfig
-from tether.hub.control import CONTROL_CHANNEL, Hello, encode
+from tether.hub.control import CONTROL_CHANNEL, Hello
+from tether.hub.envelope import Control
 
 StartHub = Callable[..., Awaitable[HubServer]]
 
@@ -99,7 +100,7 @@ async def test_a_silent_node_answers_session_not_found(
 ) -> None:
     a, b = await two_nodes(start_hub, backplane, fallbacks=FallbackConfig(relay_timeout=0.2))
     # A node that said hello and then died without a goodbye (SIGKILL).
-    await a.node.broker.publish(CONTROL_CHANNEL, encode(Hello("deadbeef")))
+    await a.node.broker.publish(CONTROL_CHANNEL, Control(Hello("deadbeef")))
     while "deadbeef" not in b.node.users.live_peers():
         await asyncio.sleep(0.01)
     async with client(b) as via_b:

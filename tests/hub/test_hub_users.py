@@ -12,7 +12,8 @@ from hub_support import GUARD, WireClient, config, token
 
 from tether.hub import Client, HubServer, Node
 from tether.hub.client import PublicationEvent, Subscription
-from tether.hub.control import Hello, SessionsQuery, decode, encode
+from tether.hub.control import Hello, SessionsQuery
+from tether.hub.envelope import Control, MalformedEnvelope, decode, encode
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 
 StartHub = Callable[..., Awaitable[HubServer]]
@@ -133,7 +134,7 @@ async def test_a_silent_node_only_delays_the_listing_up_to_the_timeout(
     hub = await start_hub(Node(config()))
     client = await wire(hub.websocket_url, token=token("eve"))
     # A peer that said hello, then died without a goodbye.
-    hub.node.users.on_control(encode(Hello("ghost-node")))
+    hub.node.users.on_control(Hello("ghost-node"))
     assert "ghost-node" in hub.node.users.live_peers()
     sessions = await hub.node.users.sessions("eve", timeout=0.2)
     assert [s.client for s in sessions] == [client.client_id]
@@ -141,7 +142,7 @@ async def test_a_silent_node_only_delays_the_listing_up_to_the_timeout(
 
 def test_control_messages_round_trip_and_refuse_garbage() -> None:
     query = SessionsQuery("alice", "r1", "node-a")
-    assert decode(encode(query)) == query
+    assert decode(encode(Control(query))) == Control(query)
     for bad in (b"[]", b'{"op": "launch"}', b'{"op": "hello"}', b"not json"):
-        with pytest.raises(ValueError):
-            decode(bad)
+        with pytest.raises(MalformedEnvelope):
+            decode(b"t1 control\n" + bad)

@@ -77,7 +77,7 @@ test("connect: offers tether.v1, token and name ride in the connect command only
   socket.accept();
   const connect = await hub.command(socket, "connect");
   assert.equal(socket.sent[0], connect, "connect is the first command");
-  assert.deepEqual(connect.params, { token: "secret-token", name: "alice" });
+  assert.deepEqual(connect.params, { presence_batches: true, token: "secret-token", name: "alice" });
   assert.ok(Number.isInteger(connect.id) && connect.id > 0);
   socket.reply(connect, { client: "c1", user: "u1", ping: 25 });
   assert.equal(client.state, "connected");
@@ -355,6 +355,33 @@ test("join/leave, server unsubscribe and permanent subscribe errors", async () =
     client.subscribe("chat:x");
     client.subscribe("chat:x");
   }, /already subscribed/);
+  client.disconnect();
+});
+
+test("a presence push is its joins and leaves, in order; connect asks for them", async () => {
+  const hub = new FakeHub();
+  const client = newClient(hub);
+  const a = client.subscribe("chat:a");
+  const log = record(a, ["join", "leave"]);
+  client.connect();
+  const { socket } = await hub.open(0);
+  assert.equal(socket.sent[0].params.presence_batches, true);
+  socket.reply(await hub.command(socket, "subscribe", 0), { offset: 0, epoch: "e" });
+  socket.receive({
+    push: "presence",
+    channel: "chat:a",
+    changes: [
+      ["join", { client: "x", user: "bob" }],
+      ["join", { client: "y", user: "eve" }],
+      ["leave", { client: "x", user: "bob" }],
+      ["launch", { client: "z", user: "mallory" }],
+    ],
+  });
+  assert.deepEqual(log, [
+    ["join", { channel: "chat:a", client: "x", user: "bob" }],
+    ["join", { channel: "chat:a", client: "y", user: "eve" }],
+    ["leave", { channel: "chat:a", client: "x", user: "bob" }],
+  ]);
   client.disconnect();
 });
 

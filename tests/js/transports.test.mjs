@@ -90,7 +90,7 @@ test("long polling: connect, ack, repeats dropped, commands posted one at a time
   const first = await fake.next("/connection/poll", 0);
   const connect = JSON.parse(first.body).connect;
   assert.equal(connect.method, "connect");
-  assert.deepEqual(connect.params, { name: "alice" });
+  assert.deepEqual(connect.params, { presence_batches: true, name: "alice" });
   first.resolve(
     json({ session: "n1.key", seq: 1, messages: [{ id: connect.id, result: { client: "c1", user: "" } }] }),
   );

@@ -7,6 +7,11 @@ frames written meanwhile are held per connection, and leave in one write
 per socket when the read is done (microseconds later). A lone message, as
 in a request/response exchange, is never held. Any other write of a
 connection flushes its held frames first, so order is kept.
+
+Messages that do not come from a client's read (a hub's publications arriving
+from its broker, a burst of presence changes) get the same batching through
+:func:`hold_writes`: frames are held until the current event loop iteration
+ends.
 """
 
 # mypy: disable-error-code="misc"
@@ -59,6 +64,38 @@ def corked_loop() -> asyncio.AbstractEventLoop | None:
     return loop if loop is running else None
 
 
+def hold_writes() -> None:
+    """Hold fast-path frames written from now to the end of this loop iteration.
+
+    Then each connection writes what it holds in one system call. A burst
+    of broadcasts handled in one iteration (say, publications read from a
+    broker connection in one go) costs one write per subscriber instead of
+    one per subscriber and message; a lone message waits microseconds.
+    """
+    loop = asyncio.get_running_loop()
+    if cork_state.loop is loop:
+        return  # held already (by a Receiver's read or an earlier call)
+    cork_state.loop = loop
+    loop.call_soon(_release, loop)
+
+
+def _release(loop: asyncio.AbstractEventLoop) -> None:
+    if cork_state.loop is loop:  # else a Receiver uncorked at the end of its read
+        _write_held()
+
+
+def _write_held() -> None:
+    """Stop holding, and write every connection's held frames."""
+    cork = cork_state
+    cork.loop = None
+    held, cork.held = cork.held, []
+    for conn in held:
+        try:
+            conn._flush_held()
+        except Exception:  # a transport's bug must not keep the others' frames held
+            logger.exception("error while writing held frames")
+
+
 class Corking(ConnectionAttributes):
     """The corking half of :class:`~tether.asyncio.connection.Connection`."""
 
@@ -70,14 +107,7 @@ class Corking(ConnectionAttributes):
 
     def uncork_writes(self: Connection) -> None:
         """Write every connection's held frames (I/O contract: the Receiver calls it)."""
-        cork = cork_state
-        cork.loop = None
-        held, cork.held = cork.held, []
-        for conn in held:
-            try:
-                conn._flush_held()
-            except Exception:  # a transport's bug must not keep the others' frames held
-                logger.exception("error while writing held frames")
+        _write_held()
 
     def _hold(self: Connection, frame: bytes) -> None:
         held = self._held_frames

@@ -5,8 +5,8 @@ do not reach it. When the broker is back (every wanted channel subscribed
 again), the :class:`BackplaneWatcher` checks each channel that has local
 subscribers and keeps history:
 
-- the last ``pub`` the node delivered before the outage (offset ``b``,
-  epoch ``e``) is compared with the first ``pub`` delivered after it
+- the last publication the node delivered before the outage (offset ``b``,
+  epoch ``e``) is compared with the first one delivered after it
   (it must be ``b + 1`` in ``e``) or, if none came, with the channel's
   current history position (it must still be ``b`` in ``e``);
 - a channel that passes lost nothing: its clients are left alone;
@@ -39,9 +39,9 @@ from tether.hub.brokers.backplane import (
     ChannelsReset,
 )
 from tether.hub.brokers.base import BrokerUnavailable
+from tether.hub.envelope import Pub
 from tether.hub.errors import HubCloseCode
 from tether.hub.model import RESERVED_PREFIX, StreamPosition
-from tether.hub.wire import loads
 
 if TYPE_CHECKING:
     from tether.hub.node import Node
@@ -53,18 +53,9 @@ RESET_REASON = "backplane interrupted: reconnect and recover"
 _CONCURRENCY = 64
 
 
-def pub_position(payload: bytes | None) -> StreamPosition | None:
-    """The offset and epoch of a raw ``pub`` push (``None`` without them)."""
-    if payload is None:
-        return None
-    try:
-        message = loads(payload)
-    except ValueError:
-        return None
-    offset, epoch = message.get("offset"), message.get("epoch")
-    if type(offset) is not int or not isinstance(epoch, str):
-        return None
-    return StreamPosition(offset, epoch)
+def pub_position(pub: Pub | None) -> StreamPosition | None:
+    """The offset and epoch of a publication (``None`` without them)."""
+    return pub.position if pub is not None else None
 
 
 def missed_publications(

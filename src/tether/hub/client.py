@@ -537,7 +537,8 @@ class Client:
 
     async def _handshake(self) -> None:
         self._disconnect_push = None
-        params: dict[str, JSON] = {}
+        # Many joins and leaves in one push (docs/wire-protocol.md).
+        params: dict[str, JSON] = {"presence_batches": True}
         if self.name is not None:
             params["name"] = self.name
         if self.token:
@@ -815,10 +816,10 @@ class Client:
             if sub.active:
                 self._on_pushed_publication(sub, message)
         elif kind in ("join", "leave"):
-            handler = sub.on_join if kind == "join" else sub.on_leave
-            if handler is not None:
-                info = ClientInfo.from_json(message["info"])
-                self._emit(handler, PresenceEvent(sub.channel, info, kind == "join"))
+            self._on_presence_change(sub, kind, message["info"])
+        elif kind == "presence":
+            for change, info in message.get("changes", ()):
+                self._on_presence_change(sub, change, info)
         elif kind == "unsubscribe":
             self._subs.pop(sub.channel, None)
             if sub.on_unsubscribed is not None:
@@ -826,6 +827,12 @@ class Client:
                     sub.channel, int(message.get("code", 0)), str(message.get("reason", ""))
                 )
                 self._emit(sub.on_unsubscribed, event)
+
+    def _on_presence_change(self, sub: Subscription, kind: str, info: JSON) -> None:
+        handler = sub.on_join if kind == "join" else sub.on_leave
+        if handler is not None:
+            event = PresenceEvent(sub.channel, ClientInfo.from_json(info), kind == "join")
+            self._emit(handler, event)
 
     def _on_server_subscribe(self, message: dict[str, Any]) -> None:
         channel = str(message.get("channel"))

@@ -33,6 +33,9 @@ class ChannelOptions:
     """Seconds a channel's history (and its idempotency keys) lives after its last publish."""
     presence: bool = True
     """Track who is subscribed, answer ``presence`` and send join/leave pushes."""
+    presence_count_only: bool = False
+    """With ``presence``: track members for ``presence_stats`` only, for large
+    channels: no join/leave pushes, and ``presence`` (the member list) answers 108."""
     publish: bool = True
     """Clients may publish (the HTTP API always may)."""
     anonymous: bool = True

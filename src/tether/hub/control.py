@@ -1,21 +1,21 @@
-"""Node-to-node control messages, the one place their wire format lives.
+"""Node-to-node control messages: what one node asks of every node about users.
 
 What the application asks about a user ("subscribe alice's sessions to this
 channel", "disconnect her", "where is she connected?") concerns sessions on
-every node. The nodes of a hub share the broker, so each request travels as a
-JSON object on the broker's reserved control channel, and every node (the
+every node. The nodes of a hub share the broker, so each request travels on the
+broker's reserved control channel, and every node (the
 sender included) acts on its own sessions. Answers to a query travel back on
-the same channel, addressed to the node that asked.
+the same channel, addressed to the node that asked. They travel as
+:class:`~tether.hub.envelope.Control` envelopes (their bytes are
+:mod:`tether.hub.envelope`'s business).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tether.hub.model import RESERVED_PREFIX
-from tether.hub.wire import dumps, loads
 
 # Client channel names may not start with the prefix (error 107).
 CONTROL_CHANNEL = RESERVED_PREFIX + "control"
@@ -121,36 +121,3 @@ ControlMessage = (
     | RelayRequest
     | RelayAnswer
 )
-
-_OPS: dict[str, type[ControlMessage]] = {
-    "disconnect": Disconnect,
-    "subscribe": Subscribe,
-    "unsubscribe": Unsubscribe,
-    "sessions": SessionsQuery,
-    "sessions_reply": SessionsReply,
-    "hello": Hello,
-    "goodbye": Goodbye,
-    "relay": RelayRequest,
-    "relay_answer": RelayAnswer,
-}
-_NAMES = {cls: op for op, cls in _OPS.items()}
-
-
-def encode(message: ControlMessage) -> bytes:
-    fields = {name: getattr(message, name) for name in type(message).__slots__}
-    return dumps({"op": _NAMES[type(message)], **fields}).encode()
-
-
-def decode(payload: bytes) -> ControlMessage:
-    """The message in ``payload``; ValueError if it is none of the above."""
-    data = loads(payload)
-    if not isinstance(data, Mapping):
-        raise ValueError("a control message is a JSON object")
-    cls = _OPS.get(str(data.get("op")))
-    if cls is None:
-        raise ValueError(f"unknown control op {data.get('op')!r}")
-    fields = {k: v for k, v in data.items() if k != "op"}
-    try:
-        return cls(**fields)
-    except TypeError as exc:
-        raise ValueError(f"bad {data['op']} message: {exc}") from None

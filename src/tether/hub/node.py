@@ -16,12 +16,14 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether.asyncio.cork import hold_writes
 from tether.hub.auth import Authorizer, TokenVerifier
 from tether.hub.backends import backends_for
 from tether.hub.backplane import BackplaneWatcher
 from tether.hub.brokers.base import Broker, BrokerUnavailable
 from tether.hub.config import ChannelOptions, HubConfig
-from tether.hub.control import CONTROL_CHANNEL, node_channel
+from tether.hub.control import CONTROL_CHANNEL, ControlMessage, node_channel
+from tether.hub.envelope import Control, Envelope, Join, PresenceChanges, Pub, PubDraft
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.history.base import History
 from tether.hub.history.errors import unavailable_error
@@ -30,11 +32,12 @@ from tether.hub.inbound import is_valid_text
 from tether.hub.metrics import Metrics
 from tether.hub.model import JSON, RESERVED_PREFIX, ClientInfo, Publication, StreamPosition
 from tether.hub.presence.base import Presence, PresenceStats
+from tether.hub.presence_changes import PresenceChangesBatcher
 from tether.hub.proxy import BackendProxy
 from tether.hub.registry import ChannelRegistry
 from tether.hub.transport import write_many
 from tether.hub.users import Users
-from tether.hub.wire import dumps, join_push, leave_push, pub_push
+from tether.hub.wire import dumps, join_push, leave_push, presence_push
 
 if TYPE_CHECKING:
     from tether.hub.session import Session
@@ -97,13 +100,17 @@ class Node:
             self.proxy = BackendProxy(self.config)
             own = own.merged(self.proxy.hooks())
         self.hooks = own
+        self.presence_changes = PresenceChangesBatcher(
+            self.presence_store, self.broker, ttl=self.config.presence_ttl
+        )
+        """Joins and leaves, stored and announced in batches per channel."""
         self.users = Users(self)
         """Subscribe, unsubscribe, disconnect and list a user's sessions on every node."""
         self.verifier = TokenVerifier(self.config.jwt_secret, self.config.jwt_public_key)
         self.id = uuid.uuid4().hex
         self.channel = node_channel(self.id)
         """This node's own broker channel: requests addressed to it (tether.hub.relay)."""
-        self.on_addressed: Callable[[bytes], None] | None = None
+        self.on_addressed: Callable[[ControlMessage], None] | None = None
         """Handles what arrives on :attr:`channel` (set by the HTTP fallbacks)."""
         self.metrics = Metrics()
         self.registry: ChannelRegistry[Session] = ChannelRegistry()
@@ -243,7 +250,11 @@ class Node:
                 logger.exception("housekeeping failed")
 
     async def refresh_presence(self) -> None:
-        """Refresh the presence of every live session: one backend call per channel."""
+        """Refresh the presence of every live session: one backend call per channel.
+
+        The calls are made together, so a pipelining backend (Redis) sends
+        them in a few round trips, not one per channel.
+        """
         by_channel: dict[str, list[ClientInfo]] = {}
         for session in list(self.sessions.values()):
             info = session.client_info
@@ -251,9 +262,14 @@ class Node:
                 continue
             for channel in session.channels:
                 by_channel.setdefault(channel, []).append(info)
-        for channel, infos in by_channel.items():
-            if self.options(channel).presence:
-                await self.presence_store.add_many(channel, infos, ttl=self.config.presence_ttl)
+        ttl = self.config.presence_ttl
+        await asyncio.gather(
+            *(
+                self.presence_store.add_many(channel, infos, ttl=ttl)
+                for channel, infos in by_channel.items()
+                if self.options(channel).presence
+            )
+        )
 
     # ------------------------------------------------------------- sessions
 
@@ -318,16 +334,19 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.broker.unsubscribe(channel)
         info = session.client_info
-        if joined and info is not None and self.options(channel).presence:
+        options = self.options(channel)
+        if joined and info is not None and options.presence:
+            announce = not options.presence_count_only
             try:
-                await self.presence_store.remove(channel, info.client)
-                await self.broker.publish(channel, leave_push(channel, info).encode())
-            except Exception:
-                logger.warning("could not remove presence of %s in %s", info.client, channel)
+                await self.presence_changes.leave(channel, info, announce=announce)
+            except Exception as exc:
+                logger.warning(
+                    "could not remove presence of %s in %s: %s", info.client, channel, exc
+                )
 
     async def join(self, channel: str, info: ClientInfo) -> None:
-        await self.presence_store.add(channel, info, ttl=self.config.presence_ttl)
-        await self.broker.publish(channel, join_push(channel, info).encode())
+        announce = not self.options(channel).presence_count_only
+        await self.presence_changes.join(channel, info, announce=announce)
 
     # ----------------------------------------------------------- publishing
 
@@ -363,10 +382,9 @@ class Node:
         if max_size is not None and size > max_size:
             raise HubError(ErrorCode.PAYLOAD_TOO_LARGE, f"data larger than {max_size} bytes")
         try:
+            draft = PubDraft(channel, data_json, info)
             if not options.has_history:
-                await self.broker.publish(
-                    channel, pub_push(channel, data_json, None, info).encode()
-                )
+                await self.broker.publish(channel, draft.at(None))
                 self.metrics.publications += 1
                 return PublishResult(None)
             # One broker call for both steps, so a networked broker can keep
@@ -375,7 +393,7 @@ class Node:
                 self.history_store,
                 channel,
                 Publication(data, info),
-                lambda position: pub_push(channel, data_json, position, info).encode(),
+                draft,
                 size=options.history_size,
                 ttl=options.history_ttl,
                 idempotency_key=idempotency_key,
@@ -420,6 +438,10 @@ class Node:
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         await self.ensure_started()
         self._presence_on(channel)
+        if self.options(channel).presence_count_only:
+            raise HubError(
+                ErrorCode.NOT_AVAILABLE, "presence is count-only here: use presence_stats"
+            )
         return await self.presence_store.get(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
@@ -439,22 +461,56 @@ class Node:
 
     # ------------------------------------------------------------- delivery
 
-    def _on_broker_message(self, channel: str, payload: bytes) -> None:
-        if channel.startswith(RESERVED_PREFIX):
+    def _on_broker_message(self, channel: str, envelope: Envelope) -> None:
+        # A broker delivers in bursts (what one read of its connection held):
+        # each subscriber's frames of a burst leave in one write, as for
+        # publications that arrive in one client read.
+        hold_writes()
+        if type(envelope) is Pub:
+            self._fan_out(channel, envelope.push, envelope.position)
+        elif type(envelope) is PresenceChanges:
+            self._fan_out_presence(channel, envelope)
+        elif type(envelope) is Control:
             if channel == CONTROL_CHANNEL:
-                self.users.on_control(payload)
+                self.users.on_control(envelope.message)
             elif channel == self.channel and self.on_addressed is not None:
-                self.on_addressed(payload)
+                self.on_addressed(envelope.message)
+        # A Resync never gets here: the networked brokers act on it themselves.
+
+    def _fan_out_presence(self, channel: str, envelope: PresenceChanges) -> None:
+        """One ``presence`` push for the clients that take batches, the single pushes else."""
+        sessions = self.registry.sessions(channel)
+        if not sessions:
             return
+        changes = [(type(c) is Join, c.info) for c in envelope.changes]
+        batched = [s for s in sessions if s.presence_batches]
+        if batched:
+            text = presence_push(channel, changes)
+            self._write_all(channel, batched, text, len(text.encode()), None)
+        if len(batched) < len(sessions):
+            single = [s for s in sessions if not s.presence_batches]
+            for joined, info in changes:
+                text = (join_push if joined else leave_push)(channel, info)
+                self._write_all(channel, single, text, len(text.encode()), None)
+
+    def _fan_out(self, channel: str, push: bytes, position: StreamPosition | None) -> None:
         sessions = self.registry.sessions(channel)
         if not sessions:
             return
         # Decoded once, and written once for every ready subscriber: one frame, N writes.
-        text = payload.decode()
-        size = len(payload)
+        self._write_all(channel, sessions, push.decode(), len(push), position)
+
+    def _write_all(
+        self,
+        channel: str,
+        sessions: Iterable[Session],
+        text: str,
+        size: int,
+        position: StreamPosition | None,
+    ) -> None:
         ready = []
         for session in sessions:
-            if session.buffer(channel, text, size):
+            if session.buffer(channel, text, size, position):
                 continue
             writer = session.writer
             if writer.idle:

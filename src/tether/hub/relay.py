@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.hub.brokers.base import BrokerUnavailable
-from tether.hub.control import RelayAnswer, RelayRequest, decode, encode, node_channel
+from tether.hub.control import ControlMessage, RelayAnswer, RelayRequest, node_channel
+from tether.hub.envelope import Control
 from tether.hub.errors import ErrorCode
 from tether.hub.node import Node
 from tether.hub.wire import dumps
@@ -60,7 +61,7 @@ class Relay:
         self._waiting[request] = future
         message = RelayRequest(request, self.node.id, op, key, user, body)
         try:
-            await self.node.broker.publish(node_channel(owner), encode(message))
+            await self.node.broker.publish(node_channel(owner), Control(message))
             answer = await asyncio.wait_for(future, timeout)
         except BrokerUnavailable as exc:
             text = str(exc) or "broker unavailable"
@@ -74,12 +75,7 @@ class Relay:
             self._waiting.pop(request, None)
         return answer.status, answer.body
 
-    def _on_message(self, payload: bytes) -> None:
-        try:
-            message = decode(payload)
-        except ValueError:
-            logger.exception("bad relay message %r", payload[:200])
-            return
+    def _on_message(self, message: ControlMessage) -> None:
         if isinstance(message, RelayAnswer):
             future = self._waiting.get(message.request)
             if future is not None and not future.done():
@@ -95,6 +91,6 @@ class Relay:
             status, body = 500, error_body(ErrorCode.INTERNAL, "internal error")
         answer = RelayAnswer(message.request, status, body)
         try:
-            await self.node.broker.publish(node_channel(message.origin), encode(answer))
+            await self.node.broker.publish(node_channel(message.origin), Control(answer))
         except BrokerUnavailable:
             logger.info("could not answer a relayed %s: broker unavailable", message.action)

@@ -267,6 +267,10 @@ class HttpRoutes:
                 "subscriptions": ("Subscriptions of local clients.", node.registry.subscriptions),
                 "channels": ("Channels with local subscribers.", len(node.registry)),
                 "backplane_up": ("1 while the broker is connected, else 0.", int(node.broker.up)),
+                "backplane_malformed": (
+                    "Broker messages dropped because they were not envelopes.",
+                    node.broker.malformed,
+                ),
             },
             by_transport=collections.Counter(s.transport_name for s in node.sessions.values()),
         )

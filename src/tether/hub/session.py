@@ -44,7 +44,6 @@ from tether.hub.wire import (
     disconnect_push,
     dumps,
     error_reply,
-    loads,
     opt_bool,
     opt_int,
     opt_str,
@@ -106,6 +105,8 @@ class Session:
         self.transport_name = transport_name if transport_name is not None else transport.kind.name
         self.data: JSON = None
         """Per-session data from the connect hook (docs/hooks.md)."""
+        self.presence_batches = False
+        """The client takes ``presence`` pushes (many joins and leaves in one)."""
         self._app_refused = False
         # Pushes to send right after the current command's reply (server-side
         # subscriptions made by the connect hook).
@@ -125,7 +126,7 @@ class Session:
         self._rpc_bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
         self._flood_bucket = TokenBucket(1.0, limits.flood_strikes)
         # Channels being subscribed: pushes wait here until the reply is out.
-        self._recovering: dict[str, list[tuple[str, int]]] = {}
+        self._recovering: dict[str, list[tuple[str, int, StreamPosition | None]]] = {}
         self._recovered_top: dict[str, StreamPosition] = {}
         self._to_flush: list[str] = []
         self._held_bytes = 0
@@ -195,8 +196,10 @@ class Session:
     def send(self, text: str) -> None:
         self.writer.send(text, len(text.encode()))
 
-    def buffer(self, channel: str, text: str, size: int) -> bool:
-        """Hold a push for a channel whose subscribe reply is not out yet."""
+    def buffer(
+        self, channel: str, text: str, size: int, position: StreamPosition | None = None
+    ) -> bool:
+        """Hold a push (a publication's at ``position``) until the subscribe reply is out."""
         pending = self._recovering.get(channel)
         if pending is None:
             return False
@@ -207,7 +210,7 @@ class Session:
             self._recovering.clear()
             self._slow_consumer()
             return True
-        pending.append((text, size))
+        pending.append((text, size, position))
         return True
 
     def _flush_recovered(self) -> None:
@@ -215,9 +218,9 @@ class Session:
         for channel in self._to_flush:
             pending = self._recovering.pop(channel, [])
             top = self._recovered_top.pop(channel, None)
-            for text, size in pending:
+            for text, size, position in pending:
                 self._held_bytes -= size
-                if top is not None and _already_sent(text, top):
+                if top is not None and position is not None and _covered(position, top):
                     continue
                 self.writer.send(text, size)
         self._to_flush.clear()
@@ -294,6 +297,7 @@ class Session:
         limit = config.limits.max_presence_info_size
         if client_info is not None and len(dumps(client_info).encode()) > limit:
             raise HubError(ErrorCode.LIMIT_EXCEEDED, f"info larger than {limit} bytes")
+        self.presence_batches = opt_bool(params, "presence_batches")
         subs = params.get("subs")
         if subs is not None and not isinstance(subs, dict):
             raise HubError(ErrorCode.BAD_REQUEST, "subs must be an object")
@@ -743,10 +747,6 @@ def _close_reason(message: str) -> str:
     return data.decode("utf-8", "ignore")
 
 
-def _already_sent(text: str, top: StreamPosition) -> bool:
-    """A buffered pub the subscribe reply already covered (same epoch, offset ≤ top)."""
-    if not text.startswith('{"push":"pub"'):
-        return False
-    message = loads(text)
-    offset = message.get("offset")
-    return isinstance(offset, int) and message.get("epoch") == top.epoch and offset <= top.offset
+def _covered(position: StreamPosition, top: StreamPosition) -> bool:
+    """A held publication the subscribe reply already covered (same epoch, offset ≤ top)."""
+    return position.epoch == top.epoch and position.offset <= top.offset

@@ -36,9 +36,8 @@ from tether.hub.control import (
     SessionsReply,
     Subscribe,
     Unsubscribe,
-    decode,
-    encode,
 )
+from tether.hub.envelope import Control
 from tether.hub.errors import ErrorCode, HubCloseCode, HubError
 from tether.hub.hooks import SessionInfo
 
@@ -155,17 +154,12 @@ class Users:
 
     async def _send(self, message: ControlMessage) -> None:
         try:
-            await self.node.broker.publish(CONTROL_CHANNEL, encode(message))
+            await self.node.broker.publish(CONTROL_CHANNEL, Control(message))
         except BrokerUnavailable as exc:
             raise HubError(ErrorCode.BROKER_UNAVAILABLE, str(exc) or None) from None
 
-    def on_control(self, payload: bytes) -> None:
+    def on_control(self, message: ControlMessage) -> None:
         """A control message from the broker (sent by any node, this one too)."""
-        try:
-            message = decode(payload)
-        except ValueError:
-            logger.exception("bad control message %r", payload[:200])
-            return
         node = self.node
         if isinstance(message, Disconnect):
             for session in node.local_sessions(message.user):

@@ -141,13 +141,28 @@ def pub_push(
     info: ClientInfo | None = None,
 ) -> str:
     """A ``pub`` push around already-serialized data (serialized once per publish)."""
-    parts = ['{"push":"pub","channel":', dumps(channel), ',"data":', data_json]
-    if position is not None:
-        parts += [',"offset":', str(position.offset), ',"epoch":', dumps(position.epoch)]
-    if info is not None:
-        parts += [',"info":', dumps(info.to_json())]
-    parts.append("}")
-    return "".join(parts)
+    if position is None:
+        head = '{"push":"pub","channel":' + dumps(channel) + ',"data":' + data_json
+        return head + _info_tail(info) + "}"
+    before, between, after = pub_push_around_position(channel, data_json, info)
+    return before + str(position.offset) + between + dumps(position.epoch)[1:-1] + after
+
+
+def pub_push_around_position(
+    channel: str, data_json: str, info: ClientInfo | None = None
+) -> tuple[str, str, str]:
+    """A ``pub`` push cut where its offset and epoch go: ``before``, ``between``, ``after``.
+
+    ``before + str(offset) + between + epoch + after`` is the push, for an
+    epoch that needs no JSON escaping (history backends make them
+    URL-safe). A server that assigns the offset (Redis history) completes it.
+    """
+    before = '{"push":"pub","channel":' + dumps(channel) + ',"data":' + data_json + ',"offset":'
+    return before, ',"epoch":"', '"' + _info_tail(info) + "}"
+
+
+def _info_tail(info: ClientInfo | None) -> str:
+    return ',"info":' + dumps(info.to_json()) if info is not None else ""
 
 
 def join_push(channel: str, info: ClientInfo) -> str:
@@ -156,6 +171,16 @@ def join_push(channel: str, info: ClientInfo) -> str:
 
 def leave_push(channel: str, info: ClientInfo) -> str:
     return dumps({"push": "leave", "channel": channel, "info": info.to_json()})
+
+
+def presence_push(channel: str, changes: list[tuple[bool, ClientInfo]]) -> str:
+    """Several joins (``True``) and leaves of a channel, in order, in one push.
+
+    Sent instead of ``join``/``leave`` pushes to clients that asked for it
+    (``presence_batches`` in ``connect``).
+    """
+    items = [["join" if joined else "leave", info.to_json()] for joined, info in changes]
+    return dumps({"push": "presence", "channel": channel, "changes": items})
 
 
 def unsubscribe_push(channel: str, code: int, reason: str) -> str:

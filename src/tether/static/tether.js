@@ -980,7 +980,8 @@ export class Client extends Emitter {
 
   _onOpen() {
     this._lastReceived = Date.now();
-    const params = {};
+    // Many joins and leaves in one push (docs/wire-protocol.md).
+    const params = { presence_batches: true };
     if (this._token) params.token = this._token;
     if (this.options.name) params.name = this.options.name;
     if (this.options.info !== undefined) params.info = this.options.info;
@@ -1077,6 +1078,17 @@ export class Client extends Emitter {
         const sub = this._subs.get(msg.channel);
         if (sub && sub.state === "subscribed") {
           sub._emit(msg.push, { channel: msg.channel, ...(msg.info ?? {}) });
+        }
+        break;
+      }
+      case "presence": {
+        const sub = this._subs.get(msg.channel);
+        if (sub && sub.state === "subscribed") {
+          for (const [kind, info] of msg.changes ?? []) {
+            if (kind === "join" || kind === "leave") {
+              sub._emit(kind, { channel: msg.channel, ...(info ?? {}) });
+            }
+          }
         }
         break;
       }

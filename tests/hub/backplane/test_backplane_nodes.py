@@ -33,9 +33,9 @@ from tether.hub.brokers.backplane import (
     BackplaneEvent,
     BackplaneUp,
     ChannelsReset,
-    sequenced,
 )
 from tether.hub.brokers.base import BrokerUnavailable
+from tether.hub.envelope import Envelope, Pub, encode
 from tether.hub.errors import HubCloseCode
 from tether.hub.model import StreamPosition
 
@@ -160,11 +160,16 @@ async def test_receivers_restore_offset_order_and_reset_a_channel_with_a_lost_of
     reset = asyncio.Event()
     broker.add_listener(events.append)
     broker.add_listener(lambda _: reset.set())
-    await broker.start(lambda channel, payload: got.append(payload))
+
+    def receive(channel: str, envelope: Envelope) -> None:
+        assert isinstance(envelope, Pub)
+        got.append(envelope.push)
+
+    await broker.start(receive)
     await broker.subscribe("ch")
 
     def push(offset: int, epoch: str = "E") -> bytes:
-        return sequenced(StreamPosition(offset, epoch), b"p%d" % offset)
+        return encode(Pub(b"p%d" % offset, StreamPosition(offset, epoch), reorder=True))
 
     try:
         for offset in (1, 3, 2, 4):
@@ -360,10 +365,8 @@ def test_missed_publications_rule() -> None:
     assert missed_publications(StreamPosition(4, e), None, StreamPosition(4, "F"))
     assert not missed_publications(StreamPosition(4, e), StreamPosition(5, e), StreamPosition(9, e))
     assert missed_publications(StreamPosition(4, e), StreamPosition(6, e), StreamPosition(9, e))
-    assert pub_position(b'{"push":"pub","channel":"c","data":1,"offset":3,"epoch":"x"}') == (
-        StreamPosition(3, "x")
-    )
-    assert pub_position(b'{"push":"pub","channel":"c","data":1}') is None
+    assert pub_position(Pub(b"{}", StreamPosition(3, "x"))) == StreamPosition(3, "x")
+    assert pub_position(Pub(b"{}")) is None
     assert pub_position(None) is None
 
 

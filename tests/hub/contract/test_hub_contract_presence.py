@@ -60,3 +60,14 @@ async def test_add_many_adds_and_refreshes_every_entry(backend: Backend) -> None
     assert await presence.get("room") == {"c1": alice, "c2": bob}
     assert (await presence.stats("room")).num_users == 2
     assert await presence.get("elsewhere") == {}
+
+
+async def test_remove_many_removes_each_entry_and_ignores_absent_ones(backend: Backend) -> None:
+    presence = backend.presence
+    people = [ClientInfo(f"c{i}", f"u{i}") for i in range(5)]
+    await presence.add_many("room", people, ttl=60)
+    await presence.add("other", people[0], ttl=60)
+    await presence.remove_many("room", ["c0", "c2", "c4", "absent"])
+    await presence.remove_many("room", [])  # nothing: no error
+    assert set(await presence.get("room")) == {"c1", "c3"}
+    assert set(await presence.get("other")) == {"c0"}  # another channel keeps its entry

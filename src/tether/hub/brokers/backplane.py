@@ -9,7 +9,7 @@ reconnects with jittered exponential backoff. While the connection is down,
 
 What a node may have missed while it was down is told to its listeners (the
 node's :class:`~tether.hub.backplane.BackplaneWatcher`) through
-:class:`BackplaneUp` events: the last ``pub`` push each channel saw before the
+:class:`BackplaneUp` events: the last publication each channel saw before the
 outage, and the first one after it. With the channel's history position the
 watcher decides which channels have a gap, and has their clients recover.
 """
@@ -26,21 +26,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.hub.brokers.base import Broker, BrokerHandler, BrokerUnavailable
+from tether.hub.envelope import (
+    RESYNC,
+    Envelope,
+    MalformedEnvelope,
+    Pub,
+    PubDraft,
+    Resync,
+    decode,
+    encode,
+)
 from tether.hub.history.base import AddResult, History
 from tether.hub.model import Publication, StreamPosition
 
 logger = logging.getLogger("tether.hub.backplane")
 
-# The start of every ``pub`` push (wire.pub_push): the pushes whose offsets matter.
-PUB_PREFIX = b'{"push":"pub"'
-# A broker-to-broker marker on a channel: "publications of this channel may
-# have been lost between nodes; every node's subscribers must recover". JSON
-# pushes never start with a NUL byte, so markers cannot be confused with them.
-RESYNC_MARKER = b"\x00tether:resync"
-# Before a push sent by the two-step path (history add, then publish): its
-# position, b"\x01<offset> <epoch>\n", so receivers can restore offset order
-# when publishes of one channel from different nodes overtake each other.
-SEQUENCED = b"\x01"
 # How long a receiver holds pushes that arrived ahead of a missing offset.
 REORDER_WAIT = 1.0
 
@@ -56,9 +56,9 @@ class BackplaneDown:
 class BackplaneUp:
     """Connected, and every wanted channel is subscribed again.
 
-    ``before`` holds each channel's last ``pub`` push before the outage
+    ``before`` holds each channel's last publication before the outage
     (channels that had seen none are absent); ``after`` fills with each
-    channel's first ``pub`` push after it while the check runs. Until the
+    channel's first publication after it while the check runs. Until the
     listener calls :meth:`BackplaneBroker.check_done`, payloads are held
     back, so no client sees a publication of a new epoch before being told.
     """
@@ -68,8 +68,8 @@ class BackplaneUp:
     outage: int
     """Which outage this ends (:attr:`BackplaneBroker.outages` at the time)."""
     channels: list[str]
-    before: dict[str, bytes]
-    after: dict[str, bytes] = field(default_factory=dict)
+    before: dict[str, Pub]
+    after: dict[str, Pub] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +85,45 @@ BackplaneListener = Callable[[BackplaneEvent], None]
 
 @dataclass(slots=True)
 class _Sequence:
-    """A channel's last offset handed over, and pushes that came ahead of a gap."""
+    """A channel's last offset handed over, and publications that came ahead of a gap."""
 
-    epoch: bytes
+    epoch: str
     last: int
-    ahead: dict[int, bytes] = field(default_factory=dict)
+    ahead: dict[int, Pub] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
     starting: bool = False
     """Waiting for the channel's position at subscribe time: everything waits."""
 
 
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """A publication waiting for its channel's turn to be added to history and sent."""
+
+    history: History
+    publication: Publication
+    draft: PubDraft
+    size: int
+    ttl: float
+    idempotency_key: str | None
+    done: asyncio.Future[tuple[AddResult, Awaitable[None]]]
+
+    def add(self, channel: str) -> Awaitable[AddResult]:
+        return self.history.add(
+            channel,
+            self.publication,
+            size=self.size,
+            ttl=self.ttl,
+            idempotency_key=self.idempotency_key,
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+            self.done.exception()  # its caller may be gone: never "never retrieved"
+
+
 # The channel's history position (None without history), for sequencing.
 PositionSource = Callable[[str], Awaitable[StreamPosition | None]]
-
-
-def sequenced(position: StreamPosition, payload: bytes) -> bytes:
-    return b"%s%d %s\n%s" % (SEQUENCED, position.offset, position.epoch.encode(), payload)
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float) -> float:
@@ -136,14 +159,17 @@ class BackplaneBroker(Broker):
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._listeners: list[BackplaneListener] = []
-        self._last: dict[str, bytes] = {}
+        self._last: dict[str, Pub] = {}
         # Set at the first outage not checked yet; cleared by check_done.
-        self._before: dict[str, bytes] | None = None
-        self._after: dict[str, bytes] | None = None
-        # Payloads held back while a listener checks an outage.
-        self._held: list[tuple[str, bytes]] | None = None
+        self._before: dict[str, Pub] | None = None
+        self._after: dict[str, Pub] | None = None
+        # Envelopes held back while a listener checks an outage.
+        self._held: list[tuple[str, Envelope]] | None = None
+        self.malformed = 0
+        """Broker messages dropped because they were not envelopes (logged)."""
         self._gaps: set[str] = set()
-        self._order: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Per channel, while its publications are being added and sent: those waiting.
+        self._order: dict[str, list[_Pending]] = {}
         self._sequences: dict[str, _Sequence] = {}
         self.position_source: PositionSource | None = None
         """Set by the node when pushes may come from two-step publishers (see
@@ -159,7 +185,8 @@ class BackplaneBroker(Broker):
 
     @abc.abstractmethod
     async def _serve(self) -> str:
-        """Read (calling :meth:`_deliver`) until the connection is lost; say why."""
+        """Read (calling :meth:`_deliver` with each message's bytes) until the connection
+        is lost; say why."""
 
     @abc.abstractmethod
     async def _disconnect(self) -> None:
@@ -174,15 +201,16 @@ class BackplaneBroker(Broker):
         """Unsubscribe on the open connection (no need to wait for the server)."""
 
     @abc.abstractmethod
-    async def _publish(self, channel: str, payload: bytes) -> None:
-        """Publish; raise :class:`BrokerUnavailable` if the server did not take it."""
+    async def _publish(self, channel: str, data: bytes) -> None:
+        """Publish an encoded envelope; raise :class:`BrokerUnavailable` if the server
+        did not take it."""
 
-    async def _enqueue(self, channel: str, payload: bytes) -> Awaitable[None]:
+    async def _enqueue(self, channel: str, data: bytes) -> Awaitable[None]:
         """Start a publish, in order with earlier ones; return what confirms it.
 
         By default the whole publish happens here (nothing left to confirm).
         """
-        await self._publish(channel, payload)
+        await self._publish(channel, data)
         return _done()
 
     @abc.abstractmethod
@@ -214,8 +242,8 @@ class BackplaneBroker(Broker):
             except Exception:
                 logger.exception("backplane listener failed")
 
-    def last_publication(self, channel: str) -> bytes | None:
-        """The last ``pub`` push delivered for ``channel`` (raw), if any."""
+    def last_publication(self, channel: str) -> Pub | None:
+        """The last publication delivered for ``channel``, if any."""
         return self._last.get(channel)
 
     def check_done(self, event: BackplaneUp, reset: Collection[str] = ()) -> None:
@@ -230,9 +258,9 @@ class BackplaneBroker(Broker):
         self._after = None
         self._before = None
         handler = self._handler
-        for channel, payload in held or ():
+        for channel, envelope in held or ():
             if handler is not None and channel not in reset and channel in self._channels:
-                handler(channel, payload)
+                handler(channel, envelope)
 
     # ---------------------------------------------------------- lifecycle
 
@@ -330,12 +358,12 @@ class BackplaneBroker(Broker):
 
     # ------------------------------------------------------------ pub/sub
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, envelope: Envelope) -> None:
         if self._handler is None:
             raise BrokerUnavailable("broker not started")
         if not self._up:
             raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
-        await self._publish(channel, payload)
+        await self._publish(channel, encode(envelope))
 
     async def subscribe(self, channel: str) -> None:
         # Wanted from now on: if the connection is down, the supervisor
@@ -358,7 +386,7 @@ class BackplaneBroker(Broker):
         source = self.position_source
         if source is None or channel in self._sequences:
             return
-        sequence = self._sequences[channel] = _Sequence(b"", 0, starting=True)
+        sequence = self._sequences[channel] = _Sequence("", 0, starting=True)
         try:
             position = await source(channel)
         except Exception:
@@ -367,18 +395,17 @@ class BackplaneBroker(Broker):
             return
         ahead = sequence.ahead
         if position is None:
-            del self._sequences[channel]  # no history: pushes carry no offsets
+            del self._sequences[channel]  # no history: publications carry no offsets
         else:
-            sequence.epoch, sequence.last = position.epoch.encode(), position.offset
+            sequence.epoch, sequence.last = position.epoch, position.offset
             sequence.ahead = {}
             sequence.starting = False
         for offset in sorted(ahead):  # what came meanwhile, in order
-            head, _, push = ahead[offset].partition(b"\n")
-            epoch = head[1:].partition(b" ")[2]
+            pub = ahead[offset]
             if position is not None and offset <= position.offset:
-                self._pass(channel, push)  # before the position: subscribers filter it
+                self._pass(channel, pub)  # before the position: subscribers filter it
             else:
-                self._in_order(channel, offset, epoch, push)
+                self._in_order(channel, pub)
 
     def reset_sequence(self, channel: str) -> None:
         """Forget ``channel``'s order (its sessions were reset): the next push starts it."""
@@ -398,35 +425,49 @@ class BackplaneBroker(Broker):
             with contextlib.suppress(Exception):
                 await self._unsubscribe(channel)
 
-    def _deliver(self, channel: str, payload: bytes) -> None:
-        """Hand one payload of a wanted channel to the node."""
+    def _deliver(self, channel: str, data: bytes) -> None:
+        """Decode one message of a wanted channel and hand it to the node."""
         if self._handler is None or channel not in self._channels:
             return
-        if payload[:1] == SEQUENCED:
-            head, _, push = payload.partition(b"\n")
-            offset, _, epoch = head[1:].partition(b" ")
-            self._in_order(channel, int(offset), epoch, push)
+        try:
+            envelope = decode(data)
+        except MalformedEnvelope as exc:
+            self.malformed += 1
+            if self.malformed == 1 or self.malformed % 1000 == 0:
+                logger.warning(
+                    "%s backplane: dropped a malformed message on %r (%d so far): %s",
+                    self.kind,
+                    channel,
+                    self.malformed,
+                    exc,
+                )
             return
-        self._pass(channel, payload)
+        if type(envelope) is Pub and envelope.reorder:
+            self._in_order(channel, envelope)
+            return
+        self._pass(channel, envelope)
 
-    def _in_order(self, channel: str, offset: int, epoch: bytes, push: bytes) -> None:
-        """Hand over a two-step push in offset order, waiting briefly for a missing one."""
+    def _in_order(self, channel: str, pub: Pub) -> None:
+        """Hand over a two-step publication in offset order, waiting briefly for a missing one."""
+        position = pub.position
+        assert position is not None  # only positioned publications are reordered
+        offset, epoch = position.offset, position.epoch
         sequence = self._sequences.get(channel)
         if sequence is not None and sequence.starting:
-            sequence.ahead[offset] = SEQUENCED + b"%d %s\n" % (offset, epoch) + push
+            sequence.ahead[offset] = pub
             return
         if sequence is None or sequence.epoch != epoch:
             if sequence is not None:
                 self._give_up(channel, reset=False)
             self._sequences[channel] = _Sequence(epoch, offset)
-            self._pass(channel, push)
+            self._pass(channel, pub)
             return
         if offset <= sequence.last:
             # Later offsets went out already: clients skip this one as old.
-            self._pass(channel, push)
+            self._pass(channel, pub)
             self._emit(ChannelsReset([channel]))
             return
-        sequence.ahead[offset] = push
+        sequence.ahead[offset] = pub
         while sequence.last + 1 in sequence.ahead:
             sequence.last += 1
             self._pass(channel, sequence.ahead.pop(sequence.last))
@@ -458,23 +499,23 @@ class BackplaneBroker(Broker):
                 sequence.timer.cancel()
         self._sequences.clear()
 
-    def _pass(self, channel: str, payload: bytes) -> None:
+    def _pass(self, channel: str, envelope: Envelope) -> None:
         handler = self._handler
         if handler is None:
             return
-        if payload.startswith(PUB_PREFIX):
-            self._last[channel] = payload
+        if type(envelope) is Pub:
+            self._last[channel] = envelope
             after = self._after
             if after is not None and channel not in after:
-                after[channel] = payload
-        elif payload == RESYNC_MARKER:
+                after[channel] = envelope
+        elif type(envelope) is Resync:
             self._emit(ChannelsReset([channel]))
             return
         held = self._held
         if held is not None:
-            held.append((channel, payload))
+            held.append((channel, envelope))
             return
-        handler(channel, payload)
+        handler(channel, envelope)
 
     # ----------------------------------------------- history, then publish
 
@@ -483,48 +524,40 @@ class BackplaneBroker(Broker):
         history: History,
         channel: str,
         publication: Publication,
-        payload: Callable[[StreamPosition], bytes],
+        draft: PubDraft,
         *,
         size: int,
         ttl: float,
         idempotency_key: str | None = None,
     ) -> AddResult:
-        """Add to history, then publish, one publication of a channel at a time.
+        """Add to history, then publish, in the channel's order on this node.
 
-        Serialized per channel on this node, so offsets reach the broker in
-        order. If the publish fails after the add, the publication is in
-        history but reached nobody: the channel is marked, and once the
-        backplane is back every node's subscribers of it recover.
+        A channel's publications made while the previous ones are being added
+        wait, and go together: their adds, then their publishes, in the order
+        they were made, so offsets reach the broker in order. With a history
+        that keeps call order (Redis, pipelined) the adds of a batch take one
+        round trip; with another, one after the other. If a publish fails
+        after its add, the publication is in history but reached nobody: the
+        channel is marked, and once the backplane is back every node's
+        subscribers of it recover.
         """
         if self._handler is None:
             raise BrokerUnavailable("broker not started")
         if not self._up:
             raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
-        lock, users = self._order.get(channel) or (asyncio.Lock(), 0)
-        self._order[channel] = (lock, users + 1)
-        try:
-            async with lock:
-                added = await history.add(
-                    channel, publication, size=size, ttl=ttl, idempotency_key=idempotency_key
-                )
-                if added.duplicate:
-                    return added
-                try:
-                    if not self._up:
-                        raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
-                    pushed = sequenced(added.position, payload(added.position))
-                    confirm = await self._enqueue(channel, pushed)
-                except BrokerUnavailable:
-                    self._gaps.add(channel)
-                    raise
-        finally:
-            lock, users = self._order[channel]
-            if users == 1:
-                del self._order[channel]
-            else:
-                self._order[channel] = (lock, users - 1)
-        # Confirmed outside the lock: the next publication of the channel can
-        # be on its way meanwhile (the connection keeps their order).
+        loop = asyncio.get_running_loop()
+        item = _Pending(
+            history, publication, draft, size, ttl, idempotency_key, loop.create_future()
+        )
+        waiting = self._order.get(channel)
+        if waiting is None:
+            waiting = self._order[channel] = [item]
+            self._spawn(self._add_and_send(channel, waiting))
+        else:
+            waiting.append(item)
+        added, confirm = await asyncio.shield(item.done)
+        # Confirmed outside the channel's turn: the next publications of the
+        # channel are on their way meanwhile (the connection keeps their order).
         try:
             await confirm
         except BrokerUnavailable:
@@ -534,10 +567,60 @@ class BackplaneBroker(Broker):
             await self._send_markers()
         return added
 
+    async def _add_and_send(self, channel: str, waiting: list[_Pending]) -> None:
+        """Add and send ``channel``'s waiting publications, batch after batch."""
+        batch: list[_Pending] = []
+        try:
+            while waiting:
+                batch = waiting[:]
+                del waiting[:]
+                results = await self._add_batch(channel, batch)
+                for item, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        item.fail(result)
+                    elif result.duplicate:
+                        item.done.set_result((result, _done()))
+                    else:
+                        await self._send_added(channel, item, result)
+        finally:
+            if self._order.get(channel) is waiting:
+                del self._order[channel]
+            closed = BrokerUnavailable(f"{self.kind} broker closed")
+            for item in [*batch, *waiting]:  # when cancelled (closing): nobody waits forever
+                item.fail(closed)
+
+    async def _add_batch(
+        self, channel: str, batch: list[_Pending]
+    ) -> list[AddResult | BaseException]:
+        if all(item.history.adds_in_call_order for item in batch):
+            return await asyncio.gather(
+                *(item.add(channel) for item in batch), return_exceptions=True
+            )
+        results: list[AddResult | BaseException] = []
+        for item in batch:
+            try:
+                results.append(await item.add(channel))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _send_added(self, channel: str, item: _Pending, added: AddResult) -> None:
+        try:
+            if not self._up:
+                raise BrokerUnavailable(f"{self.kind} backplane down: reconnecting")
+            confirm = await self._enqueue(
+                channel, encode(item.draft.at(added.position, reorder=True))
+            )
+        except BrokerUnavailable as exc:
+            self._gaps.add(channel)
+            item.fail(exc)
+        else:
+            item.done.set_result((added, confirm))
+
     async def _send_markers(self) -> None:
         for channel in list(self._gaps):
             try:
-                await self._publish(channel, RESYNC_MARKER)
+                await self._publish(channel, encode(RESYNC))
             except BrokerUnavailable:
                 return  # tried again after the next reconnect
             self._gaps.discard(channel)

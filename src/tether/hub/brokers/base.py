@@ -1,10 +1,13 @@
 """The Broker interface: moves pushes between the nodes that serve a channel.
 
 A node subscribes the broker to a channel while at least one of its sessions
-is subscribed, and unsubscribes when the last one leaves. ``publish`` hands a
-payload (an already-serialized push) to every node subscribed to the channel,
+is subscribed, and unsubscribes when the last one leaves. ``publish`` hands an
+:mod:`envelope <tether.hub.envelope>` (a publication with its push built once,
+presence changes, a control message) to every node subscribed to the channel,
 this one included, through the handler given to :meth:`Broker.start`. A broker
-must keep the order of payloads published to one channel by one node.
+must keep the order of envelopes published to one channel by one node.
+Networked brokers encode envelopes on publish and decode them once on arrival;
+no other module knows their bytes.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
+from tether.hub.envelope import Envelope, PubDraft
 from tether.hub.history.base import AddResult, History
-from tether.hub.model import Publication, StreamPosition
+from tether.hub.model import Publication
 
-# Called with (channel, payload) for every payload published to a channel this
-# node is subscribed to. It runs synchronously so delivery order is kept.
-BrokerHandler = Callable[[str, bytes], None]
+# Called with (channel, envelope) for every envelope published to a channel
+# this node is subscribed to. It runs synchronously so delivery order is kept.
+BrokerHandler = Callable[[str, Envelope], None]
 
 
 class BrokerUnavailable(Exception):
@@ -26,6 +30,9 @@ class BrokerUnavailable(Exception):
 
 class Broker(abc.ABC):
     """Publish/subscribe between nodes. Implementations: memory (one process)."""
+
+    malformed = 0
+    """Messages dropped on arrival because they were not envelopes (networked brokers)."""
 
     @abc.abstractmethod
     async def start(self, handler: BrokerHandler) -> None:
@@ -36,8 +43,8 @@ class Broker(abc.ABC):
         """Disconnect; no more calls to the handler."""
 
     @abc.abstractmethod
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Deliver ``payload`` to every node subscribed to ``channel``.
+    async def publish(self, channel: str, envelope: Envelope) -> None:
+        """Deliver ``envelope`` to every node subscribed to ``channel``.
 
         Raises :class:`BrokerUnavailable` when it cannot.
         """
@@ -60,13 +67,13 @@ class Broker(abc.ABC):
         history: History,
         channel: str,
         publication: Publication,
-        payload: Callable[[StreamPosition], bytes],
+        draft: PubDraft,
         *,
         size: int,
         ttl: float,
         idempotency_key: str | None = None,
     ) -> AddResult:
-        """Add ``publication`` to ``history``, then publish ``payload(position)``.
+        """Add ``publication`` to ``history``, then publish ``draft`` at its position.
 
         A duplicate (a repeated idempotency key) is not published again.
         Networked brokers keep offsets in order between the two steps, or do
@@ -76,5 +83,5 @@ class Broker(abc.ABC):
             channel, publication, size=size, ttl=ttl, idempotency_key=idempotency_key
         )
         if not added.duplicate:
-            await self.publish(channel, payload(added.position))
+            await self.publish(channel, draft.at(added.position))
         return added

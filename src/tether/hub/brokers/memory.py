@@ -2,12 +2,14 @@
 
 One node alone (the default) gets a private bus. Several nodes in one process
 (tests, or a worker that embeds many hubs) pass the same bus to behave like
-nodes sharing a Redis or NATS server.
+nodes sharing a Redis or NATS server. Envelopes are handed over as they are:
+nothing is encoded inside one process.
 """
 
 from __future__ import annotations
 
 from tether.hub.brokers.base import Broker, BrokerHandler, BrokerUnavailable
+from tether.hub.envelope import Envelope
 
 
 class MemoryBus:
@@ -16,10 +18,10 @@ class MemoryBus:
     def __init__(self) -> None:
         self.subscribers: dict[str, set[MemoryBroker]] = {}
 
-    def deliver(self, channel: str, payload: bytes) -> None:
+    def deliver(self, channel: str, envelope: Envelope) -> None:
         # A copy, because a handler may unsubscribe while we iterate.
         for broker in list(self.subscribers.get(channel, ())):
-            broker.deliver(channel, payload)
+            broker.deliver(channel, envelope)
 
 
 class MemoryBroker(Broker):
@@ -36,10 +38,10 @@ class MemoryBroker(Broker):
             await self.unsubscribe(channel)
         self._handler = None
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, envelope: Envelope) -> None:
         if self._handler is None:
             raise BrokerUnavailable("broker not started")
-        self.bus.deliver(channel, payload)
+        self.bus.deliver(channel, envelope)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -53,6 +55,6 @@ class MemoryBroker(Broker):
             if not brokers:
                 del self.bus.subscribers[channel]
 
-    def deliver(self, channel: str, payload: bytes) -> None:
+    def deliver(self, channel: str, envelope: Envelope) -> None:
         if self._handler is not None:
-            self._handler(channel, payload)
+            self._handler(channel, envelope)

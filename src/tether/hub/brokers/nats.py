@@ -206,15 +206,15 @@ class NatsBroker(BackplaneBroker):
         if sub is not None:
             await sub.unsubscribe()
 
-    async def _publish(self, channel: str, payload: bytes) -> None:
-        await (await self._enqueue(channel, payload))
+    async def _publish(self, channel: str, data: bytes) -> None:
+        await (await self._enqueue(channel, data))
 
-    async def _enqueue(self, channel: str, payload: bytes) -> Awaitable[None]:
+    async def _enqueue(self, channel: str, data: bytes) -> Awaitable[None]:
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise BrokerUnavailable("nats backplane down: reconnecting")
         try:
-            await nc.publish(self.subject(channel), payload)
+            await nc.publish(self.subject(channel), data)
         except Exception as exc:
             raise BrokerUnavailable(f"nats publish failed: {exc}") from exc
         return self._flushed(nc)

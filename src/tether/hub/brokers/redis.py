@@ -8,7 +8,9 @@ are ``prefix + channel``. Publishes go through a separate command client.
 When the history is a :class:`~tether.hub.history.redis.RedisHistory` on the
 same Redis server, a publication is stored and published by one Lua script
 (``XADD`` + ``PUBLISH``): offsets reach every node in order, and a
-publication is either stored and sent or neither.
+publication is either stored and sent or neither. Publishes (and those
+scripts) are pipelined: what many sessions publish at once takes one round
+trip (:mod:`tether.hub.redis_pipeline`).
 
 Liveness: the subscription connection is pinged every ``ping_interval``; a
 missing pong or a read error counts as a lost connection. See
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether.hub._redis import (
@@ -32,9 +33,11 @@ from tether.hub._redis import (
 )
 from tether.hub.brokers.backplane import BackplaneBroker
 from tether.hub.brokers.base import BrokerUnavailable
+from tether.hub.envelope import PubDraft
 from tether.hub.history.base import AddResult, History
-from tether.hub.history.redis import PushTemplate, RedisHistory
-from tether.hub.model import Publication, StreamPosition
+from tether.hub.history.redis import RedisHistory
+from tether.hub.model import Publication
+from tether.hub.redis_pipeline import CommandPipeline
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -66,12 +69,16 @@ class RedisBroker(BackplaneBroker):
         self.url = url
         self.prefix = prefix
         self.client: aioredis.Redis = make_client(url, timeout=timeout)
+        # No retries on this client: a resent batch could publish twice.
+        self.pipeline = CommandPipeline(self.client)
         self._conn: AbstractConnection | None = None
         # Redis channel name -> hub channel, for the channels subscribed on _conn.
         self._raw: dict[bytes, str] = {}
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pongs: collections.deque[asyncio.Future[None]] = collections.deque()
         self._stash: list[tuple[bytes, bytes]] = []
+        # Whether a history lives on this broker's server (one script for both).
+        self._atomic: tuple[History, bool] | None = None
 
     def _name(self, channel: str) -> bytes:
         return (self.prefix + channel).encode()
@@ -234,24 +241,28 @@ class RedisBroker(BackplaneBroker):
         if conn is not None:
             await conn.send_command("UNSUBSCRIBE", name)
 
-    async def _publish(self, channel: str, payload: bytes) -> None:
+    async def _publish(self, channel: str, data: bytes) -> None:
         async with unavailable_on_error("broker"):
-            await self.client.publish(self._name(channel), payload)
+            await self.pipeline.call("PUBLISH", self._name(channel), data)
 
     def sequencing_needed(self, history: History) -> bool:
         return not self._atomic_with(history)
 
     def _atomic_with(self, history: History) -> bool:
-        return isinstance(history, RedisHistory) and server_of(history.client) == server_of(
-            self.client
-        )
+        known = self._atomic
+        if known is None or known[0] is not history:
+            same = isinstance(history, RedisHistory) and server_of(history.client) == server_of(
+                self.client
+            )
+            known = self._atomic = (history, same)
+        return known[1]
 
     async def publish_with_history(
         self,
         history: History,
         channel: str,
         publication: Publication,
-        payload: Callable[[StreamPosition], bytes],
+        draft: PubDraft,
         *,
         size: int,
         ttl: float,
@@ -259,26 +270,25 @@ class RedisBroker(BackplaneBroker):
     ) -> AddResult:
         """One ``XADD`` + ``PUBLISH`` script when the history lives on the same Redis."""
         if isinstance(history, RedisHistory) and self._atomic_with(history):
-            template = PushTemplate.of(payload)
-            if template is not None:
-                if self._handler is None:
-                    raise BrokerUnavailable("broker not started")
-                if not self._up:
-                    raise BrokerUnavailable("redis backplane down: reconnecting")
-                return await history.add_and_publish(
-                    channel,
-                    publication,
-                    size=size,
-                    ttl=ttl,
-                    idempotency_key=idempotency_key,
-                    publish_to=self._name(channel).decode(),
-                    template=template,
-                )
+            if self._handler is None:
+                raise BrokerUnavailable("broker not started")
+            if not self._up:
+                raise BrokerUnavailable("redis backplane down: reconnecting")
+            return await history.add_and_publish(
+                channel,
+                publication,
+                size=size,
+                ttl=ttl,
+                idempotency_key=idempotency_key,
+                publish_to=self._name(channel).decode(),
+                template=draft.template(),
+                data_json=draft.data_json,
+            )
         return await super().publish_with_history(
             history,
             channel,
             publication,
-            payload,
+            draft,
             size=size,
             ttl=ttl,
             idempotency_key=idempotency_key,
@@ -286,4 +296,5 @@ class RedisBroker(BackplaneBroker):
 
     async def close(self) -> None:
         await super().close()
+        await self.pipeline.close()
         await self.client.aclose()

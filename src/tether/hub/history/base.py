@@ -36,6 +36,10 @@ class Recovery:
 class History(abc.ABC):
     """Recent publications per channel. Implementations: memory, SQLite, Redis, JetStream."""
 
+    adds_in_call_order = False
+    """Concurrent :meth:`add` calls get their offsets in the order they were made
+    (a pipelining backend), so a broker may make a channel's adds together."""
+
     @abc.abstractmethod
     async def add(
         self,

@@ -40,6 +40,15 @@ class Presence(abc.ABC):
     async def remove(self, channel: str, client_id: str) -> None:
         """Remove a client from a channel (no error if absent)."""
 
+    async def remove_many(self, channel: str, client_ids: Sequence[str]) -> None:
+        """:meth:`remove` each of ``client_ids`` (many clients leaving at once).
+
+        This default makes one :meth:`remove` per entry; networked backends
+        override it to make one round trip.
+        """
+        for client_id in client_ids:
+            await self.remove(channel, client_id)
+
     @abc.abstractmethod
     async def get(self, channel: str) -> dict[str, ClientInfo]:
         """Every live client in ``channel``, by client id."""

@@ -187,6 +187,15 @@ class NatsPresence(Presence):
             # Purge, not delete: the entry's value goes at once, only a marker stays.
             await self._kv.purge(self._key(channel, client_id))
 
+    async def remove_many(self, channel: str, client_ids: Sequence[str]) -> None:
+        """Every entry's purge in flight at once (many clients leaving together)."""
+        if not client_ids:
+            return
+        async with self._unavailable_on_error():
+            await asyncio.gather(
+                *(self._kv.purge(self._key(channel, client_id)) for client_id in client_ids)
+            )
+
     # -------------------------------------------------------------- read
 
     async def _entries(self, channel: str) -> list[tuple[str, int, bytes]]:

@@ -13,10 +13,16 @@ that dies stops refreshing, and its clients drop out of every read within
 the TTL, because reads remove expired entries first (one Lua script). Both
 keys also carry a Redis TTL as long as their longest entry, so channels
 nobody refreshes disappear entirely.
+
+Commands go through a :class:`~tether.hub.redis_pipeline.CommandPipeline`:
+the presence writes of many channels and sessions at once (a node's
+refresh, a thousand clients leaving together) share round trips and never
+queue for the pool's connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -30,6 +36,7 @@ from tether.hub._redis import (
 )
 from tether.hub.model import ClientInfo
 from tether.hub.presence.base import Presence, PresenceStats
+from tether.hub.redis_pipeline import CommandPipeline
 from tether.hub.wire import dumps, loads
 
 if TYPE_CHECKING:
@@ -94,6 +101,7 @@ class RedisPresence(Presence):
         self._add = self.client.register_script(_ADD)
         self._add_many = self.client.register_script(_ADD_MANY)
         self._get = self.client.register_script(_GET)
+        self.pipeline = CommandPipeline(self.client, retries=1)
 
     def _keys(self, channel: str) -> list[str]:
         return [
@@ -106,7 +114,7 @@ class RedisPresence(Presence):
         expires = int(self.clock() * 1000) + ttl_ms
         args: list[str | int] = [info.client, dumps(info.to_json()), expires, ttl_ms]
         async with unavailable_on_error("presence"):
-            await self._add(keys=self._keys(channel), args=args)
+            await self.pipeline.script(self._add, self._keys(channel), args)
 
     async def add_many(self, channel: str, infos: Sequence[ClientInfo], *, ttl: float) -> None:
         """One script call (one round trip) for every entry of the channel."""
@@ -118,18 +126,26 @@ class RedisPresence(Presence):
         for info in infos:
             args += [info.client, dumps(info.to_json())]
         async with unavailable_on_error("presence"):
-            await self._add_many(keys=self._keys(channel), args=args)
+            await self.pipeline.script(self._add_many, self._keys(channel), args)
 
     async def remove(self, channel: str, client_id: str) -> None:
+        await self.remove_many(channel, [client_id])
+
+    async def remove_many(self, channel: str, client_ids: Sequence[str]) -> None:
+        """Two commands (one round trip, shared with other callers) for every entry."""
+        if not client_ids:
+            return
         hash_key, zset_key = self._keys(channel)
-        async with unavailable_on_error("presence"), self.client.pipeline() as pipe:
-            pipe.hdel(hash_key, client_id)
-            pipe.zrem(zset_key, client_id)
-            await pipe.execute()
+        async with unavailable_on_error("presence"):
+            await asyncio.gather(
+                self.pipeline.call("HDEL", hash_key, *client_ids),
+                self.pipeline.call("ZREM", zset_key, *client_ids),
+            )
 
     async def get(self, channel: str) -> dict[str, ClientInfo]:
         async with unavailable_on_error("presence"):
-            flat = await self._get(keys=self._keys(channel), args=[int(self.clock() * 1000)])
+            now = int(self.clock() * 1000)
+            flat = await self.pipeline.script(self._get, self._keys(channel), [now])
         clients: dict[str, ClientInfo] = {}
         for raw in flat[1::2]:
             info = ClientInfo.from_json(loads(raw))
@@ -141,4 +157,5 @@ class RedisPresence(Presence):
         return PresenceStats(len(clients), len({info.user for info in clients.values()}))
 
     async def close(self) -> None:
+        await self.pipeline.close()
         await self.client.aclose()
