@@ -300,12 +300,20 @@ _LISTENING = re.compile(r"listening on ws://([^/\s]+):(\d+)")
 
 
 @contextlib.contextmanager
-def echo_server(compression: bool, log: Path, keepalive: bool = False) -> Iterator[int]:
+def echo_server(
+    compression: bool, log: Path, keepalive: bool = False, sync: bool = False
+) -> Iterator[int]:
     """Run ``tether echo`` on a free port of 127.0.0.1; yield the port.
 
     Without ``keepalive``, through ``echo_server.py``, which turns its Pings off.
+    With ``sync``, the ``tether.sync`` echo server (``sync_echo_server.py``) instead.
     """
-    launcher = ["-m", "tether", "echo"] if keepalive else [str(HERE / "echo_server.py")]
+    if sync:
+        launcher = [str(HERE / "sync_echo_server.py")]
+    elif keepalive:
+        launcher = ["-m", "tether", "echo"]
+    else:
+        launcher = [str(HERE / "echo_server.py")]
     cmd = [
         sys.executable,
         *launcher,
@@ -450,12 +458,14 @@ def run_server_role(
     outdir: Path | None = None,
     keepalive: bool = False,
     under_uvicorn: bool = False,
+    sync: bool = False,
 ) -> RunResult:
     """kosoku's fuzzing client against ``tether echo``: tether as the server under test.
 
     ``keepalive`` keeps the echo server's keepalive Pings (see echo_server.py).
     ``under_uvicorn`` runs a Starlette echo endpoint under uvicorn with
-    tether's engine (``--ws tether.uvicorn:WebSocketProtocol``) instead.
+    tether's engine (``--ws tether.uvicorn:WebSocketProtocol``) instead;
+    ``sync`` the threaded ``tether.sync`` echo server (sync_echo_server.py).
     """
     prepare_kosoku()
     selected = _selected_or_fail(include, exclude)
@@ -463,8 +473,8 @@ def run_server_role(
         log = _log_path(outdir, "uvicorn-echo.log")
         server = uvicorn_echo_server(compression, log)
     else:
-        log = _log_path(outdir, "tether-echo.log")
-        server = echo_server(compression, log, keepalive)
+        log = _log_path(outdir, "tether-sync-echo.log" if sync else "tether-echo.log")
+        server = echo_server(compression, log, keepalive, sync)
     start = time.monotonic()
     with server as port:
         results = asyncio.run(_run_server_role(port, selected, parallelism))
@@ -472,6 +482,8 @@ def run_server_role(
     write_reports(results, outdir)
     outcomes = sorted((outcome_from_result(r) for r in results), key=lambda o: _case_key(o.case_id))
     role = "server (Starlette under uvicorn, --ws tether.uvicorn)" if under_uvicorn else "server"
+    if sync:
+        role = "server (tether.sync)"
     return RunResult(role, outcomes, wall, list(selected), outdir, log)
 
 
@@ -659,6 +671,12 @@ def cli(role: str, argv: Sequence[str] | None = None) -> int:
             "(by default they are off: Autobahn cases do not expect Pings)",
         )
         parser.add_argument(
+            "--sync",
+            action="store_true",
+            help="test the threaded tether.sync server (sync_echo_server.py) "
+            "instead of `tether echo`",
+        )
+        parser.add_argument(
             "--uvicorn",
             action="store_true",
             help="test a Starlette echo endpoint under uvicorn with tether's engine "
@@ -694,6 +712,7 @@ def cli(role: str, argv: Sequence[str] | None = None) -> int:
             outdir=args.outdir,
             keepalive=args.keepalive,
             under_uvicorn=args.uvicorn,
+            sync=args.sync,
         )
     else:
         run = run_client_role(include, args.exclude, compression=compression, outdir=args.outdir)

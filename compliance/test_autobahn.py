@@ -67,6 +67,19 @@ def uvicorn_server_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult
     return run
 
 
+# The threaded tether.sync server: every RFC 6455 case but the 9.* performance
+# ones (run_server.py --sync runs those too), and a permessage-deflate sample.
+SYNC_CASES = (*(c for c in ab.BASE_CASES if c != "9.*"), "12.*.1", "13.*.1")
+
+
+@pytest.fixture(scope="module")
+def sync_server_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
+    outdir: Path = tmp_path_factory.mktemp("autobahn-sync-server")
+    run = ab.run_server_role(SYNC_CASES, parallelism=2, outdir=outdir, sync=True)
+    print(ab.report_text(run))
+    return run
+
+
 @pytest.fixture(scope="module")
 def client_run(tmp_path_factory: pytest.TempPathFactory) -> ab.RunResult:
     outdir: Path = tmp_path_factory.mktemp("autobahn-client")
@@ -113,6 +126,11 @@ def test_uvicorn_engine_every_case_ok(uvicorn_server_run: ab.RunResult) -> None:
 
 def test_uvicorn_engine_performance_cases_fast(uvicorn_server_run: ab.RunResult) -> None:
     _assert_fast(uvicorn_server_run, "9.", MAX_PERFORMANCE_CASE_MS)
+
+
+def test_sync_server_every_case_ok(sync_server_run: ab.RunResult) -> None:
+    """The threaded tether.sync server (compliance/sync_echo_server.py)."""
+    _assert_all_passed(sync_server_run)
 
 
 def test_client_role_every_case_ok(client_run: ab.RunResult) -> None:
