@@ -316,7 +316,7 @@ def test_bad_handshake_gets_an_http_error(sync_server: Any) -> None:
 def test_process_request_and_response(sync_server: Any) -> None:
     def process_request(ws: ServerConnection, request: Request) -> Response | None:
         if request.path == "/health":
-            return ws.respond(200, "OK")
+            return ws.respond(200, "OK\n")
         return None
 
     def process_response(ws: ServerConnection, request: Request, response: Response) -> None:
@@ -326,7 +326,7 @@ def test_process_request_and_response(sync_server: Any) -> None:
     with pytest.raises(InvalidStatus) as caught:
         connect(srv.url + "health")
     assert caught.value.response.status_code == 200
-    assert caught.value.response.body.startswith(b"OK")
+    assert caught.value.response.body == b"OK\n"  # as given: no newline added
     with connect(srv.url + "ws") as ws:
         assert ws.response is not None
         assert ws.response.headers["X-Seen"] == "/ws"

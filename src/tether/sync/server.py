@@ -89,8 +89,12 @@ class ServerConnection(Connection):
         self.route_kwargs: dict[str, Any] = {}
 
     def respond(self, status: int, text: str) -> Response:
-        """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …)."""
-        return make_response(status, text)
+        """A plain-text HTTP response for ``process_request`` (health checks, 401, 403 …).
+
+        The body is ``text`` exactly, as websockets sends it (``respond(200,
+        "OK\\n")`` answers ``OK`` and one newline).
+        """
+        return make_response(int(status), text, end_line=False)
 
     def handshake(
         self,
