@@ -555,7 +555,13 @@ class Connection:
                         proto.set_read_budget(
                             max_messages=max(high - len(queue), 1), inflate_budget=None
                         )
-                    proto.receive_data(data)
+                    # Messages handed out but not answered yet (the application
+                    # has not come back for more) count as messages of this
+                    # read: a protocol error now waits until they are answered,
+                    # as it would had they come in the same read. Threads make
+                    # the split likely (Autobahn 4.1.3: a message, then a bad
+                    # opcode a moment later).
+                    proto.receive_data(data, after_messages=not queue.idle())
                     events = proto.events_received()
                     self._write_out_quietly()
                 if events:

@@ -112,6 +112,11 @@ class MessageQueue:
             self.room.set()
         return item
 
+    def idle(self) -> bool:
+        """Whether everything queued was taken and a ``get`` waits for more."""
+        with self._mutex:
+            return not self._items and self._waiter is not None
+
     def wait_idle(self, timeout: float) -> None:
         """Wait until everything queued was taken and a ``get`` waits for more.
 
