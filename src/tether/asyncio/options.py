@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from tether.protocol.extensions.base import ClientExtensionFactory, ServerExtensionFactory
+from tether.protocol.extensions.defaults import Compression, client_extensions, server_extensions
 
-Compression = Literal["deflate"] | None
-
-
-def server_extensions(
-    compression: Compression, extensions: Sequence[ServerExtensionFactory] | None
-) -> list[ServerExtensionFactory]:
-    factories = list(extensions or [])
-    if compression == "deflate":
-        from tether.protocol.extensions.permessage_deflate import (
-            ServerPerMessageDeflateFactory,
-        )
-
-        if not any(f.name == "permessage-deflate" for f in factories):
-            factories.append(ServerPerMessageDeflateFactory())
-    elif compression is not None:
-        raise ValueError(f"unsupported compression: {compression!r}")
-    return factories
-
-
-def client_extensions(
-    compression: Compression, extensions: Sequence[ClientExtensionFactory] | None
-) -> list[ClientExtensionFactory]:
-    factories = list(extensions or [])
-    if compression == "deflate":
-        from tether.protocol.extensions.permessage_deflate import (
-            ClientPerMessageDeflateFactory,
-        )
-
-        if not any(f.name == "permessage-deflate" for f in factories):
-            factories.append(ClientPerMessageDeflateFactory())
-    elif compression is not None:
-        raise ValueError(f"unsupported compression: {compression!r}")
-    return factories
-
+__all__ = ["Compression", "client_extensions", "server_extensions"]
 
 MaxSize = int | None | tuple[int | None, int | None]
 MaxQueue = int | None | tuple[int | None, int | None]

@@ -8,12 +8,17 @@ here, once, so that a bad value fails at the call, not at the first message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from tether.protocol.extensions.defaults import Compression, client_extensions, server_extensions
 
-from tether.protocol.extensions.base import ClientExtensionFactory, ServerExtensionFactory
-
-Compression = Literal["deflate"] | None
+__all__ = [
+    "Compression",
+    "MaxQueue",
+    "MaxSize",
+    "client_extensions",
+    "queue_marks",
+    "server_extensions",
+    "size_limits",
+]
 
 # A message or frame size limit, or the pair (message, fragment).
 MaxSize = int | None | tuple[int | None, int | None]
@@ -52,37 +57,3 @@ def queue_marks(max_queue: MaxQueue) -> tuple[int | None, int | None]:
     if not 0 <= low <= high:
         raise ValueError("max_queue's low-water mark must be between 0 and the high-water mark")
     return high, low
-
-
-def server_extensions(
-    compression: Compression, extensions: Sequence[ServerExtensionFactory] | None
-) -> list[ServerExtensionFactory]:
-    """The server's extension factories: the ones given, plus permessage-deflate by default."""
-    factories = list(extensions or [])
-    if compression == "deflate":
-        from tether.protocol.extensions.permessage_deflate import (
-            ServerPerMessageDeflateFactory,
-        )
-
-        if not any(f.name == "permessage-deflate" for f in factories):
-            factories.append(ServerPerMessageDeflateFactory())
-    elif compression is not None:
-        raise ValueError(f"unsupported compression: {compression!r}")
-    return factories
-
-
-def client_extensions(
-    compression: Compression, extensions: Sequence[ClientExtensionFactory] | None
-) -> list[ClientExtensionFactory]:
-    """The client's extension factories: the ones given, plus permessage-deflate by default."""
-    factories = list(extensions or [])
-    if compression == "deflate":
-        from tether.protocol.extensions.permessage_deflate import (
-            ClientPerMessageDeflateFactory,
-        )
-
-        if not any(f.name == "permessage-deflate" for f in factories):
-            factories.append(ClientPerMessageDeflateFactory())
-    elif compression is not None:
-        raise ValueError(f"unsupported compression: {compression!r}")
-    return factories
