@@ -119,7 +119,7 @@ def open_database(path: Path) -> sqlite3.Connection:
                 f"the history file {path} was written by a newer tether "
                 f"(schema {version}, this one knows {SCHEMA_VERSION})"
             )
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(db)
         if str(mode).lower() != "wal":
             raise HistoryUnavailable(f"the history file {path} cannot use WAL mode ({mode})")
         # FULL: a commit returns once the WAL is synced, so an acknowledged
@@ -138,6 +138,23 @@ def open_database(path: Path) -> sqlite3.Connection:
             db.close()
         raise HistoryUnavailable(f"cannot use the history file {path}: {describe(exc)}") from None
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
+
+    Changing the journal mode can answer "database is locked" at once, without
+    waiting through ``busy_timeout``, while a second process opens the same new
+    file (two workers at start): retry for as long as the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # the store's own thread, never the event loop
 
 
 def describe(exc: sqlite3.Error) -> str:
